@@ -1,0 +1,85 @@
+"""Splitting and the leakage check, on small frames and the synthetic set."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from skinlesion.cli import app
+from skinlesion.leakage import LeakageError, assert_no_leakage
+from skinlesion.split import SplitSettings, lesion_groups, split_dataset
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.code
+PARAMS = str(ROOT / "params.yaml")
+
+
+def test_groups_join_lesions_sharing_identical_images():
+    frame = pd.DataFrame(
+        {
+            "lesion_id": ["A", "A", "B", "C"],
+            "sha256": ["h1", "h2", "h2", "h3"],
+        }
+    )
+    groups = lesion_groups(frame)
+    assert groups[0] == groups[1] == groups[2]
+    assert groups[3] != groups[0]
+
+
+def test_split_is_grouped_stratified_and_deterministic(synth_dir):
+    settings = SplitSettings(seed=7, val_fraction=0.2, test_fraction=0.2)
+    first = split_dataset(synth_dir, settings)
+    again = split_dataset(synth_dir, settings)
+    pd.testing.assert_frame_equal(first, again)
+    assert first.groupby("lesion_id")["split"].nunique().max() == 1
+    for part in ("train", "val", "test"):  # every class with >= 3 lesions is everywhere
+        assert set(first.loc[first["split"] == part, "dx"]) == set(first["dx"])
+
+
+def test_identical_image_in_another_lesion_stays_on_the_same_side(synth_copy):
+    meta = pd.read_csv(synth_copy / "HAM10000_metadata.csv")
+    source = meta.iloc[0]
+    shutil.copy(
+        synth_copy / f"images/{source.image_id}.jpg", synth_copy / "images/ISIC_9999999.jpg"
+    )
+    copy = source.copy()
+    copy["image_id"], copy["lesion_id"] = "ISIC_9999999", "HAM_9999999"
+    pd.concat([meta, copy.to_frame().T]).to_csv(synth_copy / "HAM10000_metadata.csv", index=False)
+    manifest = split_dataset(synth_copy, SplitSettings())
+    sides = manifest.set_index("image_id")["split"]
+    assert sides["ISIC_9999999"] == sides[source.image_id]
+
+
+def test_planted_leak_fails_the_stage(synth_dir, tmp_path, monkeypatch):
+    """Plant the original study's bug, splitting by image instead of by lesion: images of
+    one lesion land on both sides, and the split stage must exit non-zero."""
+    import skinlesion.split as split_module
+
+    monkeypatch.setattr(split_module, "lesion_groups", lambda frame: frame["image_id"])
+    out = tmp_path / "manifest.csv"
+    result = CliRunner().invoke(
+        app, ["split", "--data-dir", str(synth_dir), "--out", str(out), "--params", PARAMS]
+    )
+    assert result.exit_code == 1
+    assert "LEAKAGE" in result.output and "lesion_id=HAM_" in result.output
+    assert not out.exists()
+
+
+def test_leakage_check_names_duplicated_content():
+    manifest = pd.DataFrame(
+        {
+            "lesion_id": ["A", "B"],
+            "sha256": ["same", "same"],
+            "split": ["train", "test"],
+        }
+    )
+    with pytest.raises(LeakageError, match="sha256=same in test, train"):
+        assert_no_leakage(manifest)
+
+
+def test_leakage_check_rejects_unknown_split():
+    with pytest.raises(LeakageError, match="unknown split"):
+        assert_no_leakage(pd.DataFrame({"lesion_id": ["A"], "split": ["holdout"]}))

@@ -1,0 +1,122 @@
+"""Great Expectations validation: accepts good data, rejects each kind of bad data with a
+clear message that names the failed expectation and the offending rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from skinlesion.cli import app
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.data
+PARAMS = str(ROOT / "params.yaml")
+
+
+def _run_validate(data_dir: Path, report_dir: Path):
+    return CliRunner().invoke(
+        app,
+        [
+            "validate",
+            "--data-dir",
+            str(data_dir),
+            "--report-dir",
+            str(report_dir),
+            "--params",
+            PARAMS,
+        ],
+    )
+
+
+def _edit_metadata(data_dir: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+    path = data_dir / "HAM10000_metadata.csv"
+    edit(pd.read_csv(path, dtype=str)).to_csv(path, index=False)
+
+
+def test_valid_synthetic_data_passes_with_data_docs(synth_dir, tmp_path):
+    result = _run_validate(synth_dir, tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "validation.json").read_text())
+    assert summary["success"] is True and summary["failed"] == []
+    assert summary["n_expectations"] >= 20
+    assert (tmp_path / summary["data_docs"]).is_file()
+
+
+def _truncate_jpeg(d: Path) -> None:
+    path = d / "images/ISIC_0000003.jpg"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _remove_image(d: Path) -> None:
+    (d / "images/ISIC_0000003.jpg").unlink()
+
+
+def _unknown_label(d: Path) -> None:
+    def edit(m: pd.DataFrame) -> pd.DataFrame:
+        m.loc[2, "dx"] = "melanoma"
+        return m
+
+    _edit_metadata(d, edit)
+
+
+def _missing_column(d: Path) -> None:
+    _edit_metadata(d, lambda m: m.drop(columns=["localization"]))
+
+
+def _two_diagnoses(d: Path) -> None:
+    def edit(m: pd.DataFrame) -> pd.DataFrame:
+        lesion = m.groupby("lesion_id").size().idxmax()  # a lesion with several images
+        rows = m.index[m["lesion_id"] == lesion]
+        m.loc[rows[0], "dx"] = "vasc" if m.loc[rows[0], "dx"] != "vasc" else "nv"
+        return m
+
+    _edit_metadata(d, edit)
+
+
+def _duplicate_image_id(d: Path) -> None:
+    def edit(m: pd.DataFrame) -> pd.DataFrame:
+        m.loc[5, "image_id"] = m.loc[4, "image_id"]
+        return m
+
+    _edit_metadata(d, edit)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expectation", "offender"),
+    [
+        (_truncate_jpeg, "expect_column_values_to_be_in_set(image_decodable)", "ISIC_0000003"),
+        (_remove_image, "expect_column_values_to_be_in_set(image_exists)", "ISIC_0000003"),
+        (_unknown_label, "expect_column_values_to_be_in_set(dx)", "melanoma"),
+        (_missing_column, "expect_table_columns_to_match_set", "localization"),
+        (_two_diagnoses, "expect_column_values_to_be_between(diagnoses_per_lesion)", "ISIC_"),
+        (_duplicate_image_id, "expect_column_values_to_be_unique(image_id)", "ISIC_0000005"),
+    ],
+    ids=[
+        "truncated-jpeg",
+        "missing-image",
+        "unknown-label",
+        "missing-column",
+        "lesion-two-diagnoses",
+        "duplicate-image-id",
+    ],
+)
+def test_bad_data_is_rejected_clearly(synth_copy, tmp_path, breakage, expectation, offender):
+    breakage(synth_copy)
+    result = _run_validate(synth_copy, tmp_path / "report")
+    assert result.exit_code == 1
+    assert "data INVALID" in result.output
+    assert expectation in result.output
+    assert offender in result.output
+    summary = json.loads((tmp_path / "report/validation.json").read_text())
+    assert summary["success"] is False
+
+
+def test_real_data_is_valid(real_data_dir, tmp_path):
+    result = _run_validate(real_data_dir, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "8008 rows" in result.output or "rows passed" in result.output

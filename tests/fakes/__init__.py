@@ -1,0 +1,1 @@
+"""Local stand-ins for remote services (Dataverse, KFP API) used by the tests."""
