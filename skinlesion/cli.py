@@ -7,13 +7,16 @@ so that `--help` stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from skinlesion.errors import SkinlesionError
 from skinlesion.params import load_params
 
 app = typer.Typer(
@@ -43,6 +46,19 @@ def _data_dir(data_dir: Path | None, params: dict) -> Path:
     return data_dir or Path(params["data"]["raw_dir"])
 
 
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors a user can fix end the command with their message and exit code 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SkinlesionError as err:
+            raise _fail(str(err)) from err
+
+    return run
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(message, err=True, fg=typer.colors.RED)
     return typer.Exit(code)
@@ -63,6 +79,7 @@ def main(
 
 
 @data_app.command("download")
+@user_errors
 def data_download(
     dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")],
     server: Annotated[
@@ -84,6 +101,7 @@ def data_download(
 
 
 @data_app.command("synth")
+@user_errors
 def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
     n: Annotated[int, typer.Option("--n", min=7, help="Number of images.")] = 200,
@@ -104,6 +122,7 @@ def data_synth(
 
 
 @app.command()
+@user_errors
 def validate(
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where Data Docs and validation.json go.")
@@ -112,21 +131,18 @@ def validate(
     params_file: ParamsOpt = None,
 ) -> None:
     """Validate a HAM10000 folder with Great Expectations; non-zero exit when invalid."""
-    from skinlesion.dataset import DatasetLayoutError
     from skinlesion.validation import ValidationSettings, validate_dataset
 
     params = load_params(params_file)
     root = _data_dir(data_dir, params)
-    try:
-        report = validate_dataset(root, report_dir, ValidationSettings.from_params(params))
-    except DatasetLayoutError as err:
-        raise _fail(str(err)) from err
+    report = validate_dataset(root, report_dir, ValidationSettings.from_params(params))
     if not report.success:
         raise _fail(report.describe())
     typer.echo(report.describe())
 
 
 @app.command()
+@user_errors
 def split(
     out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write.")],
     summary: Annotated[Path | None, typer.Option(help="JSON counts per split and class.")] = None,
@@ -134,14 +150,10 @@ def split(
     params_file: ParamsOpt = None,
 ) -> None:
     """Lesion-grouped, stratified train/val/test split; fails on any leakage."""
-    from skinlesion.leakage import LeakageError
     from skinlesion.split import SplitSettings, split_dataset, split_summary, write_manifest
 
     params = load_params(params_file)
-    try:
-        manifest = split_dataset(_data_dir(data_dir, params), SplitSettings.from_params(params))
-    except LeakageError as err:
-        raise _fail(str(err)) from err
+    manifest = split_dataset(_data_dir(data_dir, params), SplitSettings.from_params(params))
     write_manifest(manifest, out, summary)
     typer.echo(
         json.dumps(
@@ -154,6 +166,7 @@ def split(
 
 
 @app.command("check-leakage")
+@user_errors
 def check_leakage(
     manifest: Annotated[
         list[Path], typer.Argument(help="Manifest CSV(s); several are checked together.")
@@ -162,18 +175,16 @@ def check_leakage(
     """Fail when a lesion or identical image content appears in more than one split."""
     import pandas as pd
 
-    from skinlesion.leakage import LeakageError, assert_no_leakage
+    from skinlesion.leakage import assert_no_leakage
     from skinlesion.split import read_manifest
 
     frame = pd.concat([read_manifest(m) for m in manifest], ignore_index=True)
-    try:
-        assert_no_leakage(frame)
-    except LeakageError as err:
-        raise _fail(str(err)) from err
+    assert_no_leakage(frame)
     typer.echo(f"no leakage across {len(frame)} rows")
 
 
 @app.command()
+@user_errors
 def eda(
     manifest: Annotated[Path, typer.Option("--manifest", help="Split manifest CSV.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for plots and summary.md.")],
@@ -192,6 +203,237 @@ def eda(
         EdaSettings.from_params(params),
     )
     typer.echo(f"wrote {len(files)} files to {out_dir}")
+
+
+@app.command()
+@user_errors
+def oversample(
+    manifest: Annotated[Path, typer.Option("--manifest", help="Split manifest CSV.")],
+    out: Annotated[Path, typer.Option("--out", help="Training manifest CSV to write.")],
+    params_file: ParamsOpt = None,
+) -> None:
+    """Oversample the TRAINING part only (val/test untouched); re-checks leakage."""
+    from skinlesion.oversample import OversampleSettings, oversample_manifest
+    from skinlesion.split import read_manifest
+
+    params = load_params(params_file)
+    result = oversample_manifest(read_manifest(manifest), OversampleSettings.from_params(params))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.to_csv(out, index=False)
+    counts = result[result["split"] == "train"]["dx"].value_counts().sort_index()
+    typer.echo(f"training rows per class after oversampling: {counts.to_dict()}")
+
+
+@app.command()
+@user_errors
+def train(
+    model: Annotated[str, typer.Option("--model", help="cnn | resnet152v2")],
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            "--manifest", help="Training manifest CSV (oversampled; its val rows select the model)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where the .keras model goes.")],
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="metrics.json, history.csv, curves.png.")
+    ],
+    data_dir: DataDirOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Train one model (CPU or all GPUs), checkpoint each epoch, track in MLflow."""
+    from skinlesion.train import train_model
+
+    params = load_params(params_file)
+    try:
+        result = train_model(model, manifest, _data_dir(data_dir, params), out, report_dir, params)
+    except ValueError as err:  # a params value the code cannot use
+        raise _fail(str(err)) from err
+    typer.echo(
+        f"{model}: best epoch {result.best_epoch}, val balanced accuracy "
+        f"{result.val_balanced_accuracy:.3f}, val melanoma recall "
+        f"{result.val_mel_recall:.3f}; MLflow run {result.run_id}; saved {out}"
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="A .keras file or an MLflow model URI, "
+            "e.g. models:/skin-lesion-classifier@champion.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Metrics JSON to write.")],
+    data_dir: DataDirOpt = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluate only one split of this manifest (else every row of --data-dir)."
+        ),
+    ] = None,
+    split_name: Annotated[str, typer.Option("--split", help="Split of --manifest.")] = "test",
+    plots_dir: Annotated[
+        Path | None, typer.Option(help="Write confusion matrix, ROC and reliability PNGs here.")
+    ] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta", help="Test-time augmentation (default: params evaluate.tta)."
+        ),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Evaluate a model: balanced accuracy, macro AUC, per-class recall, melanoma
+    sensitivity/specificity, calibration, confusion matrix, subgroups."""
+    from dataclasses import replace
+
+    from skinlesion.dataset import load_catalog
+    from skinlesion.evaluate import (
+        EvalSettings,
+        evaluate_frame,
+        load_model,
+        write_metrics,
+        write_plots,
+    )
+    from skinlesion.inputs import InputSettings, labels_of
+    from skinlesion.split import read_manifest
+
+    params = load_params(params_file)
+    settings = EvalSettings.from_params(params)
+    if tta is not None:
+        settings = replace(settings, tta=tta)
+    loaded = load_model(model)  # a bad model fails before any data is read
+    root = _data_dir(data_dir, params)
+    if manifest is not None:
+        frame = read_manifest(manifest)
+        frame = frame[frame["split"] == split_name].drop_duplicates("image_id")
+    else:
+        frame = load_catalog(root)
+        missing = frame["image_path"].isna()
+        if missing.any():
+            raise _fail(
+                f"{int(missing.sum())} image(s) of the metadata are missing in {root}; "
+                "run `skinlesion validate` first"
+            )
+    try:
+        metrics, probs = evaluate_frame(
+            loaded, frame, root, InputSettings.from_params(params), settings
+        )
+    except ValueError as err:  # e.g. nothing to evaluate
+        raise _fail(str(err)) from err
+    metrics["model"] = model
+    write_metrics(metrics, out)
+    if plots_dir is not None:
+        write_plots(metrics, labels_of(frame), probs, plots_dir, Path(model).stem)
+    typer.echo(
+        f"{metrics['n_images']} images: balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+        f"macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
+        f"{metrics['melanoma']['sensitivity']:.3f}, accuracy {metrics['accuracy']:.3f}"
+    )
+
+
+@app.command()
+@user_errors
+def promote(
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            "--manifest", help="Split manifest; its test part re-evaluates the current champion."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Decision JSON to write.")],
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model(s) to register (default: params train.models)."),
+    ] = None,
+    reports_dir: Annotated[
+        Path, typer.Option(help="Holds train/<model>/metrics.json and eval/<model>/metrics.json.")
+    ] = Path("reports"),
+    data_dir: DataDirOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Register new models, alias the best `challenger`, and move `champion` if it wins."""
+    import mlflow
+
+    from skinlesion.evaluate import EvalSettings, evaluate_frame, load_model
+    from skinlesion.inputs import InputSettings
+    from skinlesion.promote import PromotionError, PromotionSettings, load_candidates
+    from skinlesion.promote import promote as run_promotion
+    from skinlesion.split import read_manifest, split_summary
+    from skinlesion.tracking import configure_tracking
+
+    params = load_params(params_file)
+    settings = PromotionSettings.from_params(params)
+    configure_tracking(params["train"]["mlflow_experiment"])
+    split = read_manifest(manifest)
+    test = split[split["split"] == "test"]
+    root = _data_dir(data_dir, params)
+
+    def evaluate_champion(uri: str) -> dict:
+        metrics, _ = evaluate_frame(
+            load_model(uri),
+            test,
+            root,
+            InputSettings.from_params(params),
+            EvalSettings.from_params(params),
+        )
+        return metrics
+
+    try:
+        candidates = load_candidates(
+            models or list(params["train"]["models"]), reports_dir, split_summary(split)
+        )
+        decision = run_promotion(mlflow.MlflowClient(), candidates, settings, evaluate_champion)
+    except PromotionError as err:
+        raise _fail(f"promotion stopped, registry unchanged by it: {err}") from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "registered_model": settings.registered_model,
+                "policy": settings.policy,
+                **decision.__dict__,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    typer.echo(decision.reason)
+
+
+@app.command()
+@user_errors
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image file(s) (JPEG/PNG).")],
+    model: Annotated[
+        str, typer.Option("--model", help="A .keras file or an MLflow model URI.")
+    ] = "models:/skin-lesion-classifier@champion",
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation.")] = False,
+    gradcam_dir: Annotated[
+        Path | None, typer.Option(help="Write a Grad-CAM overlay PNG per image here.")
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Class probabilities per image (JSON lines), optionally with Grad-CAM overlays."""
+    from skinlesion.evaluate import load_model
+    from skinlesion.inputs import InputSettings
+    from skinlesion.predict import predict_images
+    from skinlesion.tracking import configure_tracking
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise _fail(f"image(s) not found: {', '.join(missing)}")
+    params = load_params(params_file)
+    if model.startswith("models:/") or model.startswith("runs:/"):
+        configure_tracking(params["train"]["mlflow_experiment"])
+    loaded = load_model(model)
+    crop = InputSettings.from_params(params).center_crop
+    for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop):
+        typer.echo(json.dumps(entry))
 
 
 if __name__ == "__main__":

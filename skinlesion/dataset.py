@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from skinlesion.errors import SkinlesionError
+
 METADATA_NAMES: tuple[str, ...] = (
     "HAM10000_metadata.csv",
     "HAM10000_metadata.tab",
@@ -31,7 +33,7 @@ IMAGE_DIRS: tuple[str, ...] = (
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(SkinlesionError, FileNotFoundError):
     """The folder is not in a HAM10000 layout."""
 
 

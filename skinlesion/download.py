@@ -20,6 +20,8 @@ import requests
 from requests.exceptions import ChunkedEncodingError
 from tqdm import tqdm
 
+from skinlesion.errors import SkinlesionError
+
 log = logging.getLogger(__name__)
 
 DATAVERSE_SERVER = "https://dataverse.harvard.edu"
@@ -34,7 +36,7 @@ CHUNK = 1 << 14  # small enough that little is lost when a connection drops
 TIMEOUT_S = 60
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SkinlesionError, RuntimeError):
     """The download could not be completed; the message says what to do instead."""
 
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from skinlesion.errors import SkinlesionError
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-class LeakageError(RuntimeError):
+class LeakageError(SkinlesionError, RuntimeError):
     """The same lesion or the same image bytes appear in more than one split."""
 
 

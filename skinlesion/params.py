@@ -8,11 +8,13 @@ from typing import Any
 
 import yaml
 
+from skinlesion.errors import SkinlesionError
+
 PARAMS_ENV = "SKINLESION_PARAMS"
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(SkinlesionError, ValueError):
     """params.yaml is missing or lacks a section that a stage needs."""
 
 

@@ -32,14 +32,6 @@ LESION_ID_PATTERN = r"^HAM_\d{7}$"
 NUMBER_PATTERN = r"^\d+(?:\.\d+)?$"
 
 
-class DataValidationError(RuntimeError):
-    """The data failed validation; the message lists each failed expectation."""
-
-    def __init__(self, report: ValidationReport) -> None:
-        super().__init__(report.describe())
-        self.report = report
-
-
 @dataclass(frozen=True)
 class ValidationSettings:
     """The ``validate`` section of params.yaml."""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,3 +43,132 @@ def real_data_dir() -> Path:
     if not (REAL_DATA / "HAM10000_metadata.csv").is_file():
         pytest.skip(f"real HAM10000 data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+def small_params(base: dict, **train_overrides: dict) -> dict:
+    """params.yaml shrunk for tests: 32x32 images, few epochs, light augmentation."""
+    import copy
+
+    params = copy.deepcopy(base)
+    params["input"]["image_size"] = 32
+    # synthetic classes differ by colour: keep geometry augmentation, drop colour jitter
+    params["input"]["augment"].update(brightness=0, contrast=0, saturation=0)
+    params["oversample"]["min_per_class"] = 30
+    cnn = params["train"]["cnn"]
+    cnn.update(
+        epochs=6,
+        batch_size=32,
+        early_stopping_patience=6,
+        filters=[16, 32],
+        dense_units=16,
+        lr=0.01,
+    )
+    res = params["train"]["resnet152v2"]
+    res.update(head_epochs=2, fine_tune_epochs=0, batch_size=32, head_dense_units=16)
+    for name, values in train_overrides.items():
+        params["train"][name].update(values)
+    return params
+
+
+def write_params(params: dict, path: Path) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_workspace(tmp_path_factory: pytest.TempPathFactory, params: dict) -> Path:
+    """A folder with a 280-image synthetic set, its split and its oversampled manifest."""
+    from skinlesion.oversample import OversampleSettings, oversample_manifest
+    from skinlesion.split import SplitSettings, split_dataset, write_manifest
+
+    root = tmp_path_factory.mktemp("workspace")
+    make_synthetic_dataset(root / "data", n_images=280, seed=4)
+    small = small_params(params)
+    write_params(small, root / "params.yaml")
+    manifest = split_dataset(root / "data", SplitSettings.from_params(small))
+    write_manifest(manifest, root / "split.csv", None)
+    oversample_manifest(manifest, OversampleSettings.from_params(small)).to_csv(
+        root / "train.csv", index=False
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(train_workspace: Path, params: dict):
+    """The CNN trained once on the synthetic workspace (local sqlite MLflow store)."""
+    from skinlesion.train import train_model
+
+    cwd = Path.cwd()
+    os.chdir(train_workspace)
+    try:
+        result = train_model(
+            "cnn", "train.csv", "data", "models/cnn.keras", "reports/cnn", small_params(params)
+        )
+    finally:
+        os.chdir(cwd)
+    return train_workspace, result
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uri(monkeypatch: pytest.MonkeyPatch):
+    """MLflow's set_tracking_uri also sets $MLFLOW_TRACKING_URI; undo it after each test so
+    that one test's server does not leak into the next."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` (sqlite backend, proxied local artifacts) on 127.0.0.1, one
+    per test module (tests keep apart by experiment and model names)."""
+    import requests
+
+    tmp_path = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=10).ok:
+                    break
+            except requests.RequestException:  # not up yet, or slow on a busy machine
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

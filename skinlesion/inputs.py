@@ -1,0 +1,176 @@
+"""The tf.data input pipeline.
+
+Each distinct image is decoded and resized once, in parallel (``tf.data`` with AUTOTUNE),
+into one uint8 array held in memory; oversampled copies are just repeated row indices into
+it, so duplicating minority images costs no decoding and no memory. Training batches are
+shuffled and augmented (flips, rotation, zoom, colour jitter); validation and test batches
+never are. Batches are prefetched with AUTOTUNE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlesion.labels import CLASSES
+from skinlesion.progress import progress
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """``input.augment`` in params.yaml; 0 (or 'none') turns a transform off."""
+
+    flip: str = "horizontal_and_vertical"
+    rotation: float = 0.0
+    zoom: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """The ``input`` section of params.yaml."""
+
+    image_size: int = 64
+    center_crop: bool = True  # keep the aspect ratio: central square, then resize
+    decode_workers: int | str = "autotune"
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> InputSettings:
+        section = dict(params.get("input", {}))
+        augment = AugmentSettings(**section.pop("augment", {}))
+        return cls(augment=augment, **section)
+
+
+@dataclass
+class ImageTable:
+    """Decoded images (N, H, W, 3 uint8) and the image_id of each row."""
+
+    images: np.ndarray
+    image_ids: list[str]
+
+    def rows(self, image_ids: Sequence[str]) -> np.ndarray:
+        """Row index of each image_id (repeats allowed: oversampled copies)."""
+        position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        return np.array([position[i] for i in image_ids], dtype=np.int64)
+
+
+def labels_of(frame: pd.DataFrame, classes: Sequence[str] = CLASSES) -> np.ndarray:
+    """Integer class index per row, in the fixed class order."""
+    index = {c: i for i, c in enumerate(classes)}
+    return frame["dx"].map(index).to_numpy(dtype=np.int64)
+
+
+def _parallelism(workers: int | str) -> int:
+    import tensorflow as tf
+
+    return tf.data.AUTOTUNE if str(workers).lower() == "autotune" else int(workers)
+
+
+def decode_images(
+    data_dir: str | Path, frame: pd.DataFrame, settings: InputSettings, batch_size: int = 256
+) -> ImageTable:
+    """Decode and resize every distinct image of ``frame`` once, in parallel."""
+    import tensorflow as tf
+
+    unique = frame.drop_duplicates("image_id")
+    paths = [str(Path(data_dir) / p) for p in unique["image_path"]]
+    size = settings.image_size
+
+    def load(path: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        if settings.center_crop:
+            shape = tf.shape(image)
+            side = tf.minimum(shape[0], shape[1])
+            image = tf.image.crop_to_bounding_box(
+                image, (shape[0] - side) // 2, (shape[1] - side) // 2, side, side
+            )
+        image = tf.image.resize(image, (size, size), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .map(load, num_parallel_calls=_parallelism(settings.decode_workers), deterministic=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    n_batches = -(-len(paths) // batch_size)
+    chunks = [b.numpy() for b in progress(dataset, total=n_batches, desc="decoding images")]
+    images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
+    return ImageTable(images=images, image_ids=list(unique["image_id"]))
+
+
+def augmentation_layers(settings: AugmentSettings, seed: int) -> list[Any]:
+    """Keras preprocessing layers for the enabled transforms, applied to training batches."""
+    import keras
+
+    layers: list[Any] = []
+    if settings.flip and settings.flip != "none":
+        layers.append(keras.layers.RandomFlip(settings.flip, seed=seed))
+    if settings.rotation:
+        layers.append(
+            keras.layers.RandomRotation(settings.rotation, fill_mode="reflect", seed=seed)
+        )
+    if settings.zoom:
+        layers.append(keras.layers.RandomZoom(settings.zoom, fill_mode="reflect", seed=seed))
+    if settings.brightness:
+        layers.append(
+            keras.layers.RandomBrightness(settings.brightness, value_range=(0, 255), seed=seed)
+        )
+    if settings.contrast:
+        layers.append(
+            keras.layers.RandomContrast(settings.contrast, value_range=(0, 255), seed=seed)
+        )
+    if settings.saturation:
+        low, high = max(0.0, 0.5 - settings.saturation), min(1.0, 0.5 + settings.saturation)
+        layers.append(keras.layers.RandomSaturation((low, high), value_range=(0, 255), seed=seed))
+    return layers
+
+
+def make_dataset(
+    table: ImageTable,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    training: bool,
+    settings: InputSettings,
+    seed: int = 0,
+) -> Any:
+    """A batched ``tf.data.Dataset`` of (float32 images in 0..255, one-hot labels).
+
+    Training: shuffled every epoch and augmented. Otherwise: fixed order, no augmentation.
+    """
+    import tensorflow as tf
+
+    # A variable, not a constant: a captured constant is serialised into the dataset graph,
+    # which breaks past 2 GB (large images on the cluster).
+    images = tf.Variable(table.images, trainable=False, name="decoded_images")
+    n_classes = len(CLASSES)
+    dataset = tf.data.Dataset.from_tensor_slices((rows, labels))
+    if training:
+        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+
+    def gather(idx: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(tf.gather(images, idx), tf.float32), tf.one_hot(y, n_classes)
+
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        layers = augmentation_layers(settings.augment, seed)
+        if layers:
+            import keras
+
+            augment = keras.Sequential(layers, name="augment")
+
+            def apply(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                return tf.clip_by_value(augment(x, training=True), 0.0, 255.0), y
+
+            dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

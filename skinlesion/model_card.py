@@ -1,0 +1,103 @@
+"""The model card: what a clinician or reviewer should know about a registered version.
+
+Markdown, set as the registry version's description (the MLflow UI renders it) and logged
+with the training run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skinlesion.labels import CLASS_NAMES, CLASSES
+
+
+def _pct(value: Any) -> str:
+    try:
+        return f"{100 * float(value):.1f}%"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def render_model_card(
+    name: str,
+    metrics: dict[str, Any],
+    tags: dict[str, str],
+    split_summary: dict[str, Any] | None = None,
+) -> str:
+    """Markdown model card from the evaluation metrics and provenance tags."""
+    lines = [
+        f"# Model card: {name}",
+        "",
+        "## Intended use",
+        "Research and decision *support* for classifying dermatoscopic images of pigmented "
+        "skin lesions into the 7 HAM10000 diagnoses. Not a diagnostic device: every "
+        "prediction needs review by a qualified clinician, and melanoma suspicion warrants "
+        "biopsy regardless of the model's output.",
+        "",
+        "## Data and split",
+        "HAM10000 (CC BY-NC 4.0). Split by `lesion_id` (lesions sharing identical images "
+        "merged), stratified by diagnosis; oversampling and augmentation on the training "
+        "part only; the model was selected on the validation part; figures below are on the "
+        "lesion-disjoint test part, never seen in training or selection.",
+        f"Data version (DVC md5): `{tags.get('data.dvc_md5', 'unknown')}`; split manifest "
+        f"md5: `{tags.get('data.manifest_md5', 'unknown')}`; code: "
+        f"`{tags.get('git_commit', 'unknown')}`.",
+    ]
+    if split_summary:
+        lines.append("")
+        lines.append("| split | images | lesions |")
+        lines.append("|---|---:|---:|")
+        for part in ("train", "val", "test"):
+            if part in split_summary:
+                lines.append(
+                    f"| {part} | {split_summary[part]['images']} | "
+                    f"{split_summary[part]['lesions']} |"
+                )
+    mel = metrics.get("melanoma", {})
+    lines += [
+        "",
+        f"## Test metrics ({metrics.get('n_images', '?')} images)",
+        f"- **Melanoma sensitivity {_pct(mel.get('sensitivity'))}**, specificity "
+        f"{_pct(mel.get('specificity'))}",
+        f"- Balanced accuracy {_pct(metrics.get('balanced_accuracy'))}; macro AUC "
+        f"{metrics.get('macro_auc', float('nan')):.3f}; macro F1 {_pct(metrics.get('macro_f1'))}; "
+        f"accuracy {_pct(metrics.get('accuracy'))} (dominated by `nv`, read with care)",
+        f"- Expected calibration error {metrics.get('ece', float('nan')):.3f}",
+        "",
+        "| class | name | recall | precision | test images |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for cls in CLASSES:
+        lines.append(
+            f"| {cls} | {CLASS_NAMES[cls]} | {_pct(metrics.get('recall', {}).get(cls))} | "
+            f"{_pct(metrics.get('precision', {}).get(cls))} | "
+            f"{metrics.get('support', {}).get(cls, '?')} |"
+        )
+    subgroups = metrics.get("subgroups", {})
+    if subgroups:
+        lines += [
+            "",
+            "## Subgroups",
+            "",
+            "| group | value | images | balanced accuracy | melanoma sensitivity |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for group, values in subgroups.items():
+            for value, figures in values.items():
+                lines.append(
+                    f"| {group} | {value} | {figures.get('n_images')} | "
+                    f"{_pct(figures.get('balanced_accuracy'))} | "
+                    f"{_pct(figures.get('melanoma_sensitivity'))} |"
+                )
+    lines += [
+        "",
+        "## Limitations",
+        "- HAM10000 comes from two sites (Vienna, Queensland) and mostly fair skin; "
+        "performance on other populations, devices and clinical photographs is unknown.",
+        "- Small classes (df, vasc, akiec) have few test images: their recall has wide "
+        "confidence intervals.",
+        "- Subgroups with few images report counts only; differences between subgroups "
+        "may be noise.",
+        "- Probabilities are only as calibrated as the ECE above says.",
+    ]
+    return "\n".join(lines) + "\n"

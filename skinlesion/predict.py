@@ -1,0 +1,92 @@
+"""`skinlesion predict`: class probabilities for images, optional TTA and Grad-CAM overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from skinlesion.evaluate import predict_proba
+from skinlesion.labels import CLASSES
+
+
+def load_image(path: str | Path, size: int, center_crop: bool = True) -> np.ndarray:
+    """An RGB image as in training: central square (if ``center_crop``), resized to
+    ``size`` x ``size``, float32 in 0..255."""
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+    if center_crop:
+        side = min(rgb.size)
+        left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+        rgb = rgb.crop((left, top, left + side, top + side))
+    return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype="float32")
+
+
+def last_spatial_layer(model: Any) -> Any:
+    """The last layer with a 4-D output: where Grad-CAM looks."""
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4:
+            return layer
+    raise ValueError("the model has no spatial layer for Grad-CAM")
+
+
+def grad_cam(model: Any, image: np.ndarray, class_index: int) -> np.ndarray:
+    """Grad-CAM heatmap in 0..1 for one image (H, W) at the target layer's resolution."""
+    import keras
+    import tensorflow as tf
+
+    target = last_spatial_layer(model)
+    probe = keras.Model(model.inputs, [target.output, model.output])
+    with tf.GradientTape() as tape:
+        features, probs = probe(image[None], training=False)
+        score = probs[:, class_index]
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2))
+    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def overlay(path: str | Path, cam: np.ndarray, out: Path) -> Path:
+    """The heatmap blended over the original image, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colormaps
+
+    with Image.open(path) as img:
+        base = img.convert("RGB")
+    heat = Image.fromarray(np.uint8(255 * cam)).resize(base.size, Image.BILINEAR)
+    coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
+    blended = 0.6 * np.asarray(base) / 255.0 + 0.4 * coloured
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.uint8(255 * np.clip(blended, 0, 1))).save(out)
+    return out
+
+
+def predict_images(
+    model: Any,
+    paths: list[Path],
+    tta: bool = False,
+    gradcam_dir: Path | None = None,
+    center_crop: bool = True,
+) -> list[dict[str, Any]]:
+    """Per image: probabilities per class, the top class and, optionally, a Grad-CAM PNG."""
+    size = int(model.input_shape[1])
+    images = np.stack([load_image(p, size, center_crop) for p in paths])
+    probs = predict_proba(model, images, batch_size=32, tta=tta)
+    results = []
+    for path, image, p in zip(paths, images, probs, strict=True):
+        top = int(p.argmax())
+        entry: dict[str, Any] = {
+            "image": str(path),
+            "prediction": CLASSES[top],
+            "probabilities": {c: round(float(v), 4) for c, v in zip(CLASSES, p, strict=True)},
+        }
+        if gradcam_dir is not None:
+            cam = grad_cam(model, image, top)
+            entry["gradcam"] = str(overlay(path, cam, gradcam_dir / f"{Path(path).stem}.png"))
+        results.append(entry)
+    return results

@@ -1,0 +1,112 @@
+"""MLflow tracking with embedded defaults, and the provenance tags every run carries.
+
+Without ``MLFLOW_TRACKING_URI`` runs go to a local sqlite store (``mlflow.db``) with
+artifacts under ``mlruns/`` (MLflow's default beside it): no server needed. With it (the
+cluster), the same code talks to the MLflow server, which proxies artifacts to S3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOCAL_DB = "mlflow.db"
+
+
+def configure_tracking(experiment: str, root: str | Path = ".") -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI or the local sqlite store; make sure the
+    experiment exists. Returns the experiment id."""
+    import mlflow
+
+    base = Path(root).resolve()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base / LOCAL_DB}"
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        mlflow.set_experiment(experiment_id=found.experiment_id)
+        return found.experiment_id
+    experiment_id = mlflow.create_experiment(experiment)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested params as MLflow-style dotted keys."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: value}
+
+
+def git_commit(root: str | Path = ".") -> str:
+    """The code version, or 'unknown' outside a git checkout (e.g. in a container)."""
+    env_commit = os.environ.get("SKINLESION_GIT_COMMIT")
+    if env_commit:
+        return env_commit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_data_hash(raw_dir: str, root: str | Path = ".") -> str:
+    """The md5 that dvc.lock records for the raw data folder, or 'unknown'."""
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return "unknown"
+    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    for stage in stages.values():
+        for dep in stage.get("deps", []):
+            if dep.get("path") == raw_dir and "md5" in dep:
+                return str(dep["md5"])
+    return "unknown"
+
+
+def file_md5(path: str | Path) -> str:
+    """A file's md5, as DVC would record it (used for the split manifest)."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with the model folder made first: MLflow 3.17's Keras flavour writes
+    the input example before it creates the folder, so logging one fails otherwise."""
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> Any:
+        import mlflow.keras
+
+        os.makedirs(path, exist_ok=True)
+        return mlflow.keras.save_model(path=path, **kwargs)
+
+
+def log_keras_model(model: Any, example: Any) -> Any:
+    """Log a Keras 3 model (``.keras`` format) with its signature and an input example."""
+    from mlflow.models import Model, infer_signature
+
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    # Stated, not inferred: MLflow's inference reloads the model in a subprocess (slow).
+    from importlib.metadata import version
+
+    requirements = [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "keras", "tensorflow")]
+    return Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=_KerasFlavor,
+        model=model,
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+        flavor_name="keras",
+    )

@@ -1,0 +1,62 @@
+"""Training against a real `mlflow server` on 127.0.0.1 records params, metrics and model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import small_params, write_params
+
+pytestmark = pytest.mark.model
+
+
+def test_run_is_on_the_server_with_params_metrics_and_model(
+    train_workspace, params, mlflow_server, tmp_path
+):
+    import mlflow
+
+    write_params(small_params(params, cnn={"epochs": 2}), tmp_path / "p.yaml")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "SKINLESION_PROGRESS": "0"}
+    root = train_workspace
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skinlesion",
+            "train",
+            "--model",
+            "cnn",
+            "--manifest",
+            "train.csv",
+            "--data-dir",
+            "data",
+            "--out",
+            str(tmp_path / "cnn.keras"),
+            "--report-dir",
+            str(tmp_path / "report"),
+            "--params",
+            str(tmp_path / "p.yaml"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(mlflow_server)
+    runs = mlflow.search_runs(experiment_names=["skinlesion"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["train.cnn.epochs"] == "2"
+    assert run.data.metrics["best_val_balanced_accuracy"] >= 0
+    assert run.data.tags["git_commit"]
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    assert len(models) == 1
+    loaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
+    assert loaded.output_shape == (None, 7)

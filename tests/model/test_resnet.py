@@ -1,0 +1,80 @@
+"""ResNet152V2 transfer: the weights-file path, the ImageNet path's error, two phases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import pytest
+
+from skinlesion.models import ModelWeightsError, build_backbone
+from skinlesion.train import train_model
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A backbone weights file made here (ImageNet weights cannot be downloaded here):
+    the real architecture, seeded weights, saved and loaded through the real code path."""
+    keras.utils.set_random_seed(3)
+    backbone = build_backbone("none", 32)
+    path = tmp_path_factory.mktemp("weights") / "resnet152v2_notop.weights.h5"
+    backbone.save_weights(path)
+    return path
+
+
+def test_weights_file_is_loaded(weights_file):
+    loaded = build_backbone(str(weights_file), 32)
+    original = build_backbone("none", 32)
+    original.load_weights(weights_file)
+    for a, b in zip(loaded.weights[:5], original.weights[:5], strict=True):
+        assert (a.numpy() == b.numpy()).all()
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "not_weights.h5"
+    bad.write_bytes(b"not an h5 file")
+    with pytest.raises(ModelWeightsError, match="does not hold ResNet152V2 backbone weights"):
+        build_backbone(str(bad), 32)
+    with pytest.raises(ModelWeightsError, match="weights file not found"):
+        build_backbone(str(tmp_path / "missing.h5"), 32)
+
+
+def test_failed_imagenet_download_says_how_to_use_a_local_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: network unreachable")
+
+    monkeypatch.setattr("keras.src.applications.resnet.file_utils.get_file", offline)
+    with pytest.raises(ModelWeightsError, match=r"set train\.resnet152v2\.weights to its path"):
+        build_backbone("imagenet", 32)
+
+
+@pytest.mark.parametrize("fine_tune_epochs", [0, 1], ids=["head-only", "head+fine-tune"])
+def test_resnet_trains_from_weights_file(
+    train_workspace, params, weights_file, fine_tune_epochs, tmp_path
+):
+    small = small_params(
+        params,
+        resnet152v2={
+            "weights": str(weights_file),
+            "fine_tune_epochs": fine_tune_epochs,
+            "fine_tune_from": "conv5_block3",
+        },
+    )
+    small["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    cwd = Path.cwd()
+    os.chdir(train_workspace)
+    try:
+        result = train_model(
+            "resnet152v2", "train.csv", "data", tmp_path / "r.keras", tmp_path / "report", small
+        )
+    finally:
+        os.chdir(cwd)
+    model = keras.models.load_model(tmp_path / "r.keras")
+    assert model.output_shape == (None, 7)
+    assert result.epochs_run >= 1 + fine_tune_epochs

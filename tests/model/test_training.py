@@ -1,0 +1,57 @@
+"""Model behaviour: training on synthetic data learns, tracks to MLflow, saves .keras."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from skinlesion.evaluate import EvalSettings, evaluate_frame, load_model
+from skinlesion.inputs import InputSettings
+from skinlesion.split import read_manifest
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.model
+
+
+def test_cnn_learns_the_synthetic_classes(trained_cnn):
+    root, result = trained_cnn
+    assert (root / "models/cnn.keras").is_file()
+    assert result.val_balanced_accuracy > 0.5  # chance is 1/7
+    metrics = json.loads((root / "reports/cnn/metrics.json").read_text())
+    assert metrics["best_epoch"] >= 0 and metrics["epochs_run"] >= 1
+    assert (root / "reports/cnn/history.csv").is_file()
+    assert (root / "reports/cnn/curves.png").is_file()
+    assert not (root / "checkpoints/cnn").exists()  # finished runs leave no checkpoint
+
+
+def test_training_is_tracked_in_local_sqlite_store(trained_cnn):
+    root, result = trained_cnn
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["train.cnn.epochs"] == "6"
+    assert "best_val_balanced_accuracy" in run.data.metrics
+    assert run.data.tags["model"] == "cnn" and run.data.tags["data.manifest_md5"]
+    history = mlflow.tracking.MlflowClient().get_metric_history(
+        result.run_id, "val_balanced_accuracy"
+    )
+    assert len(history) == result.epochs_run
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    assert any(m.source_run_id == result.run_id for m in models)
+
+
+def test_model_evaluates_above_chance_on_test_and_probabilities_sum_to_one(trained_cnn, params):
+    root, _ = trained_cnn
+    model = load_model(root / "models/cnn.keras")
+    test = read_manifest(root / "split.csv").query("split == 'test'")
+    small = small_params(params)
+    metrics, probs = evaluate_frame(
+        model, test, root / "data", InputSettings.from_params(small), EvalSettings()
+    )
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert metrics["balanced_accuracy"] > 0.4
+    assert set(metrics["recall"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
