@@ -7,6 +7,7 @@ Normalisation is part of each model, so a saved ``.keras`` file is all a user ne
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ def build_cnn(cfg: dict[str, Any], image_size: int, n_classes: int = len(CLASSES
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv{j}")(
                 x
             )
-            # momentum 0.9: running statistics settle within the few hundred steps of a
-            # laptop run (Keras's 0.99 needs thousands)
-            x = layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn{j}")(x)
+            x = layers.BatchNormalization(
+                momentum=float(cfg.get("bn_momentum", 0.99)), name=f"block{i}_bn{j}"
+            )(x)
             x = layers.Activation("relu", name=f"block{i}_relu{j}")(x)
         x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -122,3 +123,42 @@ def unfreeze_top(backbone: Any, first_layer_prefix: str) -> int:
     if count == 0:
         raise ValueError(f"no backbone layer starts with {first_layer_prefix!r}")
     return count
+
+
+@functools.cache
+def _prior_shift_layer() -> Any:
+    """The ClassPriorShift layer class, registered with Keras so saved models load."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="skinlesion")
+    class ClassPriorShift(keras.layers.Layer):
+        """softmax(log p + offsets): moves the decision thresholds between classes, with
+        offsets tuned on the validation part (see skinlesion.decision)."""
+
+        def __init__(self, offsets: list[float], **kwargs: Any) -> None:
+            super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+            self.offsets = [float(v) for v in offsets]
+
+        def call(self, probs: Any) -> Any:
+            from keras import ops
+
+            logp = ops.log(ops.clip(ops.cast(probs, "float32"), 1e-7, 1.0))
+            return ops.softmax(logp + ops.convert_to_tensor(self.offsets), axis=-1)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "offsets": self.offsets}
+
+    return ClassPriorShift
+
+
+def with_prior_shift(model: Any, offsets: list[float]) -> Any:
+    """``model`` followed by a ClassPriorShift; same input, same output shape."""
+    import keras
+
+    layer = _prior_shift_layer()(offsets, name="prior_shift")
+    return keras.Model(model.inputs, layer(model.outputs[0]), name=model.name)
+
+
+def register_custom_layers() -> None:
+    """Make the project's layers known to Keras before loading a saved model."""
+    _prior_shift_layer()

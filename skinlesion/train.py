@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skinlesion.decision import fit_class_offsets
 from skinlesion.inputs import ImageTable, InputSettings, decode_images, labels_of, make_dataset
 from skinlesion.labels import CLASSES
 from skinlesion.leakage import assert_no_leakage
@@ -35,6 +36,7 @@ from skinlesion.models import (
     build_head,
     build_resnet152v2,
     unfreeze_top,
+    with_prior_shift,
 )
 from skinlesion.split import read_manifest
 from skinlesion.tracking import (
@@ -472,6 +474,9 @@ def train_model(
         else:
             model, keeper, resumed, epochs_run = _train_resnet(cfg, ctx)
         seconds = time.perf_counter() - started
+        tuned = None
+        if train_cfg.get("tune_decision", False):
+            model, tuned = _tune_decision(model, ctx)
         throughput = epochs_run * len(train_idx) / seconds if seconds else 0.0
 
         out = Path(out_model)
@@ -482,7 +487,7 @@ def train_model(
             mlflow.log_artifact(str(history_csv))
             curves = plot_history(history_csv, report / "curves.png")
             mlflow.log_artifact(str(curves))
-        best = keeper.best_logs
+        best = {**keeper.best_logs, **(tuned or {})}  # after tuning, if tuned
         result = TrainResult(
             model=model_name,
             model_path=str(out),
@@ -508,6 +513,39 @@ def train_model(
     (report / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     shutil.rmtree(work_dir)  # finished: the next run starts afresh
     return result
+
+
+def _tune_decision(model: Any, ctx: Context) -> tuple[Any, dict[str, float]]:
+    """Per-class decision offsets fitted on validation predictions (never test), appended
+    to the model as its last layer. Returns the model and its validation metrics after
+    tuning (balanced accuracy, melanoma recall, accuracy)."""
+    import mlflow
+
+    val_ds = make_dataset(
+        ctx.table, ctx.val_idx, ctx.y_val, ctx.batch_size, False, ctx.inputs, ctx.seed
+    )
+    probs = model.predict(val_ds, verbose=0)
+    offsets, before, after = fit_class_offsets(probs, ctx.y_val)
+    log.info(
+        "decision offsets %s: validation balanced accuracy %.4f -> %.4f",
+        np.round(offsets, 2).tolist(),
+        before,
+        after,
+    )
+    mlflow.log_metrics(
+        {"val_balanced_accuracy_untuned": before, "val_balanced_accuracy_tuned": after}
+    )
+    mlflow.log_dict(
+        {c: float(o) for c, o in zip(CLASSES, offsets, strict=True)}, "decision_offsets.json"
+    )
+    decided = (np.log(np.clip(probs, 1e-7, 1.0)) + offsets).argmax(axis=1)
+    mel = ctx.y_val == MEL
+    tuned = {
+        "val_balanced_accuracy": after,
+        "val_mel_recall": float((decided[mel] == MEL).mean()) if mel.any() else float("nan"),
+        "val_accuracy": float((decided == ctx.y_val).mean()),
+    }
+    return with_prior_shift(model, offsets.tolist()), tuned
 
 
 def _fit_images(model: Any, phase: Phase, ctx: Context) -> tuple[Any, int, int]:

@@ -62,6 +62,7 @@ def small_params(base: dict, **train_overrides: dict) -> dict:
         filters=[16, 32],
         dense_units=16,
         lr=0.01,
+        bn_momentum=0.9,  # batch-norm statistics must settle within a few dozen steps
     )
     res = params["train"]["resnet152v2"]
     res.update(head_epochs=2, fine_tune_epochs=0, batch_size=32, head_dense_units=16)
@@ -172,3 +173,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No telemetry from DVC, MLflow or GX, however the tests are started."""
+    for name, value in (
+        ("DVC_NO_ANALYTICS", "1"),
+        ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("DO_NOT_TRACK", "1"),
+        ("GX_ANALYTICS_ENABLED", "false"),
+    ):
+        os.environ.setdefault(name, value)

@@ -1,0 +1,70 @@
+"""The whole local flow through real DVC on synthetic data: `dvc repro` runs validate ->
+split -> eda -> oversample -> train (both models) -> evaluate -> promote, and a second
+`dvc repro` does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skinlesion.synth import make_synthetic_dataset
+from tests.conftest import ROOT, small_params, write_params
+
+pytestmark = pytest.mark.model
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "skinlesion", repo / "skinlesion")  # stage dependencies
+    small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
+    write_params(small, repo / "params.yaml")
+    make_synthetic_dataset(repo / small["data"]["raw_dir"], n_images=150, seed=2)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SKINLESION_PROGRESS": "0",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    _run(["git", "init", "-q"], repo, env)
+    _run([f"{bin_dir}/dvc", "init", "-q"], repo, env)
+
+    first = _run([f"{bin_dir}/dvc", "repro"], repo, env)
+    for stage in (
+        "validate",
+        "split",
+        "eda",
+        "oversample",
+        "train@cnn",
+        "train@resnet152v2",
+        "evaluate@cnn",
+        "evaluate@resnet152v2",
+        "promote",
+    ):
+        assert f"Running stage '{stage}'" in first.stdout, stage
+    decision = json.loads((repo / "reports/promotion/decision.json").read_text())
+    assert decision["promoted"] is True and decision["champion_version"] is None
+    for model in ("cnn", "resnet152v2"):
+        assert (repo / f"models/{model}.keras").is_file()
+        assert "balanced_accuracy" in json.loads(
+            (repo / f"reports/eval/{model}/metrics.json").read_text()
+        )
+
+    second = _run([f"{bin_dir}/dvc", "repro"], repo, env)
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout
