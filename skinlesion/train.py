@@ -322,23 +322,19 @@ def _start_run(work_dir: Path, model_name: str) -> Any:
     return run
 
 
-def _features(backbone: Any, table: ImageTable, batch_size: int) -> np.ndarray:
-    """Backbone features of every distinct image, computed once (phase 1 on CPU)."""
-    import tensorflow as tf
+def _features(model: Any, table: ImageTable, batch_size: int) -> np.ndarray:
+    """Pooled backbone features of every distinct image, computed once (phase 1 on CPU),
+    through the assembled model's own preprocessing and backbone layers."""
+    import keras
 
     from skinlesion.progress import progress
 
-    preprocess = (
-        tf.data.Dataset.from_tensor_slices(table.images)
-        .batch(batch_size)
-        .map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    n = -(-len(table.images) // batch_size)
+    extractor = keras.Model(model.inputs, model.get_layer("avg_pool").output)
+    batches = range(0, len(table.images), batch_size)
     return np.concatenate(
         [
-            tf.reduce_mean(backbone(b, training=False), axis=(1, 2)).numpy()
-            for b in progress(preprocess, total=n, desc="backbone features")
+            extractor(table.images[i : i + batch_size].astype("float32"), training=False).numpy()
+            for i in progress(batches, total=len(batches), desc="backbone features")
         ]
     )
 
@@ -578,7 +574,7 @@ def _train_resnet(cfg: dict[str, Any], ctx: Context) -> tuple[Any, Any, int, int
     )
     if use_cache:
         log.info("phase 1 on cached backbone features (augmentation does not apply)")
-        features = _features(backbone, ctx.table, ctx.batch_size)
+        features = _features(model, ctx.table, ctx.batch_size)
         train_ds = _feature_dataset(
             features, ctx.train_idx, ctx.y_train, ctx.batch_size, True, ctx.seed
         )
