@@ -398,6 +398,8 @@ def train_model(
             "cfg": cfg,
             "input": asdict(inputs),
             "seed": seed,
+            "monitor": monitor,
+            "class_weight": train_cfg.get("class_weight"),
             "manifest": file_md5(manifest_path),
         },
     )
