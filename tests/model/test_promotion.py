@@ -157,6 +157,13 @@ def test_missing_or_corrupt_model_fails_and_changes_nothing(registry, tmp_path: 
         )
     with pytest.raises(PromotionError, match="resnet152v2: cannot load model"):
         load_candidates(["cnn", "resnet152v2"], reports, None)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 truncated zip, not a Keras model")
+    (reports / "train" / "resnet152v2" / "metrics.json").write_text(
+        json.dumps({"run_id": good.tags["run_id"], "model_uri": str(corrupt)})
+    )
+    with pytest.raises(PromotionError, match="resnet152v2: cannot load model"):
+        load_candidates(["cnn", "resnet152v2"], reports, None)
     (reports / "eval" / "resnet152v2" / "metrics.json").unlink()
     with pytest.raises(PromotionError, match="is missing; train and evaluate first"):
         load_candidates(["cnn", "resnet152v2"], reports, None)
