@@ -29,6 +29,8 @@ data_app = typer.Typer(
     help="Get HAM10000: the official download or a synthetic stand-in.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+infra_app = typer.Typer(help="Cluster infrastructure helpers (S3 buckets).", no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
 
 ParamsOpt = Annotated[
     Path | None,
@@ -434,6 +436,33 @@ def predict(
     crop = InputSettings.from_params(params).center_crop
     for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop):
         typer.echo(json.dumps(entry))
+
+
+@infra_app.command("bootstrap-buckets")
+@user_errors
+def infra_bootstrap_buckets(
+    buckets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bucket", help="Bucket(s) to create and check (default: params infra.buckets)."
+        ),
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS).")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Region (default: $AWS_DEFAULT_REGION or us-east-1).")
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Create the DVC-remote and MLflow-artifact buckets if missing and check read/write."""
+    from skinlesion.storage import bootstrap_buckets
+
+    names = buckets or list(load_params(params_file)["infra"]["buckets"])
+    for status in bootstrap_buckets(names, endpoint_url, region):
+        state = "created" if status.created else "exists"
+        access = "read/write ok" if status.read_write else "read/write FAILED"
+        typer.echo(f"{status.bucket}: {state}, {access}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""S3 buckets for the DVC remote and MLflow artifacts: create them and prove access.
+
+`skinlesion infra bootstrap-buckets` is run once per environment (dev MinIO/SeaweedFS,
+prod AWS S3). The endpoint and credentials come from the environment (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, ... or a profile), never from the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from skinlesion.errors import SkinlesionError
+
+PROBE_KEY = ".skinlesion-access-check"
+
+
+class StorageError(SkinlesionError, RuntimeError):
+    """A bucket cannot be reached, created or used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class BucketStatus:
+    bucket: str
+    created: bool  # False: it existed already
+    read_write: bool
+
+
+def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client; the endpoint defaults to $AWS_ENDPOINT_URL (MinIO, SeaweedFS)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+
+
+def _explain(err: Exception, bucket: str, client: Any) -> StorageError:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    endpoint = client.meta.endpoint_url
+    if isinstance(err, NoCredentialsError):
+        return StorageError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+            "AWS_PROFILE); on the cluster they come from the Kubernetes Secret"
+        )
+    if isinstance(err, EndpointConnectionError):
+        return StorageError(f"cannot reach the S3 endpoint {endpoint}: check AWS_ENDPOINT_URL")
+    if isinstance(err, ClientError):
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(
+                f"access to bucket {bucket} at {endpoint} denied ({code}): the credentials "
+                "need s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on it"
+            )
+        return StorageError(f"bucket {bucket} at {endpoint}: {code or err}")
+    return StorageError(f"bucket {bucket} at {endpoint}: {err}")
+
+
+def ensure_bucket(client: Any, bucket: str) -> BucketStatus:
+    """Create ``bucket`` if missing, then write, read and delete a probe object."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    created = False
+    try:
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            region = client.meta.region_name
+            extra = (
+                {}
+                if region == "us-east-1"
+                else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            )
+            client.create_bucket(Bucket=bucket, **extra)
+            created = True
+        client.put_object(Bucket=bucket, Key=PROBE_KEY, Body=b"ok")
+        body = client.get_object(Bucket=bucket, Key=PROBE_KEY)["Body"].read()
+        client.delete_object(Bucket=bucket, Key=PROBE_KEY)
+    except (BotoCoreError, ClientError) as err:
+        raise _explain(err, bucket, client) from err
+    return BucketStatus(bucket, created, body == b"ok")
+
+
+def bootstrap_buckets(
+    buckets: list[str], endpoint_url: str | None = None, region: str | None = None
+) -> list[BucketStatus]:
+    """Every bucket created if needed and checked for read/write access."""
+    client = s3_client(endpoint_url, region)
+    return [ensure_bucket(client, b) for b in buckets]

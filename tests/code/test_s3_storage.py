@@ -1,0 +1,141 @@
+"""S3 through boto3 against a local S3 endpoint (moto server on 127.0.0.1): bucket
+bootstrap, a DVC push/pull round trip, and MLflow artifacts proxied to S3."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from skinlesion.cli import app
+from skinlesion.storage import StorageError, bootstrap_buckets, s3_client
+from tests.conftest import _free_port
+
+pytestmark = pytest.mark.code
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    """Fake credentials for the local endpoint only."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", s3_endpoint),
+    ):
+        monkeypatch.setenv(name, value)
+    return s3_endpoint
+
+
+def test_bootstrap_creates_then_finds_buckets_with_read_write_access(s3_env):
+    result = CliRunner().invoke(
+        app, ["infra", "bootstrap-buckets", "--bucket", "b-one", "--bucket", "b-two"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "b-one: created, read/write ok" in result.output
+    again = bootstrap_buckets(["b-one"])
+    assert not again[0].created and again[0].read_write
+    assert s3_client().list_objects_v2(Bucket="b-one").get("KeyCount", 0) == 0  # probe gone
+
+
+def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    closed = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(StorageError, match="cannot reach the S3 endpoint"):
+        bootstrap_buckets(["x"], endpoint_url=closed)
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_dvc_push_pull_round_trip(s3_env, tmp_path):
+    bootstrap_buckets(["skinlesion-data"])
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "a.txt").write_text("lesion data\n")
+    _run(["git", "init", "-q"], repo)
+    _run([str(BIN / "dvc"), "init", "-q"], repo)
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "storage", "s3://skinlesion-data/dvc"], repo)
+    # The endpoint goes to the git-ignored local config, never to the committed one.
+    _run([str(BIN / "dvc"), "remote", "modify", "--local", "storage", "endpointurl", s3_env], repo)
+    assert s3_env not in (repo / ".dvc/config").read_text()
+    _run([str(BIN / "dvc"), "add", "data"], repo)
+    _run([str(BIN / "dvc"), "push"], repo)
+    shutil.rmtree(repo / "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    _run([str(BIN / "dvc"), "pull"], repo)
+    assert (repo / "data" / "a.txt").read_text() == "lesion data\n"
+
+
+def test_mlflow_server_proxies_artifacts_to_s3(s3_env, tmp_path):
+    import mlflow
+    import requests
+
+    bootstrap_buckets(["skinlesion-mlflow"])
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_env}
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            "s3://skinlesion-mlflow/artifacts",
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=10).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        mlflow.set_tracking_uri(url)
+        with mlflow.start_run() as run:  # mlflow-artifacts:/ - the server writes to S3
+            mlflow.log_text("model card", "card.md")
+        keys = [
+            o["Key"] for o in s3_client().list_objects_v2(Bucket="skinlesion-mlflow")["Contents"]
+        ]
+        assert any(k.endswith(f"{run.info.run_id}/artifacts/card.md") for k in keys)
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="card.md", dst_path=str(tmp_path)
+        )
+        assert Path(local).read_text() == "model card"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
