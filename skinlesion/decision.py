@@ -3,8 +3,8 @@
 A network trained on resampled, re-weighted data is well ranked (high AUC) but its argmax
 need not maximise balanced accuracy. Per-class offsets added to the log-probabilities are
 searched, one class at a time over a grid, to maximise balanced accuracy on the
-*validation* predictions; the test part is never looked at. The offsets become the
-model's last layer (``ClassPriorShift``), so every consumer sees the same decisions.
+*validation* predictions; the test part is never looked at. The offsets are added to
+the bias of the model's softmax layer, so every consumer sees the same decisions.
 """
 
 from __future__ import annotations

@@ -51,9 +51,6 @@ def load_model(reference: str | Path) -> Any:
     """A ``.keras`` file, or an MLflow model URI (``models:/name@champion``, ``runs:/...``)."""
     import keras
 
-    from skinlesion.models import register_custom_layers
-
-    register_custom_layers()
     ref = str(reference)
     try:
         if "://" in ref or ref.startswith("models:/") or ref.startswith("runs:/"):

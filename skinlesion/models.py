@@ -7,9 +7,10 @@ Normalisation is part of each model, so a saved ``.keras`` file is all a user ne
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
@@ -125,40 +126,27 @@ def unfreeze_top(backbone: Any, first_layer_prefix: str) -> int:
     return count
 
 
-@functools.cache
-def _prior_shift_layer() -> Any:
-    """The ClassPriorShift layer class, registered with Keras so saved models load."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="skinlesion")
-    class ClassPriorShift(keras.layers.Layer):
-        """softmax(log p + offsets): moves the decision thresholds between classes, with
-        offsets tuned on the validation part (see skinlesion.decision)."""
-
-        def __init__(self, offsets: list[float], **kwargs: Any) -> None:
-            super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
-            self.offsets = [float(v) for v in offsets]
-
-        def call(self, probs: Any) -> Any:
-            from keras import ops
-
-            logp = ops.log(ops.clip(ops.cast(probs, "float32"), 1e-7, 1.0))
-            return ops.softmax(logp + ops.convert_to_tensor(self.offsets), axis=-1)
-
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "offsets": self.offsets}
-
-    return ClassPriorShift
+def _find_layer(model: Any, name: str) -> Any:
+    """A layer by name, also inside nested models (the ResNet head)."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if hasattr(layer, "layers"):
+            found = _find_layer(layer, name)
+            if found is not None:
+                return found
+    return None
 
 
-def with_prior_shift(model: Any, offsets: list[float]) -> Any:
-    """``model`` followed by a ClassPriorShift; same input, same output shape."""
-    import keras
+def shift_decisions(model: Any, offsets: list[float]) -> Any:
+    """Add per-class ``offsets`` to the bias of the softmax layer ``probs``.
 
-    layer = _prior_shift_layer()(offsets, name="prior_shift")
-    return keras.Model(model.inputs, layer(model.outputs[0]), name=model.name)
-
-
-def register_custom_layers() -> None:
-    """Make the project's layers known to Keras before loading a saved model."""
-    _prior_shift_layer()
+    softmax(z + b) = softmax(log softmax(z) + b): the same decision shift as adding the
+    offsets to the log-probabilities, with built-in layers only, so the saved model loads
+    anywhere Keras does (no custom objects)."""
+    layer = _find_layer(model, "probs")
+    if layer is None:
+        raise ValueError("the model has no 'probs' output layer")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + np.asarray(offsets, dtype=bias.dtype)])
+    return model

@@ -35,8 +35,8 @@ from skinlesion.models import (
     build_cnn,
     build_head,
     build_resnet152v2,
+    shift_decisions,
     unfreeze_top,
-    with_prior_shift,
 )
 from skinlesion.split import read_manifest
 from skinlesion.tracking import (
@@ -515,7 +515,7 @@ def train_model(
 
 def _tune_decision(model: Any, ctx: Context) -> tuple[Any, dict[str, float]]:
     """Per-class decision offsets fitted on validation predictions (never test), appended
-    to the model as its last layer. Returns the model and its validation metrics after
+    to the bias of the model's softmax layer. Returns the model and its validation metrics after
     tuning (balanced accuracy, melanoma recall, accuracy)."""
     import mlflow
 
@@ -543,7 +543,7 @@ def _tune_decision(model: Any, ctx: Context) -> tuple[Any, dict[str, float]]:
         "val_mel_recall": float((decided[mel] == MEL).mean()) if mel.any() else float("nan"),
         "val_accuracy": float((decided == ctx.y_val).mean()),
     }
-    return with_prior_shift(model, offsets.tolist()), tuned
+    return shift_decisions(model, offsets.tolist()), tuned
 
 
 def _fit_images(model: Any, phase: Phase, ctx: Context) -> tuple[Any, int, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -130,13 +132,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server` (sqlite backend, proxied local artifacts) on 127.0.0.1, one
-    per test module (tests keep apart by experiment and model names)."""
+@contextlib.contextmanager
+def running_mlflow_server(
+    store_dir: Path, artifacts_destination: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend in ``store_dir``, artifacts
+    proxied to ``artifacts_destination``); yields its URL and stops it afterwards."""
     import requests
 
-    tmp_path = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
@@ -148,12 +151,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
+            f"sqlite:///{store_dir / 'server.db'}",
             "--artifacts-destination",
-            str(tmp_path / "artifacts"),
+            artifacts_destination,
             "--workers",
             "1",
         ],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -173,6 +177,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real `mlflow server` per test module (tests keep apart by experiment and
+    model names), local artifacts."""
+    tmp_path = tmp_path_factory.mktemp("mlflow_server")
+    with running_mlflow_server(tmp_path, str(tmp_path / "artifacts")) as url:
+        yield url
 
 
 def pytest_configure(config: pytest.Config) -> None:

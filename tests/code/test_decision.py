@@ -26,3 +26,20 @@ def test_no_change_when_argmax_is_already_best():
     offsets, before, after = fit_class_offsets(probs, labels)
     assert before == after == 1.0
     assert not offsets.any()
+
+
+def test_offsets_folded_into_the_softmax_bias_shift_log_probabilities():
+    import keras
+
+    from skinlesion.models import build_cnn, shift_decisions
+
+    cfg = {"filters": [4], "convs_per_block": 1, "dense_units": 4, "dropout": 0.0}
+    model = build_cnn(cfg, 16)
+    x = keras.random.uniform((5, 16, 16, 3), seed=1).numpy() * 255
+    before = model.predict(x, verbose=0)
+    offsets = np.array([0.5, -0.2, 0.0, 1.0, 0.0, -1.0, 0.3])
+    after = shift_decisions(model, offsets.tolist()).predict(x, verbose=0)
+    expected = np.exp(np.log(before) + offsets)
+    np.testing.assert_allclose(
+        after, expected / expected.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6
+    )

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from skinlesion.cli import app
 from skinlesion.storage import StorageError, bootstrap_buckets, s3_client
-from tests.conftest import _free_port
+from tests.conftest import _free_port, running_mlflow_server
 
 pytestmark = pytest.mark.code
 BIN = Path(sys.executable).parent
@@ -91,40 +90,10 @@ def test_dvc_push_pull_round_trip(s3_env, tmp_path):
 
 def test_mlflow_server_proxies_artifacts_to_s3(s3_env, tmp_path):
     import mlflow
-    import requests
 
     bootstrap_buckets(["skinlesion-mlflow"])
-    port = _free_port()
     env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_env}
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            "s3://skinlesion-mlflow/artifacts",
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=10).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+    with running_mlflow_server(tmp_path, "s3://skinlesion-mlflow/artifacts", env) as url:
         mlflow.set_tracking_uri(url)
         with mlflow.start_run() as run:  # mlflow-artifacts:/ - the server writes to S3
             mlflow.log_text("model card", "card.md")
@@ -136,6 +105,3 @@ def test_mlflow_server_proxies_artifacts_to_s3(s3_env, tmp_path):
             run_id=run.info.run_id, artifact_path="card.md", dst_path=str(tmp_path)
         )
         assert Path(local).read_text() == "model card"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
