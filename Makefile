@@ -13,20 +13,29 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install repro test lint lock data clean
+# Container images for the Kubeflow steps: `make images IMAGE_REPO=registry/skinlesion`.
+IMAGE_REPO ?= ghcr.io/skinlesion/skinlesion
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
+PIPELINE_YAML ?= pipeline.yaml
+
+.PHONY: install repro test lint lock data clean images pipeline
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing --python $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip install -q -r requirements.lock
+	VIRTUAL_ENV=$(VENV) uv pip install -q -r requirements-dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps -e .
 	touch $@
 
-# Pinned versions for CI and the container images; regenerate after changing pyproject.
+# Pinned versions: requirements-dev.lock (CI, laptops) and requirements.lock (the images,
+# runtime only, the same versions). Regenerate both after changing pyproject.toml.
 lock:
-	uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements-dev.lock
+	uv pip compile -q pyproject.toml --python-version 3.11 -c requirements-dev.lock \
+		-o requirements.lock
 
 # Link the raw data where params.yaml data.raw_dir expects it (a copy works too).
 data: $(RAW_DIR)
@@ -42,9 +51,23 @@ repro: install data
 lint: install
 	ruff check .
 	ruff format --check .
+	hadolint infra/docker/Dockerfile
 
 test: lint
 	pytest
+
+# Build and push the CPU and GPU images, then compile the pipeline with exactly those tags.
+images: install
+	docker build -f infra/docker/Dockerfile -t $(IMAGE_REPO):$(IMAGE_TAG)-cpu .
+	docker build -f infra/docker/Dockerfile --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) \
+		-t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
+	docker push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
+	docker push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
+	$(MAKE) pipeline CPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-cpu GPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-gpu
+
+pipeline: install
+	skinlesion pipeline compile --out $(PIPELINE_YAML) \
+		$(if $(CPU_IMAGE),--cpu-image $(CPU_IMAGE)) $(if $(GPU_IMAGE),--gpu-image $(GPU_IMAGE))
 
 clean:
 	rm -rf reports data/split mlruns mlflow.db

@@ -31,6 +31,11 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 infra_app = typer.Typer(help="Cluster infrastructure helpers (S3 buckets).", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
+pipeline_app = typer.Typer(
+    help="Kubeflow Pipelines: compile, submit and schedule the training pipeline.",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
 
 ParamsOpt = Annotated[
     Path | None,
@@ -291,46 +296,14 @@ def evaluate(
 ) -> None:
     """Evaluate a model: balanced accuracy, macro AUC, per-class recall, melanoma
     sensitivity/specificity, calibration, confusion matrix, subgroups."""
-    from dataclasses import replace
-
-    from skinlesion.dataset import load_catalog
-    from skinlesion.evaluate import (
-        EvalSettings,
-        evaluate_frame,
-        load_model,
-        write_metrics,
-        write_plots,
-    )
-    from skinlesion.inputs import InputSettings, labels_of
-    from skinlesion.split import read_manifest
+    from skinlesion.evaluate import evaluate_model, write_metrics, write_plots
 
     params = load_params(params_file)
-    settings = EvalSettings.from_params(params)
-    if tta is not None:
-        settings = replace(settings, tta=tta)
-    loaded = load_model(model)  # a bad model fails before any data is read
-    root = _data_dir(data_dir, params)
-    if manifest is not None:
-        frame = read_manifest(manifest)
-        frame = frame[frame["split"] == split_name].drop_duplicates("image_id")
-    else:
-        frame = load_catalog(root)
-        missing = frame["image_path"].isna()
-        if missing.any():
-            raise _fail(
-                f"{int(missing.sum())} image(s) of the metadata are missing in {root}; "
-                "run `skinlesion validate` first"
-            )
-    try:
-        metrics, probs = evaluate_frame(
-            loaded, frame, root, InputSettings.from_params(params), settings
-        )
-    except ValueError as err:  # e.g. nothing to evaluate
-        raise _fail(str(err)) from err
-    metrics["model"] = model
+    result = evaluate_model(model, _data_dir(data_dir, params), params, manifest, split_name, tta)
+    metrics = result.metrics
     write_metrics(metrics, out)
     if plots_dir is not None:
-        write_plots(metrics, labels_of(frame), probs, plots_dir, Path(model).stem)
+        write_plots(metrics, result.labels, result.probs, plots_dir, Path(model).stem)
     typer.echo(
         f"{metrics['n_images']} images: balanced accuracy {metrics['balanced_accuracy']:.3f}, "
         f"macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
@@ -359,52 +332,22 @@ def promote(
     params_file: ParamsOpt = None,
 ) -> None:
     """Register new models, alias the best `challenger`, and move `champion` if it wins."""
-    import mlflow
-
-    from skinlesion.evaluate import EvalSettings, evaluate_frame, load_model
-    from skinlesion.inputs import InputSettings
-    from skinlesion.promote import PromotionError, PromotionSettings, load_candidates
-    from skinlesion.promote import promote as run_promotion
-    from skinlesion.split import read_manifest, split_summary
-    from skinlesion.tracking import configure_tracking
+    from skinlesion.promote import PromotionError, promote_from_reports
 
     params = load_params(params_file)
-    settings = PromotionSettings.from_params(params)
-    configure_tracking(params["train"]["mlflow_experiment"])
-    split = read_manifest(manifest)
-    test = split[split["split"] == "test"]
-    root = _data_dir(data_dir, params)
-
-    def evaluate_champion(uri: str) -> dict:
-        metrics, _ = evaluate_frame(
-            load_model(uri),
-            test,
-            root,
-            InputSettings.from_params(params),
-            EvalSettings.from_params(params),
-        )
-        return metrics
-
     try:
-        candidates = load_candidates(
-            models or list(params["train"]["models"]), reports_dir, split_summary(split)
+        decision = promote_from_reports(
+            manifest,
+            _data_dir(data_dir, params),
+            reports_dir,
+            models or list(params["train"]["models"]),
+            params,
         )
-        decision = run_promotion(mlflow.MlflowClient(), candidates, settings, evaluate_champion)
     except PromotionError as err:
         raise _fail(f"promotion stopped, registry unchanged by it: {err}") from err
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "registered_model": settings.registered_model,
-                "policy": settings.policy,
-                **decision.__dict__,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    typer.echo(decision.reason)
+    out.write_text(json.dumps(decision, indent=2) + "\n")
+    typer.echo(decision["reason"])
 
 
 @app.command()
@@ -436,6 +379,121 @@ def predict(
     crop = InputSettings.from_params(params).center_crop
     for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop):
         typer.echo(json.dumps(entry))
+
+
+HostOpt = Annotated[
+    str, typer.Option("--host", help="KFP API endpoint, e.g. https://kfp.example/pipeline.")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="Override a run parameter: data_uri=s3://... or section.key=value of params.yaml "
+        "(e.g. train.cnn.epochs=80). Repeatable.",
+    ),
+]
+PackageOpt = Annotated[
+    Path | None,
+    typer.Option("--package", help="A compiled pipeline YAML (default: compile params.yaml now)."),
+]
+NamespaceOpt = Annotated[
+    str | None, typer.Option(help="Kubeflow profile namespace (multi-user installations).")
+]
+ExperimentOpt = Annotated[
+    str | None, typer.Option(help="KFP experiment (default: params cluster.schedule.experiment).")
+]
+
+
+@pipeline_app.command("compile")
+@user_errors
+def pipeline_compile(
+    out: Annotated[Path, typer.Option("--out", help="Pipeline YAML to write.")],
+    cpu_image: Annotated[
+        str | None, typer.Option(help="Image of the CPU steps (default: cluster.images.cpu).")
+    ] = None,
+    gpu_image: Annotated[
+        str | None, typer.Option(help="Image of the training steps (default: cluster.images.gpu).")
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Compile the training pipeline (defaults from params.yaml and its cluster profile)."""
+    from pipelines.training_pipeline import compile_pipeline
+
+    path = compile_pipeline(load_params(params_file), out, cpu_image, gpu_image)
+    typer.echo(f"pipeline written to {path}")
+
+
+@pipeline_app.command("submit")
+@user_errors
+def pipeline_submit(
+    host: HostOpt,
+    param: ParamOpt = None,
+    package: PackageOpt = None,
+    experiment: ExperimentOpt = None,
+    run_name: Annotated[str | None, typer.Option(help="Name of the run.")] = None,
+    namespace: NamespaceOpt = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option("--cache/--no-cache", help="Override the steps' caching for this run."),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Start one run of the training pipeline on a Kubeflow Pipelines cluster."""
+    import tempfile
+
+    from pipelines.client import submit_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = submit_run(
+            host,
+            load_params(params_file),
+            param or [],
+            Path(tmp),
+            package,
+            experiment,
+            run_name,
+            namespace,
+            cache,
+        )
+    typer.echo(f"run {run.id} submitted: {run.url}")
+
+
+@pipeline_app.command("schedule")
+@user_errors
+def pipeline_schedule(
+    host: HostOpt,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            help="Six-field cron (seconds first), e.g. '0 0 3 * * 1' "
+            "(default: params cluster.schedule.cron)."
+        ),
+    ] = None,
+    param: ParamOpt = None,
+    package: PackageOpt = None,
+    experiment: ExperimentOpt = None,
+    name: Annotated[str | None, typer.Option(help="Name of the recurring run.")] = None,
+    namespace: NamespaceOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Schedule recurring retraining: one run at a time, missed runs not caught up."""
+    import tempfile
+
+    from pipelines.client import schedule_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = schedule_run(
+            host,
+            load_params(params_file),
+            param or [],
+            Path(tmp),
+            cron,
+            package,
+            experiment,
+            name,
+            namespace,
+        )
+    typer.echo(f"recurring run {job.id} created: {job.url}")
 
 
 @infra_app.command("bootstrap-buckets")

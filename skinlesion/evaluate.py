@@ -315,3 +315,54 @@ def write_metrics(metrics: dict[str, Any], out: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass
+class Evaluation:
+    """One model evaluated on one set of images: metrics plus what the plots need."""
+
+    metrics: dict[str, Any]
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+def evaluate_model(
+    reference: str | Path,
+    data_dir: str | Path,
+    params: dict[str, Any],
+    manifest: str | Path | None = None,
+    split_name: str = "test",
+    tta: bool | None = None,
+) -> Evaluation:
+    """The evaluation step: load the model (failing before any data is read), take one
+    split of ``manifest`` (or every image of ``data_dir``) and compute every metric."""
+    from dataclasses import replace
+
+    from skinlesion.dataset import load_catalog
+    from skinlesion.split import read_manifest
+
+    settings = EvalSettings.from_params(params)
+    if tta is not None:
+        settings = replace(settings, tta=tta)
+    model = load_model(reference)
+    root = Path(data_dir)
+    if manifest is not None:
+        frame = read_manifest(manifest)
+        frame = frame[frame["split"] == split_name].drop_duplicates("image_id")
+    else:
+        frame = load_catalog(root)
+        missing = frame["image_path"].isna()
+        if missing.any():
+            raise EvaluationError(
+                f"{int(missing.sum())} image(s) of the metadata are missing in {root}; "
+                "run `skinlesion validate` first"
+            )
+    if frame.empty:
+        raise EvaluationError(f"nothing to evaluate: no '{split_name}' rows in {manifest}")
+    metrics, probs = evaluate_frame(model, frame, root, InputSettings.from_params(params), settings)
+    metrics["model"] = str(reference)
+    return Evaluation(metrics, labels_of(frame), probs)
+
+
+class EvaluationError(SkinlesionError, ValueError):
+    """There is nothing (valid) to evaluate."""

@@ -279,3 +279,44 @@ def load_candidates(
     for candidate in candidates:  # only once every candidate checked out
         mlflow.MlflowClient().log_text(candidate.tags["run_id"], candidate.card, "model_card.md")
     return candidates
+
+
+def promote_from_reports(
+    manifest: str | Path,
+    data_dir: str | Path,
+    reports_dir: str | Path,
+    models: list[str],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The promotion step: candidates from ``reports_dir/{train,eval}/<model>/metrics.json``,
+    the current champion re-evaluated on the test part of ``manifest`` (the same images as
+    the candidates), then :func:`promote`. Returns the decision record that the step writes."""
+    import mlflow
+
+    from skinlesion.evaluate import EvalSettings, evaluate_frame, load_model
+    from skinlesion.inputs import InputSettings
+    from skinlesion.split import read_manifest, split_summary
+    from skinlesion.tracking import configure_tracking
+
+    settings = PromotionSettings.from_params(params)
+    configure_tracking(params["train"]["mlflow_experiment"])
+    split = read_manifest(manifest)
+    test = split[split["split"] == "test"]
+
+    def evaluate_champion(uri: str) -> dict[str, Any]:
+        metrics, _ = evaluate_frame(
+            load_model(uri),
+            test,
+            data_dir,
+            InputSettings.from_params(params),
+            EvalSettings.from_params(params),
+        )
+        return metrics
+
+    candidates = load_candidates(models, Path(reports_dir), split_summary(split))
+    decision = promote(mlflow.MlflowClient(), candidates, settings, evaluate_champion)
+    return {
+        "registered_model": settings.registered_model,
+        "policy": settings.policy,
+        **decision.__dict__,
+    }

@@ -1,4 +1,5 @@
-"""S3 buckets for the DVC remote and MLflow artifacts: create them and prove access.
+"""S3 buckets for the DVC remote and MLflow artifacts (create them, prove access) and the
+fetch of raw data into a Kubeflow run.
 
 `skinlesion infra bootstrap-buckets` is run once per environment (dev MinIO/SeaweedFS,
 prod AWS S3). The endpoint and credentials come from the environment (AWS_ENDPOINT_URL,
@@ -8,10 +9,13 @@ AWS_ACCESS_KEY_ID, ... or a profile), never from the repository.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from skinlesion.errors import SkinlesionError
+from skinlesion.progress import progress
 
 PROBE_KEY = ".skinlesion-access-check"
 
@@ -93,3 +97,44 @@ def bootstrap_buckets(
     """Every bucket created if needed and checked for read/write access."""
     client = s3_client(endpoint_url, region)
     return [ensure_bucket(client, b) for b in buckets]
+
+
+def fetch_dataset(source: str, dest: str | Path, endpoint_url: str | None = None) -> int:
+    """Copy a HAM10000 folder to ``dest``: from ``s3://bucket/prefix`` (boto3) or from a
+    local folder (e.g. a mounted PVC). Returns the number of files copied.
+
+    This is how a Kubeflow run gets its raw data; locally, DVC points at the folder."""
+    target = Path(dest)
+    target.mkdir(parents=True, exist_ok=True)
+    if source.startswith("s3://"):
+        return _download_prefix(source, target, endpoint_url)
+    folder = Path(source.removeprefix("file://"))
+    if not folder.is_dir():
+        raise StorageError(f"data source {source} is not a folder (nor an s3:// URI)")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    for path in progress(files, total=len(files), desc=f"copy {folder.name}"):
+        out = target / path.relative_to(folder)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+    return len(files)
+
+
+def _download_prefix(uri: str, target: Path, endpoint_url: str | None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    client = s3_client(endpoint_url)
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        keys = [k for k in keys if not k.endswith("/")]
+        if not keys:
+            raise StorageError(f"no objects under {uri}: upload HAM10000 there first")
+        for key in progress(keys, total=len(keys), desc=f"download {uri}"):
+            out = target / key[len(prefix) :]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(out))
+    except (BotoCoreError, ClientError) as err:
+        raise _explain(err, bucket, client) from err
+    return len(keys)

@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from skinlesion.dataset import find_metadata, index_images, read_metadata
+from skinlesion.errors import SkinlesionError
 from skinlesion.labels import DX_TYPES, LOCALIZATIONS, METADATA_COLUMNS, SEXES
 from skinlesion.progress import progress
 
@@ -105,6 +106,15 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def require_valid(self) -> None:
+        """Stop the run here: raise :class:`InvalidDataError` naming each failure."""
+        if not self.success:
+            raise InvalidDataError(self.describe())
+
+
+class InvalidDataError(SkinlesionError, ValueError):
+    """The data failed validation; nothing downstream may run on it."""
 
 
 def _profile_image(path: Path | None) -> dict[str, Any]:

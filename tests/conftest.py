@@ -116,14 +116,19 @@ def trained_cnn(train_workspace: Path, params: dict):
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_uri(monkeypatch: pytest.MonkeyPatch):
-    """MLflow's set_tracking_uri also sets $MLFLOW_TRACKING_URI; undo it after each test so
-    that one test's server does not leak into the next."""
+    """MLflow's set_tracking_uri and set_experiment also set $MLFLOW_TRACKING_URI and
+    $MLFLOW_EXPERIMENT_ID (and a module global); undo them after each test so that one
+    test's server or experiment does not leak into the next."""
     import mlflow
+    from mlflow.tracking import fluent
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
     yield
     mlflow.set_tracking_uri(None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    fluent._active_experiment_id = None
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        os.environ.pop(name, None)
 
 
 def _free_port() -> int:
@@ -134,7 +139,10 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running_mlflow_server(
-    store_dir: Path, artifacts_destination: str, env: dict[str, str] | None = None
+    store_dir: Path,
+    artifacts_destination: str,
+    env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (sqlite backend in ``store_dir``, artifacts
     proxied to ``artifacts_destination``); yields its URL and stops it afterwards."""
@@ -156,6 +164,7 @@ def running_mlflow_server(
             artifacts_destination,
             "--workers",
             "1",
+            *extra_args,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -186,6 +195,31 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("mlflow_server")
     with running_mlflow_server(tmp_path, str(tmp_path / "artifacts")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3 endpoint: moto server on 127.0.0.1, one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Fake credentials for the local endpoint only."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", s3_endpoint),
+    ):
+        monkeypatch.setenv(name, value)
+    return s3_endpoint
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -20,30 +20,6 @@ pytestmark = pytest.mark.code
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint, monkeypatch):
-    """Fake credentials for the local endpoint only."""
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", s3_endpoint),
-    ):
-        monkeypatch.setenv(name, value)
-    return s3_endpoint
-
-
 def test_bootstrap_creates_then_finds_buckets_with_read_write_access(s3_env):
     result = CliRunner().invoke(
         app, ["infra", "bootstrap-buckets", "--bucket", "b-one", "--bucket", "b-two"]

@@ -1,0 +1,31 @@
+"""Step 3: exploratory data analysis of the split, as an HTML page in the KFP UI."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Output
+
+from components import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def eda(raw_data: Input[Dataset], manifest: Input[Dataset], params: dict, report: Output[HTML]):
+    """Class balance, demographics and samples per class (``skinlesion.eda``)."""
+    import tempfile
+    from pathlib import Path
+
+    from skinlesion.eda import EdaSettings, run_eda
+    from skinlesion.kfp_outputs import write_html
+    from skinlesion.params import from_pipeline
+    from skinlesion.split import read_manifest
+
+    params = from_pipeline(params)
+    with tempfile.TemporaryDirectory() as out_dir:
+        out = Path(out_dir)
+        run_eda(
+            read_manifest(manifest.path), Path(raw_data.path), out, EdaSettings.from_params(params)
+        )
+        write_html(
+            report.path,
+            "Exploratory data analysis",
+            (out / "summary.md").read_text(encoding="utf-8"),
+            out.glob("*.png"),
+        )

@@ -1,0 +1,28 @@
+"""Step 4: oversampling of the training part only; val/test rows pass unchanged."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def oversample(
+    manifest: Input[Dataset],
+    params: dict,
+    training_manifest: Output[Dataset],
+    class_counts: Output[Metrics],
+):
+    """Oversample the training rows (``skinlesion.oversample``); re-checks leakage."""
+    from skinlesion.kfp_outputs import log_scalars
+    from skinlesion.oversample import OversampleSettings, oversample_manifest
+    from skinlesion.params import from_pipeline
+    from skinlesion.split import read_manifest
+
+    params = from_pipeline(params)
+    result = oversample_manifest(
+        read_manifest(manifest.path), OversampleSettings.from_params(params)
+    )
+    result.to_csv(training_manifest.path, index=False)
+    counts = result[result["split"] == "train"]["dx"].value_counts().sort_index()
+    log_scalars(class_counts, {f"train_rows_{k}": int(v) for k, v in counts.items()})

@@ -1,0 +1,27 @@
+"""Step 2: lesion-grouped, stratified train/val/test split with the leakage check."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def split(
+    raw_data: Input[Dataset], params: dict, manifest: Output[Dataset], summary: Output[Metrics]
+):
+    """Write the split manifest (``skinlesion.split``); leakage raises and fails the task."""
+    from pathlib import Path
+
+    from skinlesion.kfp_outputs import log_scalars
+    from skinlesion.params import from_pipeline
+    from skinlesion.split import SplitSettings, split_dataset, split_summary, write_manifest
+
+    params = from_pipeline(params)
+    frame = split_dataset(Path(raw_data.path), SplitSettings.from_params(params))
+    write_manifest(frame, manifest.path, None)
+    counts = split_summary(frame)
+    log_scalars(
+        summary,
+        {f"{name}.{k}": v[k] for name, v in counts.items() for k in ("images", "lesions")},
+    )

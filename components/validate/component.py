@@ -1,0 +1,32 @@
+"""Step 1: data validation with Great Expectations; invalid data stops the run here."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+from components import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def validate(
+    raw_data: Input[Dataset],
+    params: dict,
+    report: Output[HTML],
+    data_docs: Output[Artifact],
+    summary: Output[Metrics],
+):
+    """Validate the raw folder (``skinlesion.validation``); fail the task when invalid."""
+    from pathlib import Path
+
+    from skinlesion.kfp_outputs import write_html
+    from skinlesion.params import from_pipeline
+    from skinlesion.validation import ValidationSettings, validate_dataset
+
+    params = from_pipeline(params)
+    result = validate_dataset(
+        Path(raw_data.path), Path(data_docs.path), ValidationSettings.from_params(params)
+    )
+    write_html(report.path, "Data validation", result.describe())
+    summary.log_metric("rows", result.n_rows)
+    summary.log_metric("expectations", result.n_expectations)
+    summary.log_metric("failed_expectations", len(result.failed))
+    result.require_valid()

@@ -1,0 +1,191 @@
+"""The training pipeline: the steps of `dvc repro`, as a Kubeflow Pipelines v2 DAG.
+
+The pipeline is built from ``params.yaml``: its ``params`` parameter defaults to the stage
+sections with the ``cluster.overrides`` merged in, and everything Kubernetes needs
+(images, resources, GPUs, tolerations, secrets) comes from the ``cluster`` section. No
+parameter value is written here.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl, kubernetes
+
+from components.eda.component import eda
+from components.evaluate.component import evaluate
+from components.fetch_data.component import fetch_data
+from components.oversample.component import oversample
+from components.promote.component import promote
+from components.split.component import split
+from components.train.component import train
+from components.validate.component import validate
+from skinlesion.params import ParamsError, cluster_params, section
+
+PIPELINE_NAME = "skinlesion-training"
+STUDY_MODELS = ("cnn", "resnet152v2")  # the promote component takes one input pair each
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The ``cluster`` section of params.yaml: how tasks run on Kubernetes."""
+
+    data_uri: str
+    images: dict[str, str]
+    resources: dict[str, dict[str, Any]]
+    retries: int
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_pvc: dict[str, str] | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "ClusterSettings":
+        cfg = section(params, "cluster")
+        try:
+            return cls(
+                data_uri=str(cfg["data_uri"]),
+                images=dict(cfg["images"]),
+                resources=dict(cfg["resources"]),
+                retries=int(cfg.get("retries", 0)),
+                tolerations=list(cfg.get("tolerations") or []),
+                gpu_node_selector=dict(cfg.get("gpu_node_selector") or {}),
+                secrets=dict(cfg.get("secrets") or {}),
+                data_pvc=cfg.get("data_pvc"),
+            )
+        except KeyError as err:
+            raise ParamsError(f"params cluster section lacks {err}") from err
+
+    def with_images(self, cpu: str | None, gpu: str | None) -> "ClusterSettings":
+        """The same settings with the image tags that `make images` pushed."""
+        images = {**self.images, **{k: v for k, v in (("cpu", cpu), ("gpu", gpu)) if v}}
+        return ClusterSettings(**{**self.__dict__, "images": images})
+
+
+def _resources(task: dsl.PipelineTask, spec: dict[str, Any]) -> None:
+    """Requests equal to limits, so a task's pod gets what it asked for."""
+    task.set_cpu_request(str(spec["cpu"])).set_cpu_limit(str(spec["cpu"]))
+    task.set_memory_request(str(spec["memory"])).set_memory_limit(str(spec["memory"]))
+    gpus = int(spec.get("gpus", 0))
+    if gpus:
+        task.set_accelerator_type(spec.get("accelerator", "nvidia.com/gpu"))
+        task.set_accelerator_limit(gpus)
+
+
+def _secrets(task: dsl.PipelineTask, cluster: ClusterSettings, *names: str) -> None:
+    for name in names:
+        secret = cluster.secrets[name]
+        kubernetes.use_secret_as_env(
+            task, secret_name=secret["name"], secret_key_to_env={k: k for k in secret["keys"]}
+        )
+
+
+def _step(
+    task: dsl.PipelineTask,
+    display_name: str,
+    cluster: ClusterSettings,
+    kind: str = "default",
+    retry: bool = False,
+    cache: bool = True,
+) -> dsl.PipelineTask:
+    """Settings every task gets: a display name, its image, resources, caching, retries."""
+    task.set_display_name(display_name)
+    task.set_container_image(cluster.images["gpu" if kind == "train" else "cpu"])
+    _resources(task, cluster.resources.get(kind, cluster.resources["default"]))
+    task.set_caching_options(cache)
+    if retry and cluster.retries:
+        task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+
+def _on_gpu_nodes(task: dsl.PipelineTask, cluster: ClusterSettings) -> None:
+    for toleration in cluster.tolerations:
+        kubernetes.add_toleration(task, **toleration)
+    for key, value in cluster.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+
+
+def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = None) -> Any:
+    """The pipeline function, with its parameter defaults taken from ``params``."""
+    cluster = cluster or ClusterSettings.from_params(params)
+    run_params = cluster_params(params)
+    models = list(run_params["train"]["models"])
+    if sorted(models) != sorted(STUDY_MODELS):
+        raise ParamsError(
+            f"the Kubeflow pipeline trains both models of the study {list(STUDY_MODELS)}; "
+            f"train.models is {models}"
+        )
+
+    @dsl.pipeline(name=PIPELINE_NAME)
+    def training_pipeline(params: dict = run_params, data_uri: str = cluster.data_uri):
+        """Validate, split by lesion, oversample, train, evaluate and promote HAM10000
+        skin-lesion classifiers (the steps of `dvc repro`, with the same library code).
+
+        1. Fetch data: copy raw HAM10000 from `data_uri` (S3 prefix or a PVC folder).
+        2. Validate data with Great Expectations; invalid data fails the run here.
+        3. Split by lesion (stratified, seeded); a leak between splits fails the run.
+        4. Explore the data (EDA report), beside the training branch.
+        5. Oversample the training part only.
+        6. Train the CNN and ResNet152V2 in parallel, each on a GPU node, tracked in MLflow.
+        7. Evaluate each on the lesion-disjoint test part (metrics, confusion matrix, ROC).
+        8. Promote in the MLflow registry: `challenger` for the better model, `champion`
+           when it beats the current one.
+        """
+        fetch = fetch_data(data_uri=data_uri)
+        _step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
+        _secrets(fetch, cluster, "s3")
+        if cluster.data_pvc:
+            kubernetes.mount_pvc(
+                fetch,
+                pvc_name=cluster.data_pvc["name"],
+                mount_path=cluster.data_pvc["mount_path"],
+            )
+        raw = fetch.outputs["raw_data"]
+        checked = validate(raw_data=raw, params=params)
+        _step(checked, "2. Validate data", cluster)
+        splitting = split(raw_data=raw, params=params).after(checked)
+        _step(splitting, "3. Split by lesion", cluster)
+        manifest = splitting.outputs["manifest"]
+        _step(eda(raw_data=raw, manifest=manifest, params=params), "4. Explore data", cluster)
+        resampled = oversample(manifest=manifest, params=params)
+        _step(resampled, "5. Oversample training part", cluster)
+        reports: dict[str, Any] = {}
+        for name in models:
+            trained = train(
+                model_name=name,
+                raw_data=raw,
+                training_manifest=resampled.outputs["training_manifest"],
+                params=params,
+            )
+            _step(trained, f"6. Train {name}", cluster, kind="train", retry=True)
+            _on_gpu_nodes(trained, cluster)
+            _secrets(trained, cluster, "mlflow")
+            scored = evaluate(
+                model_name=name,
+                model=trained.outputs["model"],
+                raw_data=raw,
+                manifest=manifest,
+                params=params,
+            )
+            _step(scored, f"7. Evaluate {name}", cluster, kind="evaluate")
+            reports[f"{name}_report"] = trained.outputs["report"]
+            reports[f"{name}_evaluation"] = scored.outputs["evaluation"]
+        promotion = promote(raw_data=raw, manifest=manifest, params=params, **reports)
+        _step(promotion, "8. Promote in MLflow", cluster, retry=True, cache=False)
+        _secrets(promotion, cluster, "mlflow")
+
+    return training_pipeline
+
+
+def compile_pipeline(
+    params: dict[str, Any],
+    out: str | Path,
+    cpu_image: str | None = None,
+    gpu_image: str | None = None,
+) -> Path:
+    """Compile the pipeline to a YAML package that `kfp.Client` and the KFP UI accept."""
+    cluster = ClusterSettings.from_params(params).with_images(cpu_image, gpu_image)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(params, cluster), str(path))
+    return path

@@ -1,0 +1,142 @@
+"""The compiled Kubeflow pipeline: what a cluster would run, read from the YAML that
+`skinlesion pipeline compile` writes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.training_pipeline import build_pipeline
+from skinlesion.cli import app
+from skinlesion.params import ParamsError, cluster_params
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.code
+
+STEPS = [
+    "1. Fetch data",
+    "2. Validate data",
+    "3. Split by lesion",
+    "4. Explore data",
+    "5. Oversample training part",
+    "6. Train cnn",
+    "6. Train resnet152v2",
+    "7. Evaluate cnn",
+    "7. Evaluate resnet152v2",
+    "8. Promote in MLflow",
+]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    """(pipeline spec, kubernetes platform spec) as compiled by the CLI."""
+    out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    result = CliRunner().invoke(
+        app,
+        [
+            "pipeline",
+            "compile",
+            "--out",
+            str(out),
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--gpu-image",
+            "registry.example/skinlesion:abc-gpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    return spec["root"]["dag"]["tasks"]
+
+
+def _by_display_name(spec: dict) -> dict[str, dict]:
+    return {t["taskInfo"]["name"]: t for t in _tasks(spec).values()}
+
+
+def _executor(spec: dict, task: dict) -> dict:
+    component = spec["components"][task["componentRef"]["name"]]
+    return spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+
+
+def test_every_step_is_a_named_task(compiled):
+    spec, _ = compiled
+    assert sorted(_by_display_name(spec)) == sorted(STEPS)
+
+
+def test_training_tasks_request_one_gpu_on_gpu_nodes(compiled, params):
+    spec, platform = compiled
+    named = _by_display_name(spec)
+    for model in ("cnn", "resnet152v2"):
+        task = named[f"6. Train {model}"]
+        container = _executor(spec, task)
+        accelerator = container["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "nvidia.com/gpu"
+        assert accelerator["resourceCount"] == "1"
+        assert container["image"] == "registry.example/skinlesion:abc-gpu"
+        assert (
+            container["resources"]["resourceMemoryLimit"]
+            == (params["cluster"]["resources"]["train"]["memory"])
+        )
+        k8s = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
+        assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert k8s["nodeSelector"]["labels"] == params["cluster"]["gpu_node_selector"]
+        assert k8s["secretAsEnv"][0]["secretName"] == "skinlesion-mlflow"
+        assert task["cachingOptions"]["enableCache"] is True
+        assert task["retryPolicy"]["maxRetryCount"] == params["cluster"]["retries"]
+    for step in ("2. Validate data", "7. Evaluate cnn"):
+        container = _executor(spec, named[step])
+        assert "accelerator" not in container["resources"]
+        assert container["image"] == params["cluster"]["images"]["cpu"]
+
+
+def test_secrets_reach_only_the_steps_that_need_them(compiled):
+    spec, platform = compiled
+    named = _by_display_name(spec)
+    secrets = {}
+    for step, task in named.items():
+        executor = task["componentRef"]["name"].replace("comp-", "exec-")
+        secrets[step] = sorted(
+            s["secretName"] for s in platform.get(executor, {}).get("secretAsEnv", [])
+        )
+    assert secrets["1. Fetch data"] == ["skinlesion-s3"]
+    assert secrets["8. Promote in MLflow"] == ["skinlesion-mlflow"]
+    assert secrets["2. Validate data"] == [] and secrets["7. Evaluate cnn"] == []
+
+
+def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, params):
+    spec, _ = compiled
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["params"]["defaultValue"] == cluster_params(params)
+    assert inputs["data_uri"]["defaultValue"] == params["cluster"]["data_uri"]
+    run = inputs["params"]["defaultValue"]
+    assert run["train"]["resnet152v2"]["weights"] == "imagenet"
+    assert run["split"] == params["split"]  # untouched sections are the local ones
+
+
+def test_external_side_effects_are_not_cached(compiled):
+    spec, _ = compiled
+    named = _by_display_name(spec)
+    assert named["1. Fetch data"]["cachingOptions"] == {}  # data at a URI can change
+    assert named["8. Promote in MLflow"]["cachingOptions"] == {}
+    assert named["3. Split by lesion"]["cachingOptions"]["enableCache"] is True
+
+
+def test_the_pipeline_description_numbers_the_steps(compiled):
+    spec, _ = compiled
+    description = spec["pipelineInfo"]["description"]
+    for number in range(1, 9):
+        assert f"\n{number}. " in description
+
+
+def test_the_pipeline_needs_both_models_of_the_study(params):
+    changed = copy.deepcopy(params)
+    changed["train"]["models"] = ["cnn"]
+    with pytest.raises(ParamsError, match="both models"):
+        build_pipeline(changed)

@@ -1,0 +1,125 @@
+"""Unit tests of the data-side KFP components: each component's ``python_func`` called
+directly with artifacts on local paths, as KFP would call it in the container."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kfp.dsl import HTML, Artifact, Dataset, Metrics
+
+from components.eda.component import eda
+from components.fetch_data.component import fetch_data
+from components.oversample.component import oversample
+from components.split.component import split
+from components.validate.component import validate
+from skinlesion.storage import StorageError, s3_client
+from skinlesion.validation import InvalidDataError
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.code
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_fetch_data_copies_a_folder(synth_dir, tmp_path):
+    raw = Dataset(uri=str(tmp_path / "raw"))
+    fetch_data.python_func(data_uri=str(synth_dir), raw_data=raw)
+    assert _files(Path(raw.path)) == _files(synth_dir)
+    assert raw.metadata["files"] == len(_files(synth_dir))
+
+
+def test_fetch_data_downloads_an_s3_prefix(s3_env, synth_dir, tmp_path):
+    client = s3_client()
+    client.create_bucket(Bucket="raw-data")
+    for name in _files(synth_dir):
+        client.upload_file(str(synth_dir / name), "raw-data", f"ham10000/{name}")
+    raw = Dataset(uri=str(tmp_path / "raw"))
+    fetch_data.python_func(data_uri="s3://raw-data/ham10000", raw_data=raw)
+    assert _files(Path(raw.path)) == _files(synth_dir)
+
+
+def test_fetch_data_names_an_empty_prefix(s3_env, tmp_path):
+    s3_client().create_bucket(Bucket="empty")
+    with pytest.raises(StorageError, match="no objects under s3://empty/ham10000"):
+        fetch_data.python_func(
+            data_uri="s3://empty/ham10000", raw_data=Dataset(uri=str(tmp_path / "raw"))
+        )
+
+
+def test_validate_reports_valid_data(synth_dir, tmp_path, params):
+    report, docs, summary = (
+        HTML(uri=str(tmp_path / "report.html")),
+        Artifact(uri=str(tmp_path / "docs")),
+        Metrics(uri=str(tmp_path / "summary")),
+    )
+    validate.python_func(
+        raw_data=Dataset(uri=str(synth_dir)),
+        params=params,
+        report=report,
+        data_docs=docs,
+        summary=summary,
+    )
+    assert "data valid" in Path(report.path).read_text()
+    assert summary.metadata["failed_expectations"] == 0
+    assert (Path(docs.path) / "validation.json").is_file()
+
+
+def test_validate_fails_the_task_on_invalid_data(synth_copy, tmp_path, params):
+    first = sorted((synth_copy / "images").glob("*.jpg"))[0]
+    first.unlink()  # an image the metadata names is missing
+    report = HTML(uri=str(tmp_path / "report.html"))
+    with pytest.raises(InvalidDataError, match="image_exists"):
+        validate.python_func(
+            raw_data=Dataset(uri=str(synth_copy)),
+            params=params,
+            report=report,
+            data_docs=Artifact(uri=str(tmp_path / "docs")),
+            summary=Metrics(uri=str(tmp_path / "summary")),
+        )
+    assert "INVALID" in Path(report.path).read_text()  # the report is written first
+
+
+def test_split_then_oversample_then_eda(synth_dir, tmp_path, params):
+    small = small_params(params)
+    raw = Dataset(uri=str(synth_dir))
+    manifest, summary = Dataset(uri=str(tmp_path / "manifest.csv")), Metrics(uri="")
+    split.python_func(raw_data=raw, params=small, manifest=manifest, summary=summary)
+    frame = pd.read_csv(manifest.path)
+    assert set(frame["split"]) == {"train", "val", "test"}
+    assert summary.metadata["test.lesions"] == frame.query("split == 'test'")["lesion_id"].nunique()
+
+    training, counts = Dataset(uri=str(tmp_path / "train.csv")), Metrics(uri="")
+    oversample.python_func(
+        manifest=manifest, params=small, training_manifest=training, class_counts=counts
+    )
+    resampled = pd.read_csv(training.path)
+    assert min(counts.metadata.values()) >= min(
+        small["oversample"]["min_per_class"],
+        frame.query("split == 'train'")["dx"].value_counts().max(),
+    )
+    pd.testing.assert_frame_equal(  # val and test rows pass through untouched
+        resampled.query("split != 'train'")[frame.columns].reset_index(drop=True),
+        frame.query("split != 'train'").reset_index(drop=True),
+    )
+
+    page = HTML(uri=str(tmp_path / "eda.html"))
+    eda.python_func(raw_data=raw, manifest=manifest, params=small, report=page)
+    text = Path(page.path).read_text()
+    assert "data:image/png;base64," in text and "class distribution" in text
+
+
+def test_split_fails_on_a_folder_without_metadata(tmp_path, params, synth_dir):
+    empty = tmp_path / "empty"
+    shutil.copytree(synth_dir / "images", empty / "images")
+    with pytest.raises(Exception, match="metadata"):
+        split.python_func(
+            raw_data=Dataset(uri=str(empty)),
+            params=params,
+            manifest=Dataset(uri=str(tmp_path / "m.csv")),
+            summary=Metrics(uri=""),
+        )

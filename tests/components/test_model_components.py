@@ -1,0 +1,108 @@
+"""Unit tests of the model-side KFP components (train, evaluate, promote), each
+``python_func`` called directly on the synthetic workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
+
+from components.evaluate.component import evaluate
+from components.promote.component import promote
+from components.train.component import train
+from skinlesion.labels import CLASSES
+from skinlesion.promote import PromotionError
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def trained(train_workspace: Path, params: dict, tmp_path_factory: pytest.TempPathFactory):
+    """The train component's outputs for the CNN (2 epochs), MLflow on a sqlite file."""
+    out = tmp_path_factory.mktemp("train_component")
+    small = small_params(params, cnn={"epochs": 2})
+    small["train"]["checkpoint_dir"] = str(out / "checkpoints")
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    outputs = {
+        "model": Model(uri=str(out / "model")),
+        "report": Artifact(uri=str(out / "report")),
+        "curves": HTML(uri=str(out / "curves.html")),
+        "metrics": Metrics(uri=""),
+    }
+    with pytest.MonkeyPatch.context() as patch:  # the URI must not outlive this module
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        train.python_func(
+            model_name="cnn",
+            raw_data=Dataset(uri=str(train_workspace / "data")),
+            training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
+            params=small,
+            **outputs,
+        )
+    mlflow.set_tracking_uri(None)
+    return small, outputs, uri
+
+
+def test_train_writes_model_report_and_metrics(trained):
+    _, outputs, _ = trained
+    assert (Path(outputs["model"].path) / "model.keras").is_file()
+    assert outputs["model"].metadata["mlflow_model_uri"].startswith("models:/")
+    report = json.loads((Path(outputs["report"].path) / "metrics.json").read_text())
+    assert report["epochs_run"] == 2
+    assert outputs["metrics"].metadata["val_balanced_accuracy"] == pytest.approx(
+        report["val_balanced_accuracy"]
+    )
+    assert "data:image/png;base64," in Path(outputs["curves"].path).read_text()
+
+
+def test_evaluate_logs_confusion_matrix_roc_and_report(trained, train_workspace, tmp_path):
+    small, outputs, _ = trained
+    metrics, classification = Metrics(uri=""), ClassificationMetrics(uri="")
+    page, folder = HTML(uri=str(tmp_path / "eval.html")), Artifact(uri=str(tmp_path / "eval"))
+    evaluate.python_func(
+        model_name="cnn",
+        model=outputs["model"],
+        raw_data=Dataset(uri=str(train_workspace / "data")),
+        manifest=Dataset(uri=str(train_workspace / "split.csv")),
+        params=small,
+        metrics=metrics,
+        classification=classification,
+        report=page,
+        evaluation=folder,
+    )
+    saved = json.loads((Path(folder.path) / "metrics.json").read_text())
+    assert metrics.metadata["balanced_accuracy"] == pytest.approx(saved["balanced_accuracy"])
+    assert {f"recall_{c}" for c in CLASSES} <= set(metrics.metadata)
+    matrix = classification.metadata["confusionMatrix"]
+    assert [a["displayName"] for a in matrix["annotationSpecs"]] == list(CLASSES)
+    assert sum(map(sum, (r["row"] for r in matrix["rows"]))) == saved["n_images"]
+    assert classification.metadata["confidenceMetrics"]  # melanoma ROC points
+    assert (Path(folder.path) / "confusion_matrix_normalized.png").is_file()
+    text = Path(page.path).read_text()
+    assert "melanoma sensitivity" in text and "data:image/png;base64," in text
+
+
+def test_promote_stops_before_the_registry_without_an_evaluation(
+    trained, train_workspace, tmp_path
+):
+    small, outputs, uri = trained
+    mlflow.set_tracking_uri(uri)
+    small = {**small, "promote": {**small["promote"], "registered_model": "unit-promote"}}
+    empty = Artifact(uri=str(tmp_path / "no-evaluation"))
+    Path(empty.path).mkdir()
+    with pytest.raises(PromotionError, match=r"cnn: .*metrics\.json is missing"):
+        promote.python_func(
+            raw_data=Dataset(uri=str(train_workspace / "data")),
+            manifest=Dataset(uri=str(train_workspace / "split.csv")),
+            cnn_report=outputs["report"],
+            cnn_evaluation=empty,
+            resnet152v2_report=outputs["report"],
+            resnet152v2_evaluation=empty,
+            params=small,
+            decision=Artifact(uri=str(tmp_path / "decision.json")),
+        )
+    assert not mlflow.MlflowClient().search_registered_models(filter_string="name='unit-promote'")
+    assert not (tmp_path / "decision.json").exists()

@@ -1,0 +1,101 @@
+"""A small fake Kubeflow Pipelines API server (v2beta1 REST) on 127.0.0.1.
+
+It answers what `kfp.Client` asks when it creates experiments, runs and recurring runs,
+and records every request, so tests can assert on what a cluster would have received."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+API = "/apis/v2beta1"
+
+
+@dataclass
+class FakeKfp:
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> experiment
+    requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    url: str = ""
+
+    def bodies(self, method: str, path: str) -> list[dict[str, Any]]:
+        """Every JSON body sent with ``method`` to ``path``."""
+        return [b or {} for m, p, b in self.requests if m == method and p == path]
+
+    def answer(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, Any]:
+        if path == f"{API}/healthz":
+            return 200, {"multi_user": False}
+        if path == f"{API}/experiments" and method == "GET":
+            wanted = _filter_name(query)
+            found = [e for e in self.experiments.values() if e["display_name"] == wanted]
+            return 200, ({"experiments": found, "total_size": len(found)} if found else {})
+        if path == f"{API}/experiments" and method == "POST":
+            experiment = {**(body or {}), "experiment_id": str(uuid.uuid4())}
+            self.experiments[experiment["experiment_id"]] = experiment
+            return 200, experiment
+        if path.startswith(f"{API}/experiments/") and method == "GET":
+            experiment = self.experiments.get(path.rsplit("/", 1)[1])
+            return (200, experiment) if experiment else (404, {"error": "not found"})
+        if path == f"{API}/runs" and method == "POST":
+            return 200, {**(body or {}), "run_id": str(uuid.uuid4()), "state": "PENDING"}
+        if path == f"{API}/recurringruns" and method == "POST":
+            return 200, {**(body or {}), "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
+        return 404, {"error": f"fake KFP does not serve {method} {path}"}
+
+
+def _filter_name(query: dict[str, list[str]]) -> str | None:
+    """The display name a `kfp.Client` list filter asks for, if any."""
+    raw = (query.get("filter") or [""])[0]
+    if not raw:
+        return None
+    for predicate in json.loads(raw).get("predicates", []):
+        if predicate.get("key") in ("display_name", "name"):
+            return predicate.get("string_value") or predicate.get("stringValue")
+    return None
+
+
+def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _serve(self, method: str) -> None:
+            url = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            fake.requests.append((method, url.path, body))
+            status, answer = fake.answer(method, url.path, parse_qs(url.query), body)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+    return Handler
+
+
+@contextmanager
+def running_fake_kfp() -> Iterator[FakeKfp]:
+    fake = FakeKfp()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()

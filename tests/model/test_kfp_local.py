@@ -1,0 +1,51 @@
+"""The whole Kubeflow pipeline, run for real by `kfp.local` (each step a subprocess, as
+each step is a container on the cluster) on synthetic data, ending with a model in the
+registry of a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from kfp import local
+
+from pipelines.training_pipeline import build_pipeline
+from skinlesion.synth import make_synthetic_dataset
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.model
+
+
+def test_pipeline_runs_locally_end_to_end(tmp_path, params, mlflow_server, monkeypatch):
+    data = tmp_path / "ham10000"
+    make_synthetic_dataset(data, n_images=150, seed=2)
+    small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
+    small["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="kfp")
+    small["promote"]["registered_model"] = "kfp-local-classifier"
+    small["cluster"]["overrides"] = {}  # the pipeline's `params` default is `small` itself
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # what the Secret sets
+    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
+    monkeypatch.chdir(tmp_path)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "pipeline_root"),
+        raise_on_error=True,
+    )
+
+    build_pipeline(small)(data_uri=str(data))
+
+    [run_dir] = (tmp_path / "pipeline_root").iterdir()
+    decision = json.loads((run_dir / "promote" / "decision").read_text())
+    client = mlflow.MlflowClient(mlflow_server)
+    challenger = client.get_model_version_by_alias("kfp-local-classifier", "challenger")
+    assert decision["challenger_version"] == challenger.version
+    assert decision["promoted"] is True  # first promotion: no champion to beat
+    champion = client.get_model_version_by_alias("kfp-local-classifier", "champion")
+    assert champion.version == challenger.version
+    versions = client.search_model_versions("name='kfp-local-classifier'")
+    assert len(versions) == 2  # both models registered
+    for step in ("validate", "split", "eda", "oversample", "train", "train-2", "evaluate"):
+        assert (run_dir / step).is_dir(), step
+    assert Path(run_dir / "evaluate" / "evaluation" / "metrics.json").is_file()
