@@ -18,7 +18,8 @@ PATTERNS = {
         r"(?i)aws_secret_access_key\s*[:=]\s*['\"]?[A-Za-z0-9/+]{40}\b"
     ),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    "password in a URL": re.compile(r"[a-z]+://[^/\s:@]+:[^@\s/]{6,}@"),
+    # <placeholders> of the Secret templates are not passwords
+    "password in a URL": re.compile(r"[a-z]+://[^/\s:@]+:(?!<)[^@\s/]{6,}@"),
     "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36}\b"),
 }
 

