@@ -172,7 +172,9 @@ def _best_keeper(path: Path, monitor: str) -> Any:
     return BestKeeper()
 
 
-def _optimizer(lr: float, schedule: str, epochs: int, steps: int) -> Any:
+def _optimizer(lr: float, schedule: str, epochs: int, steps: int, ema: float = 0.0) -> Any:
+    """Adam with the learning-rate schedule; ``ema`` > 0 also keeps an exponential moving
+    average of the weights, which validation, checkpoints and the saved model use."""
     import keras
 
     rate: Any = lr
@@ -180,6 +182,8 @@ def _optimizer(lr: float, schedule: str, epochs: int, steps: int) -> Any:
         rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps))
     elif schedule not in ("constant", "plateau"):
         raise ValueError(f"unknown lr_schedule {schedule!r}: cosine | plateau | constant")
+    if ema:
+        return keras.optimizers.Adam(rate, use_ema=True, ema_momentum=ema)
     return keras.optimizers.Adam(rate)
 
 
@@ -192,6 +196,7 @@ class Phase:
     lr: float
     schedule: str
     patience: int
+    ema: float = 0.0  # weight averaging momentum; 0 = off
 
 
 @dataclass
@@ -212,6 +217,7 @@ class Context:
     device: Device
     history_csv: Path
     class_weight: dict[int, float] | None
+    min_mel_recall: float = 0.0  # floor on validation melanoma recall for decision tuning
 
     @property
     def steps(self) -> int:
@@ -250,7 +256,7 @@ def fit_phase(
     monitor = ctx.monitor
     with ctx.device.strategy.scope():
         model.compile(
-            optimizer=_optimizer(phase.lr, phase.schedule, phase.epochs, ctx.steps),
+            optimizer=_optimizer(phase.lr, phase.schedule, phase.epochs, ctx.steps, phase.ema),
             loss="categorical_crossentropy",
             metrics=[
                 "accuracy",
@@ -259,7 +265,11 @@ def fit_phase(
             jit_compile=ctx.xla,
         )
     keeper = _best_keeper(best_path, monitor)
+    # With weight averaging, the averaged weights are swapped in at each epoch's end, before
+    # the validation metrics, the checkpoints and the best-epoch keeper see the model.
+    averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if phase.ema else []
     callbacks = [
+        *averaging,
         _validation_callback(val_ds, ctx.y_val),
         keras.callbacks.BackupAndRestore(str(backup)),
         keeper,
@@ -428,6 +438,7 @@ def train_model(
         device=device,
         history_csv=history_csv,
         class_weight=balanced_class_weight(y_train) if weighting == "balanced" else None,
+        min_mel_recall=float(train_cfg.get("decision_min_mel_recall", 0.0)),
     )
 
     configure_tracking(train_cfg["mlflow_experiment"])
@@ -467,6 +478,7 @@ def train_model(
                 cfg["lr"],
                 cfg["lr_schedule"],
                 cfg["early_stopping_patience"],
+                float(cfg.get("ema_momentum", 0.0)),
             )
             keeper, resumed, epochs_run = _fit_images(model, phase, ctx)
         else:
@@ -523,7 +535,9 @@ def _tune_decision(model: Any, ctx: Context) -> tuple[Any, dict[str, float]]:
         ctx.table, ctx.val_idx, ctx.y_val, ctx.batch_size, False, ctx.inputs, ctx.seed
     )
     probs = model.predict(val_ds, verbose=0)
-    offsets, before, after = fit_class_offsets(probs, ctx.y_val)
+    offsets, before, after = fit_class_offsets(
+        probs, ctx.y_val, min_recall={MEL: ctx.min_mel_recall}
+    )
     log.info(
         "decision offsets %s: validation balanced accuracy %.4f -> %.4f",
         np.round(offsets, 2).tolist(),

@@ -65,6 +65,7 @@ def small_params(base: dict, **train_overrides: dict) -> dict:
         dense_units=16,
         lr=0.01,
         bn_momentum=0.9,  # batch-norm statistics must settle within a few dozen steps
+        ema_momentum=0.9,  # weight averaging on, over a horizon of a few dozen steps too
     )
     res = params["train"]["resnet152v2"]
     res.update(head_epochs=2, fine_tune_epochs=0, batch_size=32, head_dense_units=16)

@@ -28,6 +28,21 @@ def test_no_change_when_argmax_is_already_best():
     assert not offsets.any()
 
 
+def test_a_recall_floor_is_met_at_some_cost_in_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 50 + [1] * 50)
+    score = np.where(labels == 1, rng.uniform(0.3, 0.9, 100), rng.uniform(0.1, 0.7, 100))
+    probs = np.stack([1 - score, score], axis=1)
+    free, _, best = fit_class_offsets(probs, labels)
+    floored, _, after = fit_class_offsets(probs, labels, min_recall={1: 0.95})
+
+    def recall(offsets: np.ndarray) -> float:
+        return float(((np.log(probs) + offsets).argmax(axis=1)[labels == 1] == 1).mean())
+
+    assert recall(free) < 0.95 <= recall(floored)
+    assert after <= best
+
+
 def test_offsets_folded_into_the_softmax_bias_shift_log_probabilities():
     import keras
 
