@@ -18,20 +18,19 @@ from typing import Any
 import numpy as np
 
 from skinlesion.labels import CLASSES
+from skinlesion.tracking import flatten
 
 ROC_POINTS = 200  # the UI draws every point; more add nothing visible
 MODEL_FILE = "model.keras"  # inside an Output[Model] folder: Keras needs the suffix
 
 
-def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+def numbers(values: Mapping[str, Any]) -> dict[str, float]:
     """Every finite number of ``values``, nested mappings flattened with dots."""
-    found: dict[str, float] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            found.update(numbers(value, f"{prefix}{key}."))
-        elif isinstance(value, bool | int | float | np.number) and math.isfinite(float(value)):
-            found[f"{prefix}{key}"] = float(value)
-    return found
+    return {
+        key: float(value)
+        for key, value in flatten("", dict(values)).items()
+        if isinstance(value, bool | int | float | np.number) and math.isfinite(float(value))
+    }
 
 
 def log_scalars(artifact: Any, values: Mapping[str, Any]) -> dict[str, float]:

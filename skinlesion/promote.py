@@ -293,25 +293,16 @@ def promote_from_reports(
     the candidates), then :func:`promote`. Returns the decision record that the step writes."""
     import mlflow
 
-    from skinlesion.evaluate import EvalSettings, evaluate_frame, load_model
-    from skinlesion.inputs import InputSettings
+    from skinlesion.evaluate import evaluate_model
     from skinlesion.split import read_manifest, split_summary
     from skinlesion.tracking import configure_tracking
 
     settings = PromotionSettings.from_params(params)
     configure_tracking(params["train"]["mlflow_experiment"])
     split = read_manifest(manifest)
-    test = split[split["split"] == "test"]
 
     def evaluate_champion(uri: str) -> dict[str, Any]:
-        metrics, _ = evaluate_frame(
-            load_model(uri),
-            test,
-            data_dir,
-            InputSettings.from_params(params),
-            EvalSettings.from_params(params),
-        )
-        return metrics
+        return evaluate_model(uri, data_dir, params, manifest, "test").metrics
 
     candidates = load_candidates(models, Path(reports_dir), split_summary(split))
     decision = promote(mlflow.MlflowClient(), candidates, settings, evaluate_champion)

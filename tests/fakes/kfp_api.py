@@ -6,14 +6,15 @@ and records every request, so tests can assert on what a cluster would have rece
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.http import serving
 
 API = "/apis/v2beta1"
 
@@ -90,12 +91,5 @@ def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_fake_kfp() -> Iterator[FakeKfp]:
     fake = FakeKfp()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(fake)) as fake.url:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
