@@ -44,12 +44,21 @@ class PromotionSettings:
     min_improvement: float = 0.0
     max_mel_recall_drop: float = 0.02
     policy: str = "auto"
+    # A champion that this code cannot load (saved by an older, incompatible version) cannot
+    # be re-evaluated. keep: it stays champion and a person compares by hand; replace: the
+    # challenger is judged as if there were no champion (the old version stays registered).
+    unloadable_champion: str = "keep"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PromotionSettings:
         settings = cls(**params.get("promote", {}))
         if settings.policy not in ("auto", "manual"):
             raise ValueError(f"promote.policy must be auto or manual, not {settings.policy!r}")
+        if settings.unloadable_champion not in ("keep", "replace"):
+            raise ValueError(
+                "promote.unloadable_champion must be keep or replace, "
+                f"not {settings.unloadable_champion!r}"
+            )
         return settings
 
 
@@ -164,6 +173,32 @@ def compare(
     return True, f"challenger wins: {figures}"
 
 
+def judge(
+    challenger: dict[str, Any],
+    champion: Any | None,
+    settings: PromotionSettings,
+    evaluate_champion: Callable[[str], dict[str, Any]],
+) -> tuple[bool, str]:
+    """Re-evaluate the champion and :func:`compare`; a champion that cannot be loaded is
+    handled by ``settings.unloadable_champion`` instead of failing half-way."""
+    from skinlesion.evaluate import ModelLoadError
+
+    if champion is None:
+        return compare(challenger, None, settings)
+    uri = f"models:/{settings.registered_model}/{champion.version}"
+    try:
+        return compare(challenger, evaluate_champion(uri), settings)
+    except ModelLoadError as err:
+        problem = f"champion version {champion.version} cannot be loaded by this code ({err})"
+    if settings.unloadable_champion == "replace":
+        wins, reason = compare(challenger, None, settings)
+        return wins, f"{problem}; promote.unloadable_champion is replace: {reason}"
+    return False, (
+        f"champion stays: {problem}; compare it by hand, or rerun with "
+        "promote.unloadable_champion=replace"
+    )
+
+
 @contextmanager
 def registry_lock(
     client: Any, name: str, timeout_s: float = 900, stale_after_s: float = 3600, poll_s: float = 0.5
@@ -224,10 +259,7 @@ def promote(
         client.set_registered_model_alias(name, CHALLENGER, best_version.version)
         log.info("challenger: %s, version %s", best.name, best_version.version)
         champion = find_champion(client, name)
-        champion_metrics = None
-        if champion is not None:
-            champion_metrics = evaluate_champion(f"models:/{name}/{champion.version}")
-        wins, reason = compare(best.metrics, champion_metrics, settings)
+        wins, reason = judge(best.metrics, champion, settings, evaluate_champion)
         promoted = wins and settings.policy == "auto"
         if wins and settings.policy == "manual":
             reason += "; policy is manual: a person moves `champion` in the MLflow UI"

@@ -168,3 +168,29 @@ def test_missing_or_corrupt_model_fails_and_changes_nothing(registry, tmp_path: 
     with pytest.raises(PromotionError, match="is missing; train and evaluate first"):
         load_candidates(["cnn", "resnet152v2"], reports, None)
     assert registry.state() == before
+
+
+def test_unloadable_champion_is_kept_or_replaced_by_policy(registry):
+    """A champion saved by an incompatible older version cannot be re-evaluated: `keep`
+    leaves it champion (the run still succeeds), `replace` promotes the challenger."""
+    from skinlesion.evaluate import ModelLoadError
+
+    promote(registry.client, [_candidate("cnn", 0.5, 0.5)], registry.settings(), lambda u: {})
+
+    def unloadable(uri: str) -> dict:
+        raise ModelLoadError(f"cannot load model {uri}: TypeError: unknown layer")
+
+    kept = promote(registry.client, [_candidate("cnn", 0.9, 0.9)], registry.settings(), unloadable)
+    assert not kept.promoted and kept.champion_version == "1"
+    assert "champion stays: champion version 1 cannot be loaded" in kept.reason
+    assert registry.state() == ([1, 2], {CHAMPION: "1", CHALLENGER: "2"})
+
+    replace = registry.settings(unloadable_champion="replace")
+    replaced = promote(registry.client, [_candidate("cnn", 0.9, 0.9)], replace, unloadable)
+    assert replaced.promoted and "unloadable_champion is replace" in replaced.reason
+    assert registry.state() == ([1, 2, 3], {CHAMPION: "3", CHALLENGER: "3"})  # nothing deleted
+
+
+def test_unknown_unloadable_champion_policy_is_refused():
+    with pytest.raises(ValueError, match="keep or replace"):
+        PromotionSettings.from_params({"promote": {"unloadable_champion": "delete"}})
