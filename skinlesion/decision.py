@@ -1,10 +1,17 @@
-"""Decision thresholds tuned on the validation part.
+"""The decision rule's operating point, set on the validation part.
 
-A network trained on resampled, re-weighted data is well ranked (high AUC) but its argmax
-need not maximise balanced accuracy. Per-class offsets added to the log-probabilities are
-searched, one class at a time over a grid, to maximise balanced accuracy on the
-*validation* predictions; the test part is never looked at. The offsets are added to
-the bias of the model's softmax layer, so every consumer sees the same decisions.
+The network is trained on oversampled, class-weighted data, so its plain argmax already
+treats the classes evenly. What a clinic adds is a floor on the sensitivity of some
+classes (melanoma above all): for each floored class, the smallest non-negative offset on
+its log-probability that reaches the floor on the *validation* predictions. The test part
+is never looked at. The offsets go into the bias of the model's softmax layer, so every
+consumer sees the same decisions.
+
+Why one offset per floored class and not a free search over all seven: with ~1,200
+validation images (15-20 of the rarest classes) seven free offsets fit noise. Measured on
+two CNN runs, offsets tuned on one half of the validation lesions and applied to the other
+half gave balanced accuracy 0.58 against 0.62-0.63 for the plain argmax, while a single
+melanoma offset kept 0.62-0.63 and raised melanoma recall to the floor.
 """
 
 from __future__ import annotations
@@ -13,47 +20,33 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 
-def fit_class_offsets(
+def fit_recall_floors(
     probs: np.ndarray,
     labels: np.ndarray,
+    min_recall: dict[int, float],
     grid: np.ndarray | None = None,
-    passes: int = 3,
-    min_recall: dict[int, float] | None = None,
 ) -> tuple[np.ndarray, float, float]:
-    """Offsets maximising balanced accuracy of argmax(log p + offsets) on (probs, labels).
+    """Offsets for argmax(log p + offsets) that meet each ``min_recall`` floor
+    (class index -> recall) on (probs, labels) with the smallest shift.
 
-    ``min_recall`` (class index -> recall) sets floors, e.g. a melanoma sensitivity the
-    clinic asks for: each point of recall below a floor costs more than any gain in
-    balanced accuracy, so a floor is met whenever an offset can meet it.
+    Classes without a floor, or absent from ``labels``, keep offset 0. A floor that no
+    offset on the grid reaches gets the grid's largest value.
 
     Returns (offsets, balanced accuracy before, after)."""
-    grid = np.linspace(-2.0, 2.0, 41) if grid is None else grid
+    grid = np.round(np.arange(0.0, 4.0001, 0.05), 2) if grid is None else grid
     logp = np.log(np.clip(probs, 1e-7, 1.0))
-    floors = {k: v for k, v in (min_recall or {}).items() if (labels == k).any() and v > 0}
-
-    def shortfall(predicted: np.ndarray) -> float:
-        return sum(
-            max(0.0, floor - float((predicted[labels == k] == k).mean()))
-            for k, floor in floors.items()
-        )
-
-    def score(offsets: np.ndarray) -> float:
-        predicted = (logp + offsets).argmax(axis=1)
-        return float(balanced_accuracy_score(labels, predicted)) - 10.0 * shortfall(predicted)
-
     offsets = np.zeros(probs.shape[1])
+
+    def recall(k: int, trial: np.ndarray) -> float:
+        return float(((logp[labels == k] + trial).argmax(axis=1) == k).mean())
+
+    for k, floor in sorted(min_recall.items()):
+        if floor <= 0 or not (labels == k).any():
+            continue
+        for value in grid:
+            offsets[k] = value
+            if recall(k, offsets) >= floor:
+                break
     before = float(balanced_accuracy_score(labels, logp.argmax(axis=1)))
-    best = score(offsets)
-    for _ in range(passes):
-        improved = False
-        for k in range(probs.shape[1]):
-            for value in grid:
-                trial = offsets.copy()
-                trial[k] = value
-                trial_score = score(trial)
-                if trial_score > best + 1e-9:
-                    best, offsets, improved = trial_score, trial, True
-        if not improved:
-            break
     after = float(balanced_accuracy_score(labels, (logp + offsets).argmax(axis=1)))
     return offsets, before, after

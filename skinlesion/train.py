@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skinlesion.decision import fit_class_offsets
+from skinlesion.decision import fit_recall_floors
 from skinlesion.inputs import ImageTable, InputSettings, decode_images, labels_of, make_dataset
 from skinlesion.labels import CLASSES
 from skinlesion.leakage import assert_no_leakage
@@ -484,9 +484,7 @@ def train_model(
         else:
             model, keeper, resumed, epochs_run = _train_resnet(cfg, ctx)
         seconds = time.perf_counter() - started
-        tuned = None
-        if train_cfg.get("tune_decision", False):
-            model, tuned = _tune_decision(model, ctx)
+        tuned = _set_operating_point(model, ctx) if ctx.min_mel_recall > 0 else None
         throughput = epochs_run * len(train_idx) / seconds if seconds else 0.0
 
         out = Path(out_model)
@@ -525,39 +523,39 @@ def train_model(
     return result
 
 
-def _tune_decision(model: Any, ctx: Context) -> tuple[Any, dict[str, float]]:
-    """Per-class decision offsets fitted on validation predictions (never test), appended
-    to the bias of the model's softmax layer. Returns the model and its validation metrics after
-    tuning (balanced accuracy, melanoma recall, accuracy)."""
+def _set_operating_point(model: Any, ctx: Context) -> dict[str, float]:
+    """Raise melanoma's decision offset until the validation melanoma recall reaches
+    ``min_mel_recall`` (never looking at test), folded into the softmax bias of ``model``.
+    Returns the validation metrics at that operating point."""
     import mlflow
 
     val_ds = make_dataset(
         ctx.table, ctx.val_idx, ctx.y_val, ctx.batch_size, False, ctx.inputs, ctx.seed
     )
     probs = model.predict(val_ds, verbose=0)
-    offsets, before, after = fit_class_offsets(
-        probs, ctx.y_val, min_recall={MEL: ctx.min_mel_recall}
-    )
+    offsets, before, after = fit_recall_floors(probs, ctx.y_val, {MEL: ctx.min_mel_recall})
     log.info(
-        "decision offsets %s: validation balanced accuracy %.4f -> %.4f",
-        np.round(offsets, 2).tolist(),
+        "melanoma decision offset %.2f for validation recall >= %.2f: "
+        "validation balanced accuracy %.4f -> %.4f",
+        offsets[MEL],
+        ctx.min_mel_recall,
         before,
         after,
     )
     mlflow.log_metrics(
-        {"val_balanced_accuracy_untuned": before, "val_balanced_accuracy_tuned": after}
+        {"val_balanced_accuracy_argmax": before, "val_balanced_accuracy_operating_point": after}
     )
     mlflow.log_dict(
         {c: float(o) for c, o in zip(CLASSES, offsets, strict=True)}, "decision_offsets.json"
     )
+    shift_decisions(model, offsets.tolist())
     decided = (np.log(np.clip(probs, 1e-7, 1.0)) + offsets).argmax(axis=1)
     mel = ctx.y_val == MEL
-    tuned = {
+    return {
         "val_balanced_accuracy": after,
         "val_mel_recall": float((decided[mel] == MEL).mean()) if mel.any() else float("nan"),
         "val_accuracy": float((decided == ctx.y_val).mean()),
     }
-    return shift_decisions(model, offsets.tolist()), tuned
 
 
 def _fit_images(model: Any, phase: Phase, ctx: Context) -> tuple[Any, int, int]:

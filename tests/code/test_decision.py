@@ -1,46 +1,45 @@
-"""Decision offsets tuned on validation predictions."""
+"""The decision operating point (recall floors) set on validation predictions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from skinlesion.decision import fit_class_offsets
+from skinlesion.decision import fit_recall_floors
 
 pytestmark = pytest.mark.code
 
 
-def test_offsets_recover_a_rare_class_the_argmax_misses():
-    labels = np.array([0] * 90 + [1] * 10)
-    probs = np.tile([0.7, 0.3], (100, 1))
-    probs[labels == 1] = [0.55, 0.45]  # ranked right, but below the argmax threshold
-    offsets, before, after = fit_class_offsets(probs, labels)
-    assert before == pytest.approx(0.5)
-    assert after == pytest.approx(1.0)
-    assert offsets[1] - offsets[0] > 0
+def test_a_floor_is_met_with_the_smallest_offset_on_that_class_only():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 50 + [1] * 50 + [2] * 50)
+    probs = rng.dirichlet([1, 1, 1], 150)
+    probs[labels == 1, 1] += 0.2  # class 1 ranked a little higher where it is true
+    probs /= probs.sum(axis=1, keepdims=True)
+    offsets, _, _ = fit_recall_floors(probs, labels, {1: 0.9})
+
+    def recall(o: np.ndarray) -> float:
+        return float(((np.log(probs) + o).argmax(axis=1)[labels == 1] == 1).mean())
+
+    assert offsets[0] == offsets[2] == 0 and offsets[1] > 0
+    assert recall(offsets) >= 0.9
+    smaller = offsets.copy()
+    smaller[1] -= 0.05
+    assert recall(smaller) < 0.9
 
 
-def test_no_change_when_argmax_is_already_best():
+def test_no_shift_when_the_floor_already_holds_or_is_off():
     probs = np.eye(3)[[0, 1, 2, 0, 1, 2]] * 0.9 + 0.05
     labels = np.array([0, 1, 2, 0, 1, 2])
-    offsets, before, after = fit_class_offsets(probs, labels)
-    assert before == after == 1.0
+    for floors in ({1: 0.8}, {1: 0.0}, {}):
+        offsets, before, after = fit_recall_floors(probs, labels, floors)
+        assert before == after == 1.0 and not offsets.any()
+
+
+def test_a_floor_on_a_class_absent_from_validation_is_ignored():
+    probs = np.array([[0.8, 0.2, 0.0], [0.3, 0.7, 0.0]])
+    offsets, _, _ = fit_recall_floors(probs, np.array([0, 1]), {2: 0.9})
     assert not offsets.any()
-
-
-def test_a_recall_floor_is_met_at_some_cost_in_balanced_accuracy():
-    rng = np.random.default_rng(0)
-    labels = np.array([0] * 50 + [1] * 50)
-    score = np.where(labels == 1, rng.uniform(0.3, 0.9, 100), rng.uniform(0.1, 0.7, 100))
-    probs = np.stack([1 - score, score], axis=1)
-    free, _, best = fit_class_offsets(probs, labels)
-    floored, _, after = fit_class_offsets(probs, labels, min_recall={1: 0.95})
-
-    def recall(offsets: np.ndarray) -> float:
-        return float(((np.log(probs) + offsets).argmax(axis=1)[labels == 1] == 1).mean())
-
-    assert recall(free) < 0.95 <= recall(floored)
-    assert after <= best
 
 
 def test_offsets_folded_into_the_softmax_bias_shift_log_probabilities():
