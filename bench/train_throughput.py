@@ -22,6 +22,7 @@ import yaml
 
 from skinlesion.dataset import load_catalog
 from skinlesion.inputs import InputSettings, decode_images, labels_of, make_dataset
+from skinlesion.metadata import METADATA_DIM, model_inputs
 from skinlesion.models import build_backbone, build_cnn, build_head, build_resnet152v2
 from skinlesion.synth import make_synthetic_dataset
 
@@ -56,13 +57,14 @@ def bench_training(model, table, rows, labels, batch, settings, steps) -> dict[s
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     train_rate = _rate(steps * batch, time.perf_counter() - start)
-    x = table.images[: batch * 2].astype("float32")
-    model.predict(x[:batch], verbose=0)
+    n = batch * 2
+    x = model_inputs(model, table.images[:n].astype("float32"), table.metadata[:n])
+    model.predict(x, batch_size=batch, verbose=0)  # warm-up
     start = time.perf_counter()
     model.predict(x, batch_size=batch, verbose=0)
     return {
         "train_img_s": train_rate,
-        "predict_img_s": _rate(len(x), time.perf_counter() - start),
+        "predict_img_s": _rate(n, time.perf_counter() - start),
         "params": int(model.count_params()),
     }
 
@@ -105,12 +107,14 @@ def main() -> None:
         base.update(bench_pipeline(table, rows, labels, args.batch, settings, args.steps))
         for name in args.models:
             cfg = params["train"][name]
+            meta = METADATA_DIM if settings.metadata else 0
             if name == "cnn":
-                model = build_cnn(cfg, size)
+                model = build_cnn(cfg, size, metadata_dim=meta)
             else:
                 backbone = build_backbone("none", size)
                 backbone.trainable = False
-                model = build_resnet152v2(backbone, build_head(cfg, 2048), size)
+                head = build_head(cfg, 2048, metadata_dim=meta)
+                model = build_resnet152v2(backbone, head, size, metadata_dim=meta)
             entry = {**base, "model": name}
             entry.update(
                 bench_training(model, table, rows, labels, args.batch, settings, args.steps)

@@ -361,11 +361,23 @@ def predict(
     gradcam_dir: Annotated[
         Path | None, typer.Option(help="Write a Grad-CAM overlay PNG per image here.")
     ] = None,
+    age: Annotated[
+        float | None, typer.Option(help="Patient's age in years (models that use metadata).")
+    ] = None,
+    sex: Annotated[str | None, typer.Option(help="Patient's sex: male | female.")] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(help="Body site, as in HAM10000: back, face, lower extremity, ..."),
+    ] = None,
     params_file: ParamsOpt = None,
 ) -> None:
-    """Class probabilities per image (JSON lines), optionally with Grad-CAM overlays."""
+    """Class probabilities per image (JSON lines), optionally with Grad-CAM overlays.
+
+    Models trained with `input.metadata` also use the patient's age, sex and body site;
+    leave any of them out when it is not known."""
     from skinlesion.evaluate import load_model
     from skinlesion.inputs import InputSettings
+    from skinlesion.metadata import KNOWN_SEXES, KNOWN_SITES
     from skinlesion.predict import predict_images
     from skinlesion.tracking import configure_tracking
 
@@ -377,7 +389,12 @@ def predict(
         configure_tracking(params["train"]["mlflow_experiment"])
     loaded = load_model(model)
     crop = InputSettings.from_params(params).center_crop
-    for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop):
+    if site is not None and site.strip().lower() not in KNOWN_SITES:
+        raise _fail(f"unknown --site {site!r}; one of: {', '.join(KNOWN_SITES)}")
+    if sex is not None and sex.strip().lower() not in KNOWN_SEXES:
+        raise _fail(f"unknown --sex {sex!r}; one of: {', '.join(KNOWN_SEXES)}")
+    patient = {"age": age, "sex": sex, "localization": site}
+    for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop, patient):
         typer.echo(json.dumps(entry))
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from skinlesion.errors import SkinlesionError
 from skinlesion.inputs import InputSettings, decode_images, labels_of
 from skinlesion.labels import CLASSES
+from skinlesion.metadata import image_size, model_inputs
 
 log = logging.getLogger(__name__)
 MEL = CLASSES.index("mel")
@@ -67,13 +68,24 @@ def load_model(reference: str | Path) -> Any:
         raise ModelLoadError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
 
 
-def predict_proba(model: Any, images: np.ndarray, batch_size: int, tta: bool) -> np.ndarray:
-    """Class probabilities; with ``tta`` the mean over the identity and three flips."""
+def predict_proba(
+    model: Any,
+    images: np.ndarray,
+    batch_size: int,
+    tta: bool,
+    metadata: np.ndarray | None = None,
+) -> np.ndarray:
+    """Class probabilities; with ``tta`` the mean over the identity and three flips.
+    ``metadata`` (encoded, one row per image) goes to a model that takes it; None means
+    unknown."""
     x = images.astype("float32")
     views = [x]
     if tta:
         views += [x[:, :, ::-1], x[:, ::-1, :], x[:, ::-1, ::-1]]
-    probs = [model.predict(v, batch_size=batch_size, verbose=0) for v in views]
+    probs = [
+        model.predict(model_inputs(model, v, metadata), batch_size=batch_size, verbose=0)
+        for v in views
+    ]
     return np.mean(probs, axis=0).astype("float64")
 
 
@@ -214,15 +226,17 @@ def evaluate_frame(
     """Metrics of ``model`` on every row of ``frame``; also returns the probabilities."""
     if frame.empty:
         raise ValueError("nothing to evaluate: no rows")
-    size = int(model.input_shape[1])
+    size = image_size(model)
     if size != inputs.image_size:
         log.info("model expects %dx%d images; resizing to that", size, size)
         inputs = InputSettings(
             image_size=size, decode_workers=inputs.decode_workers, augment=inputs.augment
         )
     table = decode_images(data_dir, frame, inputs)
-    images = table.images[table.rows(frame["image_id"])]
-    probs = predict_proba(model, images, settings.batch_size, settings.tta)
+    rows = table.rows(frame["image_id"])
+    probs = predict_proba(
+        model, table.images[rows], settings.batch_size, settings.tta, table.metadata[rows]
+    )
     return compute_metrics(labels_of(frame), probs, frame.reset_index(drop=True), settings), probs
 
 

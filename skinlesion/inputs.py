@@ -4,7 +4,10 @@ Each distinct image is decoded and resized once, in parallel (``tf.data`` with A
 into one uint8 array held in memory; oversampled copies are just repeated row indices into
 it, so duplicating minority images costs no decoding and no memory. Training batches are
 shuffled and augmented (flips, rotation, zoom, colour jitter); validation and test batches
-never are. Batches are prefetched with AUTOTUNE.
+never are. Batches are prefetched with AUTOTUNE. With ``input.metadata`` each image also
+carries its encoded age, sex and body site (skinlesion.metadata), dropped to "unknown" in a
+fraction ``input.metadata_dropout`` of training examples so that the model also works
+without them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.labels import CLASSES
+from skinlesion.metadata import encode_metadata
 from skinlesion.progress import progress
 
 
@@ -41,6 +45,8 @@ class InputSettings:
     center_crop: bool = True  # keep the aspect ratio: central square, then resize
     decode_workers: int | str = "autotune"
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    metadata: bool = False  # feed age, sex and body site to the model beside the image
+    metadata_dropout: float = 0.0  # fraction of training examples shown as "unknown"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> InputSettings:
@@ -51,10 +57,12 @@ class InputSettings:
 
 @dataclass
 class ImageTable:
-    """Decoded images (N, H, W, 3 uint8) and the image_id of each row."""
+    """Decoded images (N, H, W, 3 uint8), the image_id of each row and its encoded
+    metadata (N, METADATA_DIM float32)."""
 
     images: np.ndarray
     image_ids: list[str]
+    metadata: np.ndarray
 
     def rows(self, image_ids: Sequence[str]) -> np.ndarray:
         """Row index of each image_id (repeats allowed: oversampled copies)."""
@@ -104,7 +112,7 @@ def decode_images(
     n_batches = -(-len(paths) // batch_size)
     chunks = [b.numpy() for b in progress(dataset, total=n_batches, desc="decoding images")]
     images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
-    return ImageTable(images=images, image_ids=list(unique["image_id"]))
+    return ImageTable(images, list(unique["image_id"]), encode_metadata(unique))
 
 
 def augmentation_layers(settings: AugmentSettings, seed: int) -> list[Any]:
@@ -143,7 +151,8 @@ def make_dataset(
     settings: InputSettings,
     seed: int = 0,
 ) -> Any:
-    """A batched ``tf.data.Dataset`` of (float32 images in 0..255, one-hot labels).
+    """A batched ``tf.data.Dataset`` of (float32 images in 0..255, one-hot labels); with
+    ``settings.metadata`` the first element is {"image": ..., "metadata": ...}.
 
     Training: shuffled every epoch and augmented. Otherwise: fixed order, no augmentation.
     """
@@ -152,25 +161,34 @@ def make_dataset(
     # A variable, not a constant: a captured constant is serialised into the dataset graph,
     # which breaks past 2 GB (large images on the cluster).
     images = tf.Variable(table.images, trainable=False, name="decoded_images")
+    metadata = tf.constant(table.metadata)
     n_classes = len(CLASSES)
     dataset = tf.data.Dataset.from_tensor_slices((rows, labels))
     if training:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
 
-    def gather(idx: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.cast(tf.gather(images, idx), tf.float32), tf.one_hot(y, n_classes)
+    def gather(idx: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image = tf.cast(tf.gather(images, idx), tf.float32)
+        return image, tf.gather(metadata, idx), tf.one_hot(y, n_classes)
 
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    if training:
-        layers = augmentation_layers(settings.augment, seed)
-        if layers:
-            import keras
+    augment = None
+    if training and (layers := augmentation_layers(settings.augment, seed)):
+        import keras
 
-            augment = keras.Sequential(layers, name="augment")
+        augment = keras.Sequential(layers, name="augment")
+    dropout = float(settings.metadata_dropout) if training else 0.0
 
-            def apply(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                return tf.clip_by_value(augment(x, training=True), 0.0, 255.0), y
+    def finish(x: tf.Tensor, m: tf.Tensor, y: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        if augment is not None:
+            x = tf.clip_by_value(augment(x, training=True), 0.0, 255.0)
+        if not settings.metadata:
+            return x, y
+        if dropout > 0:  # some examples as if nothing about the patient were known
+            keep = tf.random.uniform((tf.shape(m)[0], 1), seed=seed) >= dropout
+            m = m * tf.cast(keep, m.dtype)
+        return {"image": x, "metadata": m}, y
 
-            dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

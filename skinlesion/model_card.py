@@ -32,7 +32,8 @@ def render_model_card(
         "Research and decision *support* for classifying dermatoscopic images of pigmented "
         "skin lesions into the 7 HAM10000 diagnoses. Not a diagnostic device: every "
         "prediction needs review by a qualified clinician, and melanoma suspicion warrants "
-        "biopsy regardless of the model's output.",
+        "biopsy regardless of the model's output. Models trained with metadata also read the "
+        "patient's age, sex and body site; without them they fall back to the image.",
         "",
         "## Data and split",
         "HAM10000 (CC BY-NC 4.0). Split by `lesion_id` (lesions sharing identical images "

@@ -3,6 +3,10 @@
 Both take float RGB images in 0..255 of shape (size, size, 3) and end in a float32
 softmax over the 7 classes (float32 even under mixed precision, for stable losses).
 Normalisation is part of each model, so a saved ``.keras`` file is all a user needs.
+With ``metadata_dim`` > 0 a model also takes the encoded patient metadata
+(skinlesion.metadata) as a second input named ``metadata``, joined to the image features
+just before the softmax layer: its logits are the image's plus a linear term in the
+metadata (late fusion), and the softmax layer stays the one that holds the decision bias.
 """
 
 from __future__ import annotations
@@ -22,7 +26,24 @@ class ModelWeightsError(SkinlesionError, RuntimeError):
     """Backbone weights could not be loaded; the message says what to do."""
 
 
-def build_cnn(cfg: dict[str, Any], image_size: int, n_classes: int = len(CLASSES)) -> Any:
+def _classifier(x: Any, meta: Any | None, n_classes: int) -> Any:
+    """The softmax layer ``probs`` over the features, joined with the metadata if any."""
+    from keras import layers
+
+    if meta is not None:
+        x = layers.Concatenate(name="with_metadata")([x, meta])
+    return layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+
+
+def _metadata_input(metadata_dim: int) -> Any | None:
+    import keras
+
+    return keras.Input((metadata_dim,), name="metadata") if metadata_dim else None
+
+
+def build_cnn(
+    cfg: dict[str, Any], image_size: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
+) -> Any:
     """A CNN from scratch: per entry of ``filters``, ``convs_per_block`` 3x3 convs with batch
     norm and ReLU, then a max-pool; then global average pooling, dropout and a dense layer."""
     import keras
@@ -43,8 +64,10 @@ def build_cnn(cfg: dict[str, Any], image_size: int, n_classes: int = len(CLASSES
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(cfg["dropout"], name="dropout")(x)
     x = layers.Dense(cfg["dense_units"], activation="relu", name="dense")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
-    return keras.Model(inputs, outputs, name="cnn")
+    meta = _metadata_input(metadata_dim)
+    outputs = _classifier(x, meta, n_classes)
+    model_inputs = inputs if meta is None else {"image": inputs, "metadata": meta}
+    return keras.Model(model_inputs, outputs, name="cnn")
 
 
 def build_backbone(weights: str, image_size: int) -> Any:
@@ -83,7 +106,9 @@ def build_backbone(weights: str, image_size: int) -> Any:
     return backbone
 
 
-def build_head(cfg: dict[str, Any], n_features: int, n_classes: int = len(CLASSES)) -> Any:
+def build_head(
+    cfg: dict[str, Any], n_features: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
+) -> Any:
     """The new classification head, trainable on its own over cached backbone features."""
     import keras
     from keras import layers
@@ -92,12 +117,15 @@ def build_head(cfg: dict[str, Any], n_features: int, n_classes: int = len(CLASSE
     x = layers.Dropout(cfg["dropout"], name="head_dropout0")(inputs)
     x = layers.Dense(cfg["head_dense_units"], activation="relu", name="head_dense")(x)
     x = layers.Dropout(cfg["dropout"], name="head_dropout1")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
-    return keras.Model(inputs, outputs, name="head")
+    meta = _metadata_input(metadata_dim)
+    outputs = _classifier(x, meta, n_classes)
+    head_inputs = inputs if meta is None else {"features": inputs, "metadata": meta}
+    return keras.Model(head_inputs, outputs, name="head")
 
 
-def build_resnet152v2(backbone: Any, head: Any, image_size: int) -> Any:
-    """Image in 0..255 -> ResNetV2 preprocessing (to -1..1) -> backbone -> pooling -> head."""
+def build_resnet152v2(backbone: Any, head: Any, image_size: int, metadata_dim: int = 0) -> Any:
+    """Image in 0..255 -> ResNetV2 preprocessing (to -1..1) -> backbone -> pooling -> head
+    (with the metadata, if ``metadata_dim``)."""
     import keras
     from keras import layers
 
@@ -105,8 +133,14 @@ def build_resnet152v2(backbone: Any, head: Any, image_size: int) -> Any:
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="resnet_v2_preprocess")(inputs)
     x = backbone(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = head(x)
-    return keras.Model(inputs, outputs, name="resnet152v2")
+    meta = _metadata_input(metadata_dim)
+    if meta is None:
+        return keras.Model(inputs, head(x), name="resnet152v2")
+    return keras.Model(
+        {"image": inputs, "metadata": meta},
+        head({"features": x, "metadata": meta}),
+        name="resnet152v2",
+    )
 
 
 def unfreeze_top(backbone: Any, first_layer_prefix: str) -> int:

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from skinlesion.evaluate import predict_proba
 from skinlesion.labels import CLASSES
+from skinlesion.metadata import encode_metadata, image_size, model_inputs
 
 
 def load_image(path: str | Path, size: int, center_crop: bool = True) -> np.ndarray:
@@ -33,15 +35,18 @@ def last_spatial_layer(model: Any) -> Any:
     raise ValueError("the model has no spatial layer for Grad-CAM")
 
 
-def grad_cam(model: Any, image: np.ndarray, class_index: int) -> np.ndarray:
+def grad_cam(
+    model: Any, image: np.ndarray, class_index: int, metadata: np.ndarray | None = None
+) -> np.ndarray:
     """Grad-CAM heatmap in 0..1 for one image (H, W) at the target layer's resolution."""
     import keras
     import tensorflow as tf
 
     target = last_spatial_layer(model)
-    probe = keras.Model(model.inputs, [target.output, model.output])
+    probe = keras.Model(model.input, [target.output, model.output])
+    meta = None if metadata is None else metadata[None]
     with tf.GradientTape() as tape:
-        features, probs = probe(image[None], training=False)
+        features, probs = probe(model_inputs(model, image[None], meta), training=False)
         score = probs[:, class_index]
     grads = tape.gradient(score, features)
     weights = tf.reduce_mean(grads, axis=(1, 2))
@@ -72,13 +77,17 @@ def predict_images(
     tta: bool = False,
     gradcam_dir: Path | None = None,
     center_crop: bool = True,
+    patient: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per image: probabilities per class, the top class and, optionally, a Grad-CAM PNG."""
-    size = int(model.input_shape[1])
-    images = np.stack([load_image(p, size, center_crop) for p in paths])
-    probs = predict_proba(model, images, batch_size=32, tta=tta)
+    """Per image: probabilities per class, the top class and, optionally, a Grad-CAM PNG.
+
+    ``patient`` ({"age", "sex", "localization"}, any of them may be missing) is given to
+    a model that takes metadata, for every image; without it the metadata is unknown."""
+    images = np.stack([load_image(p, image_size(model), center_crop) for p in paths])
+    metadata = encode_metadata(pd.DataFrame([patient or {}] * len(paths)))
+    probs = predict_proba(model, images, batch_size=32, tta=tta, metadata=metadata)
     results = []
-    for path, image, p in zip(paths, images, probs, strict=True):
+    for path, image, meta, p in zip(paths, images, metadata, probs, strict=True):
         top = int(p.argmax())
         entry: dict[str, Any] = {
             "image": str(path),
@@ -86,7 +95,7 @@ def predict_images(
             "probabilities": {c: round(float(v), 4) for c, v in zip(CLASSES, p, strict=True)},
         }
         if gradcam_dir is not None:
-            cam = grad_cam(model, image, top)
+            cam = grad_cam(model, image, top, meta)
             entry["gradcam"] = str(overlay(path, cam, gradcam_dir / f"{Path(path).stem}.png"))
         results.append(entry)
     return results

@@ -29,6 +29,7 @@ from skinlesion.decision import fit_recall_floors
 from skinlesion.inputs import ImageTable, InputSettings, decode_images, labels_of, make_dataset
 from skinlesion.labels import CLASSES
 from skinlesion.leakage import assert_no_leakage
+from skinlesion.metadata import METADATA_DIM, model_inputs
 from skinlesion.models import (
     MODEL_NAMES,
     build_backbone,
@@ -220,6 +221,11 @@ class Context:
     min_mel_recall: float = 0.0  # floor on validation melanoma recall for decision tuning
 
     @property
+    def metadata_dim(self) -> int:
+        """Width of the models' metadata input; 0: images only."""
+        return METADATA_DIM if self.inputs.metadata else 0
+
+    @property
     def steps(self) -> int:
         return -(-len(self.train_idx) // self.batch_size)
 
@@ -339,7 +345,7 @@ def _features(model: Any, table: ImageTable, batch_size: int) -> np.ndarray:
 
     from skinlesion.progress import progress
 
-    extractor = keras.Model(model.inputs, model.get_layer("avg_pool").output)
+    extractor = keras.Model(model.get_layer("image").output, model.get_layer("avg_pool").output)
     batches = range(0, len(table.images), batch_size)
     return np.concatenate(
         [
@@ -351,23 +357,29 @@ def _features(model: Any, table: ImageTable, batch_size: int) -> np.ndarray:
 
 def _feature_dataset(
     features: np.ndarray,
+    metadata: np.ndarray | None,
     rows: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
     training: bool,
     seed: int,
 ) -> Any:
+    """Batches of cached features (and metadata, for a head that takes it) per row."""
     import tensorflow as tf
 
     table = tf.constant(features)
+    meta = None if metadata is None else tf.constant(metadata)
     ds = tf.data.Dataset.from_tensor_slices((rows, labels))
     if training:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    return (
-        ds.batch(batch_size)
-        .map(lambda i, y: (tf.gather(table, i), tf.one_hot(y, len(CLASSES))))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+
+    def gather(i: Any, y: Any) -> tuple[Any, Any]:
+        x = tf.gather(table, i)
+        if meta is not None:
+            x = {"features": x, "metadata": tf.gather(meta, i)}
+        return x, tf.one_hot(y, len(CLASSES))
+
+    return ds.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def train_model(
@@ -471,7 +483,7 @@ def train_model(
         started = time.perf_counter()
         if model_name == "cnn":
             with device.strategy.scope():
-                model = build_cnn(cfg, inputs.image_size)
+                model = build_cnn(cfg, inputs.image_size, metadata_dim=ctx.metadata_dim)
             phase = Phase(
                 "train",
                 cfg["epochs"],
@@ -490,7 +502,9 @@ def train_model(
         out = Path(out_model)
         out.parent.mkdir(parents=True, exist_ok=True)
         model.save(out)
-        logged = log_keras_model(model, table.images[val_idx[:1]].astype("float32"))
+        first = val_idx[:1]
+        example = model_inputs(model, table.images[first].astype("float32"), table.metadata[first])
+        logged = log_keras_model(model, example)
         if history_csv.is_file():
             mlflow.log_artifact(str(history_csv))
             curves = plot_history(history_csv, report / "curves.png")
@@ -577,8 +591,8 @@ def _train_resnet(cfg: dict[str, Any], ctx: Context) -> tuple[Any, Any, int, int
     with ctx.device.strategy.scope():
         backbone = build_backbone(cfg["weights"], size)
         backbone.trainable = False
-        head = build_head(cfg, int(backbone.output_shape[-1]))
-        model = build_resnet152v2(backbone, head, size)
+        head = build_head(cfg, int(backbone.output_shape[-1]), metadata_dim=ctx.metadata_dim)
+        model = build_resnet152v2(backbone, head, size, metadata_dim=ctx.metadata_dim)
     head_phase = Phase(
         "head",
         cfg["head_epochs"],
@@ -589,10 +603,13 @@ def _train_resnet(cfg: dict[str, Any], ctx: Context) -> tuple[Any, Any, int, int
     if use_cache:
         log.info("phase 1 on cached backbone features (augmentation does not apply)")
         features = _features(model, ctx.table, ctx.batch_size)
+        meta = ctx.table.metadata if ctx.metadata_dim else None
         train_ds = _feature_dataset(
-            features, ctx.train_idx, ctx.y_train, ctx.batch_size, True, ctx.seed
+            features, meta, ctx.train_idx, ctx.y_train, ctx.batch_size, True, ctx.seed
         )
-        val_ds = _feature_dataset(features, ctx.val_idx, ctx.y_val, ctx.batch_size, False, ctx.seed)
+        val_ds = _feature_dataset(
+            features, meta, ctx.val_idx, ctx.y_val, ctx.batch_size, False, ctx.seed
+        )
         keeper, resumed, total = fit_phase(head, head_phase, train_ds, val_ds, ctx)
     else:
         keeper, resumed, total = _fit_images(model, head_phase, ctx)

@@ -47,3 +47,33 @@ def test_training_batches_are_augmented_and_in_range(table):
         np.sort(x.reshape(40, -1).sum(axis=1)),
         np.sort(table.images.astype("float32").reshape(40, -1).sum(axis=1)),
     )
+
+
+def test_metadata_travels_with_its_image_through_shuffling_and_dropout(table):
+    """Each image's metadata row reaches the model with that image, shuffled or not, and
+    dropout blanks whole rows (unknown), never parts of them."""
+    n = len(table.images)
+    marked = type(table)(
+        images=np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 32, axis=1)
+        .repeat(32, axis=2)
+        .repeat(3, axis=3),
+        image_ids=table.image_ids,
+        metadata=np.repeat(np.arange(n, dtype=np.float32)[:, None] + 1, 4, axis=1),
+    )
+    rows, labels = np.arange(n), np.zeros(n, dtype=int)
+    for training, dropout in ((False, 0.0), (True, 0.0), (True, 0.5)):
+        settings = InputSettings(
+            image_size=32,
+            augment=AugmentSettings(flip="none"),
+            metadata=True,
+            metadata_dropout=dropout,
+        )
+        x, _ = next(iter(make_dataset(marked, rows, labels, n, training, settings, seed=3)))
+        image_row = x["image"].numpy()[:, 0, 0, 0]
+        meta = x["metadata"].numpy()
+        kept = meta[:, 0] > 0
+        np.testing.assert_array_equal(meta[kept, 0], image_row[kept] + 1)
+        assert (meta[kept] == meta[kept, :1]).all() and not meta[~kept].any()
+        assert kept.all() == (dropout == 0.0)
+        if not training:
+            np.testing.assert_array_equal(image_row, np.arange(n))

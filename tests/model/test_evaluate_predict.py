@@ -129,3 +129,30 @@ def test_predict_gives_probabilities_and_gradcam(trained_cnn):
 def test_predict_missing_image_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "none.jpg")])
     assert result.exit_code == 1 and "image(s) not found" in result.output
+
+
+def test_predict_uses_patient_metadata_and_refuses_unknown_values(trained_cnn):
+    root, _ = trained_cnn
+    base = [
+        "predict",
+        str(root / "data/images/ISIC_0000001.jpg"),
+        "--model",
+        str(root / "models/cnn.keras"),
+        "--params",
+        str(root / "params.yaml"),
+    ]
+    runs = {
+        who: CliRunner().invoke(app, base + list(args))
+        for who, args in {
+            "unknown": (),
+            "young back": ("--age", "25", "--sex", "female", "--site", "back"),
+            "old face": ("--age", "80", "--sex", "male", "--site", "face"),
+        }.items()
+    }
+    probs = {}
+    for who, result in runs.items():
+        assert result.exit_code == 0, result.output
+        probs[who] = json.loads(result.output.strip().splitlines()[-1])["probabilities"]
+    assert probs["young back"] != probs["old face"]  # the model reads the metadata
+    bad = CliRunner().invoke(app, [*base, "--site", "elbow"])
+    assert bad.exit_code == 1 and "unknown --site 'elbow'" in bad.output

@@ -6,11 +6,17 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from skinlesion.metadata import encode_metadata
 from tests.conftest import small_params, write_params
 
 pytestmark = pytest.mark.model
+PATIENTS = pd.DataFrame(
+    {"age": [30, None], "sex": ["female", None], "localization": ["back", None]}
+)
 
 
 def test_run_is_on_the_server_with_params_metrics_and_model(
@@ -60,3 +66,10 @@ def test_run_is_on_the_server_with_params_metrics_and_model(
     assert len(models) == 1
     loaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
     assert loaded.output_shape == (None, 7)
+    # The logged signature names both inputs, and the served (pyfunc) model takes them.
+    info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
+    assert [i.name for i in info.signature.inputs.inputs] == ["image", "metadata"]
+    served = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
+    image = np.full((2, 32, 32, 3), 128.0, dtype="float32")
+    probs = np.asarray(served.predict({"image": image, "metadata": encode_metadata(PATIENTS)}))
+    assert probs.shape == (2, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
