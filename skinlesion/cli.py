@@ -304,9 +304,11 @@ def evaluate(
     write_metrics(metrics, out)
     if plots_dir is not None:
         write_plots(metrics, result.labels, result.probs, plots_dir, Path(model).stem)
+    ci = metrics.get("ci95", {}).get("balanced_accuracy") or []
+    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
     typer.echo(
-        f"{metrics['n_images']} images: balanced accuracy {metrics['balanced_accuracy']:.3f}, "
-        f"macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
+        f"{metrics['n_images']} images: balanced accuracy {metrics['balanced_accuracy']:.3f}"
+        f"{interval}, macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
         f"{metrics['melanoma']['sensitivity']:.3f}, accuracy {metrics['accuracy']:.3f}"
     )
 

@@ -4,8 +4,10 @@ Metrics (stable JSON keys): ``n_images``, ``accuracy``, ``balanced_accuracy``, `
 ``macro_auc`` (one-vs-rest), ``recall`` / ``precision`` / ``f1`` (class -> value),
 ``melanoma`` (sensitivity, specificity), ``ece`` (expected calibration error),
 ``confusion_matrix`` (rows: true class, columns: predicted, in ``classes`` order) and
-``subgroups`` (sex, age band, localization). Plots: confusion matrices, ROC per class and a
-reliability diagram.
+``subgroups`` (sex, age band, localization) and ``ci95`` (95% intervals of balanced accuracy
+and melanoma sensitivity from a bootstrap over lesions: with 13-40 test images in the
+smallest classes, one split's figure is uncertain by several points). Plots: confusion
+matrices, ROC per class and a reliability diagram.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class EvalSettings:
     calibration_bins: int = 15
     batch_size: int = 128
     min_subgroup_size: int = 20
+    bootstrap: int = 1000  # resamples of whole lesions for ``ci95``; 0: none
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EvalSettings:
@@ -146,6 +149,39 @@ def core_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     }
 
 
+def bootstrap_intervals(
+    y: np.ndarray, pred: np.ndarray, groups: np.ndarray, resamples: int, seed: int = 0
+) -> dict[str, Any]:
+    """95% percentile intervals of balanced accuracy and melanoma sensitivity, resampling
+    whole lesions (``groups``) with replacement: images of one lesion are not independent."""
+    codes, uniques = pd.factorize(pd.Series(groups))
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    members = [order[starts[g] : starts[g + 1]] for g in range(len(uniques))]
+    rng = np.random.default_rng(seed)
+    n_classes = len(CLASSES)
+    balanced, sensitivity = [], []
+    for _ in range(resamples):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        yy, pp = y[idx], pred[idx]
+        total = np.bincount(yy, minlength=n_classes)
+        correct = np.bincount(yy[pp == yy], minlength=n_classes)
+        seen = total > 0
+        balanced.append(float(np.mean(correct[seen] / total[seen])))
+        if seen[MEL]:
+            sensitivity.append(correct[MEL] / total[MEL])
+
+    def interval(values: list[float]) -> list[float]:
+        return [float(v) for v in np.percentile(values, [2.5, 97.5])] if values else []
+
+    return {
+        "balanced_accuracy": interval(balanced),
+        "melanoma_sensitivity": interval(sensitivity),
+        "resamples": resamples,
+        "unit": "lesion",
+    }
+
+
 def compute_metrics(
     y: np.ndarray, probs: np.ndarray, frame: pd.DataFrame, settings: EvalSettings
 ) -> dict[str, Any]:
@@ -173,6 +209,11 @@ def compute_metrics(
             "tta": settings.tta,
         }
     )
+    if settings.bootstrap > 0:
+        groups = frame["lesion_id"] if "lesion_id" in frame else pd.Series(range(len(y)))
+        metrics["ci95"] = bootstrap_intervals(
+            y, pred, groups.astype(str).to_numpy(), settings.bootstrap
+        )
     return metrics
 
 

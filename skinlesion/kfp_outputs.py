@@ -54,6 +54,10 @@ def evaluation_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
         "n_images": metrics["n_images"],
     }
     values.update({f"recall_{c}": v for c, v in metrics["recall"].items()})
+    ci = metrics.get("ci95") or {}
+    for key in ("balanced_accuracy", "melanoma_sensitivity"):
+        if ci.get(key):
+            values[f"{key}_ci95_low"], values[f"{key}_ci95_high"] = ci[key]
     return values
 
 

@@ -11,6 +11,18 @@ from typing import Any
 from skinlesion.labels import CLASS_NAMES, CLASSES
 
 
+def _intervals(ci: dict[str, Any] | None) -> list[str]:
+    """The 95% bootstrap intervals as one line, when the evaluation computed them."""
+    if not ci or not ci.get("balanced_accuracy"):
+        return []
+    bal, mel = ci["balanced_accuracy"], ci.get("melanoma_sensitivity") or [float("nan")] * 2
+    return [
+        f"- 95% intervals ({ci['resamples']} bootstrap resamples of lesions): balanced "
+        f"accuracy {_pct(bal[0])}-{_pct(bal[1])}, melanoma sensitivity "
+        f"{_pct(mel[0])}-{_pct(mel[1])}"
+    ]
+
+
 def _pct(value: Any) -> str:
     try:
         return f"{100 * float(value):.1f}%"
@@ -64,6 +76,7 @@ def render_model_card(
         f"{metrics.get('macro_auc', float('nan')):.3f}; macro F1 {_pct(metrics.get('macro_f1'))}; "
         f"accuracy {_pct(metrics.get('accuracy'))} (dominated by `nv`, read with care)",
         f"- Expected calibration error {metrics.get('ece', float('nan')):.3f}",
+        *_intervals(metrics.get("ci95")),
         "",
         "| class | name | recall | precision | test images |",
         "|---|---|---:|---:|---:|",

@@ -76,6 +76,9 @@ def test_evaluate_logs_confusion_matrix_roc_and_report(trained, train_workspace,
     saved = json.loads((Path(folder.path) / "metrics.json").read_text())
     assert metrics.metadata["balanced_accuracy"] == pytest.approx(saved["balanced_accuracy"])
     assert {f"recall_{c}" for c in CLASSES} <= set(metrics.metadata)
+    low, high = saved["ci95"]["balanced_accuracy"]
+    assert metrics.metadata["balanced_accuracy_ci95_low"] == pytest.approx(low)
+    assert metrics.metadata["balanced_accuracy_ci95_high"] == pytest.approx(high)
     matrix = classification.metadata["confusionMatrix"]
     assert [a["displayName"] for a in matrix["annotationSpecs"]] == list(CLASSES)
     assert sum(map(sum, (r["row"] for r in matrix["rows"]))) == saved["n_images"]

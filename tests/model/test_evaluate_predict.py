@@ -27,6 +27,7 @@ DOCUMENTED_KEYS = {
     "confusion_matrix",
     "subgroups",
     "classes",
+    "ci95",
 }
 
 
@@ -54,6 +55,8 @@ def test_evaluate_every_row_of_a_folder_writes_documented_json_and_plots(trained
     assert set(metrics) >= DOCUMENTED_KEYS
     assert metrics["n_images"] == 280
     assert set(metrics["subgroups"]) == {"sex", "age_band", "localization"}
+    low, high = metrics["ci95"]["balanced_accuracy"]
+    assert low <= metrics["balanced_accuracy"] <= high and metrics["ci95"]["unit"] == "lesion"
     assert len(metrics["confusion_matrix"]) == 7
     for png in ("confusion_matrix", "confusion_matrix_normalized", "roc", "reliability"):
         assert (root / "eval_plots" / f"{png}.png").is_file()
