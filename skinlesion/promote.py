@@ -189,10 +189,15 @@ def judge(
     try:
         return compare(challenger, evaluate_champion(uri), settings)
     except ModelLoadError as err:
-        problem = f"champion version {champion.version} cannot be loaded by this code ({err})"
+        why = str(err).splitlines()[0][:300]  # Keras appends whole model configs
+        problem = f"champion version {champion.version} cannot be loaded by this code ({why})"
     if settings.unloadable_champion == "replace":
-        wins, reason = compare(challenger, None, settings)
-        return wins, f"{problem}; promote.unloadable_champion is replace: {reason}"
+        wins, _ = compare(challenger, None, settings)
+        key = settings.primary_metric
+        return wins, (
+            f"{problem}; promote.unloadable_champion is replace: the challenger "
+            f"({key}={metric(challenger, key):.4f}) is judged without a champion"
+        )
     return False, (
         f"champion stays: {problem}; compare it by hand, or rerun with "
         "promote.unloadable_champion=replace"
