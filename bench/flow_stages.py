@@ -18,28 +18,24 @@ import subprocess
 import time
 from pathlib import Path
 
-STAGES = (
-    "validate",
-    "split",
-    "eda",
-    "oversample",
-    "train@cnn",
-    "train@resnet152v2",
-    "evaluate@cnn",
-    "evaluate@resnet152v2",
-    "promote",
-)
+
+def dvc_stages() -> list[str]:
+    """Every stage of dvc.yaml in its order, ``foreach`` items expanded (train@cnn, ...)."""
+    listed = subprocess.run(
+        ["dvc", "stage", "list", "--name-only"], check=True, capture_output=True, text=True
+    )
+    return listed.stdout.split()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", nargs="+", default=list(STAGES))
+    parser.add_argument("--stages", nargs="+", help="default: every stage of dvc.yaml")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     env = {**os.environ, "SKINLESION_PROGRESS": "0"}
     timings: dict[str, float] = {}
-    for stage in args.stages:
+    for stage in args.stages or dvc_stages():
         start = time.perf_counter()
         subprocess.run(["dvc", "repro", "--force", "--single-item", stage], check=True, env=env)
         timings[stage] = round(time.perf_counter() - start, 1)
