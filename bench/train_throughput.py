@@ -22,7 +22,7 @@ import yaml
 
 from skinlesion.dataset import load_catalog
 from skinlesion.inputs import InputSettings, decode_images, labels_of, make_dataset
-from skinlesion.metadata import METADATA_DIM, model_inputs
+from skinlesion.metadata import model_inputs
 from skinlesion.models import build_backbone, build_cnn, build_head, build_resnet152v2
 from skinlesion.synth import make_synthetic_dataset
 
@@ -107,7 +107,7 @@ def main() -> None:
         base.update(bench_pipeline(table, rows, labels, args.batch, settings, args.steps))
         for name in args.models:
             cfg = params["train"][name]
-            meta = METADATA_DIM if settings.metadata else 0
+            meta = settings.metadata_dim
             if name == "cnn":
                 model = build_cnn(cfg, size, metadata_dim=meta)
             else:

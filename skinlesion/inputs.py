@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.labels import CLASSES
-from skinlesion.metadata import encode_metadata
+from skinlesion.metadata import METADATA_DIM, encode_metadata
 from skinlesion.progress import progress
 
 
@@ -47,6 +47,11 @@ class InputSettings:
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     metadata: bool = False  # feed age, sex and body site to the model beside the image
     metadata_dropout: float = 0.0  # fraction of training examples shown as "unknown"
+
+    @property
+    def metadata_dim(self) -> int:
+        """Width of the models' metadata input; 0: images only."""
+        return METADATA_DIM if self.metadata else 0
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> InputSettings:

@@ -29,7 +29,7 @@ from skinlesion.decision import fit_recall_floors
 from skinlesion.inputs import ImageTable, InputSettings, decode_images, labels_of, make_dataset
 from skinlesion.labels import CLASSES
 from skinlesion.leakage import assert_no_leakage
-from skinlesion.metadata import METADATA_DIM, model_inputs
+from skinlesion.metadata import model_inputs
 from skinlesion.models import (
     MODEL_NAMES,
     build_backbone,
@@ -218,12 +218,7 @@ class Context:
     device: Device
     history_csv: Path
     class_weight: dict[int, float] | None
-    min_mel_recall: float = 0.0  # floor on validation melanoma recall for decision tuning
-
-    @property
-    def metadata_dim(self) -> int:
-        """Width of the models' metadata input; 0: images only."""
-        return METADATA_DIM if self.inputs.metadata else 0
+    min_mel_recall: float = 0.0  # validation melanoma recall of the operating point; 0: argmax
 
     @property
     def steps(self) -> int:
@@ -483,7 +478,7 @@ def train_model(
         started = time.perf_counter()
         if model_name == "cnn":
             with device.strategy.scope():
-                model = build_cnn(cfg, inputs.image_size, metadata_dim=ctx.metadata_dim)
+                model = build_cnn(cfg, inputs.image_size, metadata_dim=ctx.inputs.metadata_dim)
             phase = Phase(
                 "train",
                 cfg["epochs"],
@@ -591,8 +586,8 @@ def _train_resnet(cfg: dict[str, Any], ctx: Context) -> tuple[Any, Any, int, int
     with ctx.device.strategy.scope():
         backbone = build_backbone(cfg["weights"], size)
         backbone.trainable = False
-        head = build_head(cfg, int(backbone.output_shape[-1]), metadata_dim=ctx.metadata_dim)
-        model = build_resnet152v2(backbone, head, size, metadata_dim=ctx.metadata_dim)
+        head = build_head(cfg, int(backbone.output_shape[-1]), metadata_dim=ctx.inputs.metadata_dim)
+        model = build_resnet152v2(backbone, head, size, metadata_dim=ctx.inputs.metadata_dim)
     head_phase = Phase(
         "head",
         cfg["head_epochs"],
@@ -603,7 +598,7 @@ def _train_resnet(cfg: dict[str, Any], ctx: Context) -> tuple[Any, Any, int, int
     if use_cache:
         log.info("phase 1 on cached backbone features (augmentation does not apply)")
         features = _features(model, ctx.table, ctx.batch_size)
-        meta = ctx.table.metadata if ctx.metadata_dim else None
+        meta = ctx.table.metadata if ctx.inputs.metadata_dim else None
         train_ds = _feature_dataset(
             features, meta, ctx.train_idx, ctx.y_train, ctx.batch_size, True, ctx.seed
         )
