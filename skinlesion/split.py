@@ -2,18 +2,27 @@
 
 Images are grouped by ``lesion_id``; lesions that share byte-identical images are merged
 into one group as well, so neither a lesion nor an identical picture can end up on two
-sides. Groups are then allocated per diagnosis (stratified) with a fixed seed.
+sides.
+
+A group's split is a deterministic function of its id and ``split.seed`` alone: a seeded
+hash of the id, read as a number in [0, 1), against the fractions. So the split is
+*stable*: when new lesions arrive, every old lesion keeps its side and the new ones only
+add rows, and a champion trained last month is never scored on lesions it was trained on.
+Because the hash does not depend on the diagnosis, each diagnosis gets the fractions in
+expectation (stratified by construction, up to sampling noise of a few lesions in the
+smallest classes) rather than exactly, which a rank-based allocation would give only at
+the price of moving old lesions whenever data grows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from skinlesion.dataset import content_hashes, load_catalog
@@ -57,7 +66,8 @@ class SplitSettings:
 
 
 def lesion_groups(frame: pd.DataFrame) -> pd.Series:
-    """Group id per row: lesions joined when they share an image hash (union-find)."""
+    """Group id per row: lesions joined when they share an image hash (union-find). A
+    group is named by its smallest lesion id, whatever order the rows come in."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -69,29 +79,28 @@ def lesion_groups(frame: pd.DataFrame) -> pd.Series:
     for lesion in frame["lesion_id"].astype(str):
         find(lesion)
     for _, lesions in frame[frame["sha256"] != ""].groupby("sha256")["lesion_id"]:
-        first, *rest = [str(x) for x in lesions.unique()]
+        first, *rest = [find(str(x)) for x in lesions.unique()]
         for other in rest:
-            parent[find(other)] = find(first)
+            low, high = sorted((find(first), find(other)))
+            parent[high] = low
     return frame["lesion_id"].astype(str).map(find)
 
 
-def assign_splits(groups: pd.DataFrame, settings: SplitSettings) -> dict[str, str]:
-    """Map group_id to a split, allocating each diagnosis's groups by the fractions.
+def split_position(group_id: str, seed: int) -> float:
+    """Where a group falls in [0, 1): a seeded SHA-256 of its id, so that it depends on
+    nothing else in the data."""
+    digest = hashlib.sha256(f"{seed}:{group_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
-    A class with at least three groups gets at least one in each split, so that small
-    classes (df, vasc) are represented in validation and test.
-    """
-    rng = np.random.default_rng(settings.seed)
-    assignment: dict[str, str] = {}
-    for _dx, members in sorted(groups.groupby("dx"), key=lambda kv: str(kv[0])):
-        ids = np.array(sorted(members["group_id"].astype(str)))
-        rng.shuffle(ids)
-        n = len(ids)
-        n_test = max(1, round(n * settings.test_fraction)) if n >= 3 else 0
-        n_val = max(1, round(n * settings.val_fraction)) if n >= 3 else 0
-        for i, gid in enumerate(ids):
-            assignment[gid] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return assignment
+
+def assign_split(group_id: str, settings: SplitSettings) -> str:
+    """The split of one group: test below ``test_fraction``, then val, then train."""
+    position = split_position(group_id, settings.seed)
+    if position < settings.test_fraction:
+        return "test"
+    if position < settings.test_fraction + settings.val_fraction:
+        return "val"
+    return "train"
 
 
 def split_dataset(data_dir: str | Path, settings: SplitSettings, workers: int = 8) -> pd.DataFrame:
@@ -100,12 +109,7 @@ def split_dataset(data_dir: str | Path, settings: SplitSettings, workers: int = 
     frame = load_catalog(root)
     frame["sha256"] = content_hashes(root, frame["image_path"], workers)
     frame["group_id"] = lesion_groups(frame)
-    # A group's stratum is its most common diagnosis (one per lesion after validation).
-    group_dx = (
-        frame.groupby("group_id")["dx"].agg(lambda s: s.mode().iloc[0]).rename("dx").reset_index()
-    )
-    assignment = assign_splits(group_dx, settings)
-    frame["split"] = frame["group_id"].map(assignment)
+    frame["split"] = [assign_split(g, settings) for g in frame["group_id"]]
     manifest = frame[list(MANIFEST_COLUMNS)].sort_values(["split", "image_id"], ignore_index=True)
     assert_no_leakage(manifest)
     return manifest

@@ -65,10 +65,13 @@ def make_synthetic_dataset(
     seed: int = 0,
     image_size: tuple[int, int] = (200, 150),
     layout: Layout = "single",
+    append: bool = False,
 ) -> pd.DataFrame:
     """Write ``n_images`` JPEGs and ``HAM10000_metadata.csv`` under ``out_dir``.
 
     Returns the metadata frame. Every class appears at least twice when ``n_images >= 14``.
+    With ``append``, new lesions and images (ids after the existing ones) are added to a
+    synthetic folder, as a new batch of data arrives before a scheduled retraining.
     """
     if n_images < len(CLASSES):
         raise ValueError(f"n_images must be at least {len(CLASSES)} (one per class)")
@@ -76,13 +79,16 @@ def make_synthetic_dataset(
     root = Path(out_dir)
     weights = np.array([_CLASS_WEIGHTS[c] for c in CLASSES])
     rows: list[dict[str, object]] = []
-    lesion_no = 0
-    image_no = 0
+    existing = pd.DataFrame()
+    if append and (root / "HAM10000_metadata.csv").is_file():
+        existing = pd.read_csv(root / "HAM10000_metadata.csv", dtype={"age": float})
+    lesion_no = _last_number(existing, "lesion_id")
+    image_no = first_image = _last_number(existing, "image_id")
     # Guarantee coverage of every class, then draw the rest by weight.
     forced = [c for c in CLASSES for _ in range(2)] if n_images >= 2 * len(CLASSES) else []
-    while image_no < n_images:
+    while image_no - first_image < n_images:
         dx = forced.pop() if forced else str(rng.choice(CLASSES, p=weights / weights.sum()))
-        n_for_lesion = min(int(rng.choice([1, 1, 1, 2, 3])), n_images - image_no)
+        n_for_lesion = min(int(rng.choice([1, 1, 1, 2, 3])), n_images - (image_no - first_image))
         lesion_no += 1
         age = float(rng.integers(1, 18) * 5) if rng.random() > 0.02 else np.nan
         sex = str(rng.choice(["male", "female"]))
@@ -102,7 +108,7 @@ def make_synthetic_dataset(
                 }
             )
     frame = pd.DataFrame(rows)
-    for i, row in enumerate(frame.itertuples(index=False)):
+    for i, row in enumerate(frame.itertuples(index=False), start=first_image):
         if layout == "single":
             folder = root / "images"
         else:
@@ -110,5 +116,13 @@ def make_synthetic_dataset(
         folder.mkdir(parents=True, exist_ok=True)
         _draw_lesion(rng, str(row.dx), image_size).save(folder / f"{row.image_id}.jpg", quality=90)
     root.mkdir(parents=True, exist_ok=True)
+    frame = pd.concat([existing, frame], ignore_index=True) if len(existing) else frame
     frame.to_csv(root / "HAM10000_metadata.csv", index=False)
     return frame
+
+
+def _last_number(frame: pd.DataFrame, column: str) -> int:
+    """The highest number in ids like ``HAM_0000042`` (0 for none)."""
+    if frame.empty:
+        return 0
+    return int(frame[column].str.rsplit("_", n=1).str[-1].astype(int).max())
