@@ -12,6 +12,7 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
+from components.check_changes.component import check_changes
 from components.eda.component import eda
 from components.evaluate.component import evaluate
 from components.fetch_data.component import fetch_data
@@ -21,6 +22,7 @@ from components.split.component import split
 from components.train.component import train
 from components.validate.component import validate
 from skinlesion.params import ParamsError, cluster_params, section
+from skinlesion.provenance import IMAGE_ENV
 
 PIPELINE_NAME = "skinlesion-training"
 STUDY_MODELS = ("cnn", "resnet152v2")  # the promote component takes one input pair each
@@ -89,8 +91,10 @@ def _step(
     cache: bool = True,
 ) -> dsl.PipelineTask:
     """Settings every task gets: a display name, its image, resources, caching, retries."""
+    image = cluster.images["gpu" if kind == "train" else "cpu"]
     task.set_display_name(display_name)
-    task.set_container_image(cluster.images["gpu" if kind == "train" else "cpu"])
+    task.set_container_image(image)
+    task.set_env_variable(IMAGE_ENV, image)  # provenance: runs record what they ran in
     _resources(task, cluster.resources.get(kind, cluster.resources["default"]))
     task.set_caching_options(cache)
     if retry and cluster.retries:
@@ -122,14 +126,18 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
         skin-lesion classifiers (the steps of `dvc repro`, with the same library code).
 
         1. Fetch data: copy raw HAM10000 from `data_uri` (S3 prefix or a PVC folder).
-        2. Validate data with Great Expectations; invalid data fails the run here.
-        3. Split by lesion (stratified, seeded); a leak between splits fails the run.
-        4. Explore the data (EDA report), beside the training branch.
-        5. Oversample the training part only.
-        6. Train the CNN and ResNet152V2 in parallel, each on a GPU node, tracked in MLflow.
-        7. Evaluate each on the lesion-disjoint test part (metrics, confusion matrix, ROC).
-        8. Promote in the MLflow registry: `challenger` for the better model, `champion`
-           when it beats the current one.
+        2. Check for changes: if data, params, code and image are those of the current
+           champion's training, the run ends here ("nothing changed since version N").
+        3. Validate data with Great Expectations; invalid data fails the run here.
+        4. Split by lesion (a stable, seeded hash per lesion); a leak fails the run.
+        5. Explore the data (EDA report), beside the training branch.
+        6. Oversample the training part only.
+        7. Train each model of `train.models` in parallel, each on a GPU node, tracked in
+           MLflow; checkpoints go to S3, so a retried task resumes.
+        8. Evaluate each on the lesion-disjoint test part (metrics, confusion matrix, ROC).
+        9. Promote in the MLflow registry: `challenger` for the model best on validation,
+           `champion` when it beats the current one on test lesions neither model saw
+           (paired bootstrap interval of the difference).
         """
         fetch = fetch_data(data_uri=data_uri)
         _step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
@@ -141,38 +149,45 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
                 mount_path=cluster.data_pvc["mount_path"],
             )
         raw = fetch.outputs["raw_data"]
-        checked = validate(raw_data=raw, params=params)
-        _step(checked, "2. Validate data", cluster)
-        splitting = split(raw_data=raw, params=params).after(checked)
-        _step(splitting, "3. Split by lesion", cluster)
-        manifest = splitting.outputs["manifest"]
-        _step(eda(raw_data=raw, manifest=manifest, params=params), "4. Explore data", cluster)
-        resampled = oversample(manifest=manifest, params=params)
-        _step(resampled, "5. Oversample training part", cluster)
-        reports: dict[str, Any] = {}
-        for name in models:
-            trained = train(
-                model_name=name,
-                raw_data=raw,
-                training_manifest=resampled.outputs["training_manifest"],
-                params=params,
-            )
-            _step(trained, f"6. Train {name}", cluster, kind="train", retry=True)
-            _on_gpu_nodes(trained, cluster)
-            _secrets(trained, cluster, "mlflow")
-            scored = evaluate(
-                model_name=name,
-                model=trained.outputs["model"],
-                raw_data=raw,
-                manifest=manifest,
-                params=params,
-            )
-            _step(scored, f"7. Evaluate {name}", cluster, kind="evaluate")
-            reports[f"{name}_report"] = trained.outputs["report"]
-            reports[f"{name}_evaluation"] = scored.outputs["evaluation"]
-        promotion = promote(raw_data=raw, manifest=manifest, params=params, **reports)
-        _step(promotion, "8. Promote in MLflow", cluster, retry=True, cache=False)
-        _secrets(promotion, cluster, "mlflow")
+        changes = check_changes(
+            raw_data=raw, params=params, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        )
+        _step(changes, "2. Check for changes", cluster, retry=True, cache=False)
+        _secrets(changes, cluster, "mlflow")
+        with dsl.If(changes.outputs["Output"] == "changed", name="something-changed"):
+            checked = validate(raw_data=raw, params=params)
+            _step(checked, "3. Validate data", cluster)
+            splitting = split(raw_data=raw, params=params).after(checked)
+            _step(splitting, "4. Split by lesion", cluster)
+            manifest = splitting.outputs["manifest"]
+            _step(eda(raw_data=raw, manifest=manifest, params=params), "5. Explore data", cluster)
+            resampled = oversample(manifest=manifest, params=params)
+            _step(resampled, "6. Oversample training part", cluster)
+            reports: dict[str, Any] = {}
+            for name in models:
+                trained = train(
+                    model_name=name,
+                    raw_data=raw,
+                    training_manifest=resampled.outputs["training_manifest"],
+                    params=params,
+                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                )
+                _step(trained, f"7. Train {name}", cluster, kind="train", retry=True)
+                _on_gpu_nodes(trained, cluster)
+                _secrets(trained, cluster, "mlflow", "s3")
+                scored = evaluate(
+                    model_name=name,
+                    model=trained.outputs["model"],
+                    raw_data=raw,
+                    manifest=manifest,
+                    params=params,
+                )
+                _step(scored, f"8. Evaluate {name}", cluster, kind="evaluate")
+                reports[f"{name}_report"] = trained.outputs["report"]
+                reports[f"{name}_evaluation"] = scored.outputs["evaluation"]
+            promotion = promote(raw_data=raw, manifest=manifest, params=params, **reports)
+            _step(promotion, "9. Promote in MLflow", cluster, retry=True, cache=False)
+            _secrets(promotion, cluster, "mlflow")
 
     return training_pipeline
 

@@ -190,6 +190,34 @@ def check_leakage(
     typer.echo(f"no leakage across {len(frame)} rows")
 
 
+@app.command("check-changes")
+@user_errors
+def check_changes(
+    data_dir: DataDirOpt = None,
+    params_file: ParamsOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the check as JSON here.")] = None,
+) -> None:
+    """Say whether data, params, code or image differ from the champion's training (what
+    a scheduled run checks before it trains anything)."""
+    import mlflow
+
+    from skinlesion.changes import check_for_changes
+    from skinlesion.tracking import configure_tracking
+
+    params = load_params(params_file)
+    configure_tracking(params["train"]["mlflow_experiment"])
+    check = check_for_changes(
+        mlflow.MlflowClient(),
+        params["promote"]["registered_model"],
+        params,
+        _data_dir(data_dir, params),
+    )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(check.__dict__, indent=2) + "\n")
+    typer.echo(check.reason)
+
+
 @app.command()
 @user_errors
 def eda(
@@ -346,7 +374,7 @@ def promote(
             params,
         )
     except PromotionError as err:
-        raise _fail(f"promotion stopped, registry unchanged by it: {err}") from err
+        raise _fail(f"promotion stopped: {err}") from err
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(decision, indent=2) + "\n")
     typer.echo(decision["reason"])

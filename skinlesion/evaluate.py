@@ -36,6 +36,12 @@ class ModelLoadError(SkinlesionError, RuntimeError):
     """The model reference does not resolve to a loadable Keras model."""
 
 
+class ModelFormatError(ModelLoadError):
+    """The model's files were fetched, but this code cannot read them (an incompatible
+    older format, a corrupt file). Only this error may be read as "unloadable model": a
+    registry, network or storage failure is a plain :class:`ModelLoadError`."""
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """The ``evaluate`` section of params.yaml."""
@@ -52,23 +58,38 @@ class EvalSettings:
 
 
 def load_model(reference: str | Path) -> Any:
-    """A ``.keras`` file, or an MLflow model URI (``models:/name@champion``, ``runs:/...``)."""
+    """A ``.keras`` file, or an MLflow model URI (``models:/name@champion``, ``runs:/...``).
+
+    The files are fetched first and read second, so that a failure to reach the registry
+    or its storage (:class:`ModelLoadError`) is never mistaken for a model this code
+    cannot read (:class:`ModelFormatError`)."""
+    ref = str(reference)
+    if "://" in ref or ref.startswith("models:/") or ref.startswith("runs:/"):
+        import mlflow.artifacts
+
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=ref)
+        except Exception as err:  # MLflow, HTTP and storage clients raise many types
+            raise ModelLoadError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
+        return _read_model(ref, local)
+    path = Path(ref)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    return _read_model(ref, str(path))
+
+
+def _read_model(ref: str, local: str) -> Any:
+    """Deserialise a model already on disk: an MLflow model folder or a ``.keras`` file."""
     import keras
 
-    ref = str(reference)
     try:
-        if "://" in ref or ref.startswith("models:/") or ref.startswith("runs:/"):
+        if Path(local).is_dir():
             import mlflow.keras
 
-            return mlflow.keras.load_model(ref)
-        path = Path(ref)
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
-        return keras.models.load_model(path)
-    except ModelLoadError:
-        raise
-    except Exception as err:  # Keras/MLflow raise many types for bad files and URIs
-        raise ModelLoadError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
+            return mlflow.keras.load_model(local)
+        return keras.models.load_model(local)
+    except Exception as err:  # Keras raises many types for files it cannot read
+        raise ModelFormatError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
 
 
 def predict_proba(
@@ -154,29 +175,20 @@ def bootstrap_intervals(
 ) -> dict[str, Any]:
     """95% percentile intervals of balanced accuracy and melanoma sensitivity, resampling
     whole lesions (``groups``) with replacement: images of one lesion are not independent."""
-    codes, uniques = pd.factorize(pd.Series(groups))
-    order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    members = [order[starts[g] : starts[g + 1]] for g in range(len(uniques))]
-    rng = np.random.default_rng(seed)
-    n_classes = len(CLASSES)
-    balanced, sensitivity = [], []
-    for _ in range(resamples):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        yy, pp = y[idx], pred[idx]
-        total = np.bincount(yy, minlength=n_classes)
-        correct = np.bincount(yy[pp == yy], minlength=n_classes)
-        seen = total > 0
-        balanced.append(float(np.mean(correct[seen] / total[seen])))
-        if seen[MEL]:
-            sensitivity.append(correct[MEL] / total[MEL])
+    from skinlesion.resampling import (
+        balanced_accuracy,
+        lesion_counts,
+        lesion_weights,
+        melanoma_sensitivity,
+        percentile_interval,
+    )
 
-    def interval(values: list[float]) -> list[float]:
-        return [float(v) for v in np.percentile(values, [2.5, 97.5])] if values else []
-
+    total, (correct,) = lesion_counts(y, [pred == y], groups)
+    weights = lesion_weights(len(total), resamples, seed)
+    total, correct = weights @ total, weights @ correct
     return {
-        "balanced_accuracy": interval(balanced),
-        "melanoma_sensitivity": interval(sensitivity),
+        "balanced_accuracy": percentile_interval(balanced_accuracy(total, correct), 0.95),
+        "melanoma_sensitivity": percentile_interval(melanoma_sensitivity(total, correct), 0.95),
         "resamples": resamples,
         "unit": "lesion",
     }
@@ -257,6 +269,30 @@ def subgroup_metrics(
     return out
 
 
+def predict_frame(
+    model: Any,
+    frame: pd.DataFrame,
+    data_dir: str | Path,
+    inputs: InputSettings,
+    settings: EvalSettings,
+) -> np.ndarray:
+    """Class probabilities of ``model`` for every row of ``frame``, at the model's own
+    input size (the other input settings, centre crop included, stay as given)."""
+    from dataclasses import replace
+
+    if frame.empty:
+        raise ValueError("nothing to evaluate: no rows")
+    size = image_size(model)
+    if size != inputs.image_size:
+        log.info("model expects %dx%d images; resizing to that", size, size)
+        inputs = replace(inputs, image_size=size)
+    table = decode_images(data_dir, frame, inputs)
+    rows = table.rows(frame["image_id"])
+    return predict_proba(
+        model, table.images[rows], settings.batch_size, settings.tta, table.metadata[rows]
+    )
+
+
 def evaluate_frame(
     model: Any,
     frame: pd.DataFrame,
@@ -265,19 +301,7 @@ def evaluate_frame(
     settings: EvalSettings,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of ``model`` on every row of ``frame``; also returns the probabilities."""
-    if frame.empty:
-        raise ValueError("nothing to evaluate: no rows")
-    size = image_size(model)
-    if size != inputs.image_size:
-        log.info("model expects %dx%d images; resizing to that", size, size)
-        inputs = InputSettings(
-            image_size=size, decode_workers=inputs.decode_workers, augment=inputs.augment
-        )
-    table = decode_images(data_dir, frame, inputs)
-    rows = table.rows(frame["image_id"])
-    probs = predict_proba(
-        model, table.images[rows], settings.batch_size, settings.tta, table.metadata[rows]
-    )
+    probs = predict_frame(model, frame, data_dir, inputs, settings)
     return compute_metrics(labels_of(frame), probs, frame.reset_index(drop=True), settings), probs
 
 

@@ -52,9 +52,11 @@ def render_model_card(
         "merged), stratified by diagnosis; oversampling and augmentation on the training "
         "part only; the model was selected on the validation part; figures below are on the "
         "lesion-disjoint test part, never seen in training or selection.",
-        f"Data version (DVC md5): `{tags.get('data.dvc_md5', 'unknown')}`; split manifest "
-        f"md5: `{tags.get('data.manifest_md5', 'unknown')}`; code: "
-        f"`{tags.get('git_commit', 'unknown')}`.",
+        f"Data version (content hash): `{tags.get('data.version', 'unknown')}`; training "
+        f"manifest md5: `{tags.get('data.manifest_md5', 'unknown')}`; code: "
+        f"`{tags.get('git_commit', 'unknown')}`; params hash: "
+        f"`{tags.get('params.hash', 'unknown')}`; image: `{tags.get('image', 'none')}`; "
+        f"pipeline run: `{tags.get('kfp.run_id', 'none')}`.",
     ]
     if split_summary:
         lines.append("")

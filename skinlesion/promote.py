@@ -1,34 +1,55 @@
 """Stage 7: MLflow registry promotion with `champion` / `challenger` aliases.
 
-Small named steps, each logged: register every new model as a version (with its metrics,
-data and code versions as tags), give the best new version the `challenger` alias, look up
-the `champion`, evaluate both on the same test data, compare by the primary metric with a
-melanoma guard rail, and, under the `auto` policy, move `champion`. Versions are never
-deleted or overwritten. Concurrent promotions are serialised by a lock that every MLflow
-backend can give atomically: creating a registered model named ``<name>.promotion-lock``
-succeeds for one caller only.
+Small named steps, each logged, run unattended every week:
+
+1. choose the challenger among the new models by **validation** figures (``gate``);
+2. look up the champion, failing closed on any registry error (``registry``);
+3. take the test lesions that neither model was trained or selected on (each training run
+   records its lesions), predict them with both models, and compare paired (``gate``);
+4. under the registry lock, check that the champion did not move meanwhile, register the
+   new models (once per training run), alias the challenger and, under the ``auto``
+   policy, move `champion` when the challenger wins.
+
+Nothing is written before step 4, so a failure anywhere earlier (the server gone, a
+model that will not load, too few unseen lesions) leaves the registry as it was. Versions
+are never deleted or overwritten.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from skinlesion.errors import SkinlesionError
+from skinlesion.gate import Comparison, GateError, GateSettings, choose_challenger, compare, verdict
+from skinlesion.inputs import labels_of
+from skinlesion.provenance import INPUT_KEYS, LESIONS_ARTIFACT
+from skinlesion.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryError,
+    ensure_registered_model,
+    find_champion,
+    recorded_lesions,
+    register,
+    registry_lock,
+)
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-LOCK_SUFFIX = ".promotion-lock"
+# Run tags copied onto a registered version: what it was made from.
+PROVENANCE_TAGS = (*INPUT_KEYS, "data.manifest_md5", "kfp.run_id")
+# A predictor: model URI and rows -> the predicted class index of each row.
+Predict = Callable[[str, pd.DataFrame], np.ndarray]
 
 
 class PromotionError(SkinlesionError, RuntimeError):
@@ -42,16 +63,26 @@ class PromotionSettings:
     registered_model: str = "skin-lesion-classifier"
     primary_metric: str = "balanced_accuracy"
     min_improvement: float = 0.0
+    confidence: float = 0.95
+    resamples: int = 1000
+    seed: int = 0
     max_mel_recall_drop: float = 0.02
+    min_gate_lesions: int = 30
     policy: str = "auto"
-    # A champion that this code cannot load (saved by an older, incompatible version) cannot
-    # be re-evaluated. keep: it stays champion and a person compares by hand; replace: the
-    # challenger is judged as if there were no champion (the old version stays registered).
+    # A champion that cannot be compared: this code cannot load it (an older, incompatible
+    # format) or it recorded no training lesions (trained before that record existed).
+    # keep: it stays champion and a person compares by hand; replace: the challenger is
+    # judged as if there were no champion (the old version stays registered).
     unloadable_champion: str = "keep"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PromotionSettings:
-        settings = cls(**params.get("promote", {}))
+        section = params.get("promote", {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown promote parameter(s): {', '.join(unknown)}")
+        settings = cls(**section)
         if settings.policy not in ("auto", "manual"):
             raise ValueError(f"promote.policy must be auto or manual, not {settings.policy!r}")
         if settings.unloadable_champion not in ("keep", "replace"):
@@ -59,224 +90,268 @@ class PromotionSettings:
                 "promote.unloadable_champion must be keep or replace, "
                 f"not {settings.unloadable_champion!r}"
             )
+        settings.gate()  # its own checks
         return settings
+
+    def gate(self) -> GateSettings:
+        return GateSettings(
+            primary_metric=self.primary_metric,
+            min_improvement=self.min_improvement,
+            confidence=self.confidence,
+            resamples=self.resamples,
+            seed=self.seed,
+            max_mel_recall_drop=self.max_mel_recall_drop,
+            min_lesions=self.min_gate_lesions,
+        )
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A newly trained model with its test metrics and provenance."""
+    """A newly trained model: its validation report, test metrics and provenance."""
 
     name: str  # e.g. "cnn"
     model_uri: str  # runs:/... or models:/m-...
-    metrics: dict[str, Any]
-    tags: dict[str, str]
+    run_id: str
+    validation: dict[str, Any]  # the training report (val_* figures)
+    metrics: dict[str, Any] = field(default_factory=dict)  # test metrics, for the card
+    tags: dict[str, str] = field(default_factory=dict)
     card: str = ""  # markdown model card, the version's description
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Who won and why, in words that go to the log and to version tags."""
+    """Who won and why, in words that go to the log, to version tags and decision.json."""
 
-    challenger_version: str
+    challenger: str
+    challenger_version: str | None
     champion_version: str | None
     promoted: bool
     reason: str
+    comparison: dict[str, Any] | None = None
+    excluded_lesions: int = 0
+    registered: list[str] = field(default_factory=list)
 
 
-def metric(metrics: dict[str, Any], key: str) -> float:
-    """A metric by dotted key (``melanoma.sensitivity``); NaN when absent."""
-    value: Any = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return math.nan
-        value = value[part]
-    return float(value)
+def gate_rows(test: pd.DataFrame, seen: list[dict[str, list[str]]]) -> tuple[pd.DataFrame, int]:
+    """The test rows whose lesion no model saw in training or selection, and how many test
+    lesions had to be left out."""
+    used: set[str] = set()
+    for record in seen:
+        used.update(record.get("train", []))
+        used.update(record.get("val", []))
+    lesions = test["lesion_id"].astype(str)
+    unseen = ~lesions.isin(used)
+    return test[unseen.to_numpy()], int(lesions[~unseen].nunique())
 
 
-def register_version(client: Any, settings: PromotionSettings, candidate: Candidate) -> Any:
-    """A new registry version for ``candidate``; the registered model is created once."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(
-            settings.registered_model,
-            description="HAM10000 skin-lesion classifier (7 classes), promoted by skinlesion.",
-        )
-    except MlflowException as err:
-        if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
-            raise
-    primary = metric(candidate.metrics, settings.primary_metric)
-    tags = {
-        **candidate.tags,
-        "model": candidate.name,
-        f"test.{settings.primary_metric}": f"{primary:.4f}",
-        "test.melanoma_sensitivity": f"{metric(candidate.metrics, 'melanoma.sensitivity'):.4f}",
-        "test.macro_auc": f"{metric(candidate.metrics, 'macro_auc'):.4f}",
-    }
-    source, run_id, model_id = version_source(client, candidate.model_uri)
-    version = client.create_model_version(
-        settings.registered_model,
-        source,
-        run_id=run_id,
-        model_id=model_id,
-        tags=tags,
-        description=candidate.card or None,
-        await_creation_for=60,
-    )
-    log.info(
-        "registered %s as %s version %s", candidate.name, settings.registered_model, version.version
-    )
-    return version
+@dataclass(frozen=True)
+class Assessment:
+    wins: bool
+    reason: str
+    comparison: Comparison | None = None
+    excluded_lesions: int = 0
 
 
-def version_source(client: Any, model_uri: str) -> tuple[str, str | None, str | None]:
-    """(source, run_id, model_id) for a registry version: an MLflow 3 logged model
-    (``models:/m-...``) is registered from its artifact location and id."""
-    if model_uri.startswith("models:/m-"):
-        logged = client.get_logged_model(model_uri.removeprefix("models:/"))
-        return logged.artifact_location, logged.source_run_id, logged.model_id
-    return model_uri, None, None
-
-
-def find_champion(client: Any, name: str) -> Any | None:
-    """The version holding the `champion` alias, or None on a fresh registry."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
-
-
-def compare(
-    challenger: dict[str, Any], champion: dict[str, Any] | None, settings: PromotionSettings
-) -> tuple[bool, str]:
-    """Does the challenger win? The primary metric must improve by ``min_improvement`` and
-    melanoma sensitivity may not drop by more than ``max_mel_recall_drop``."""
-    key = settings.primary_metric
-    new = metric(challenger, key)
-    if math.isnan(new):
-        return False, f"challenger has no {key}"
-    if champion is None:
-        return True, f"no champion yet; challenger {key}={new:.4f}"
-    old = metric(champion, key)
-    mel_new = metric(challenger, "melanoma.sensitivity")
-    mel_old = metric(champion, "melanoma.sensitivity")
-    figures = f"{key} {new:.4f} vs {old:.4f}, melanoma sensitivity {mel_new:.4f} vs {mel_old:.4f}"
-    if not new >= old + settings.min_improvement:
-        return False, f"champion stays: {figures} (needs +{settings.min_improvement})"
-    if mel_new < mel_old - settings.max_mel_recall_drop:
-        return False, (
-            f"champion stays: melanoma guard rail, {figures} (may drop at most "
-            f"{settings.max_mel_recall_drop})"
-        )
-    return True, f"challenger wins: {figures}"
-
-
-def judge(
-    challenger: dict[str, Any],
-    champion: Any | None,
+def assess(
+    client: Any,
     settings: PromotionSettings,
-    evaluate_champion: Callable[[str], dict[str, Any]],
-) -> tuple[bool, str]:
-    """Re-evaluate the champion and :func:`compare`; a champion that cannot be loaded is
-    handled by ``settings.unloadable_champion`` instead of failing half-way."""
-    from skinlesion.evaluate import ModelLoadError
+    challenger: Candidate,
+    champion: Any | None,
+    test: pd.DataFrame,
+    predict: Predict,
+) -> Assessment:
+    """Challenger against champion on test lesions neither saw. A champion that cannot be
+    compared is handled by ``settings.unloadable_champion``."""
+    from skinlesion.evaluate import ModelFormatError
 
+    key = settings.primary_metric
     if champion is None:
-        return compare(challenger, None, settings)
-    uri = f"models:/{settings.registered_model}/{champion.version}"
-    try:
-        return compare(challenger, evaluate_champion(uri), settings)
-    except ModelLoadError as err:
-        why = str(err).splitlines()[0][:300]  # Keras appends whole model configs
-        problem = f"champion version {champion.version} cannot be loaded by this code ({why})"
-    if settings.unloadable_champion == "replace":
-        wins, _ = compare(challenger, None, settings)
-        key = settings.primary_metric
-        return wins, (
-            f"{problem}; promote.unloadable_champion is replace: the challenger "
-            f"({key}={metric(challenger, key):.4f}) is judged without a champion"
+        return Assessment(
+            True, f"no champion yet; challenger {challenger.name} chosen on validation ({key})"
         )
-    return False, (
-        f"champion stays: {problem}; compare it by hand, or rerun with "
-        "promote.unloadable_champion=replace"
-    )
-
-
-@contextmanager
-def registry_lock(
-    client: Any, name: str, timeout_s: float = 900, stale_after_s: float = 3600, poll_s: float = 0.5
-) -> Iterator[None]:
-    """Mutual exclusion between promotions of ``name``, on any MLflow backend: registering
-    the lock model is atomic (unique name). A lock older than ``stale_after_s`` (a crashed
-    promotion) is broken."""
-    from mlflow.exceptions import MlflowException
-
-    lock = f"{name}{LOCK_SUFFIX}"
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.create_registered_model(
-                lock, tags={"owner": token}, description="held while a promotion runs"
+    new_seen = recorded_lesions(client, challenger.run_id, LESIONS_ARTIFACT)
+    if new_seen is None:
+        raise PromotionError(
+            f"challenger {challenger.name} (run {challenger.run_id}) recorded no training "
+            f"lesions ({LESIONS_ARTIFACT}): retrain it with this version of skinlesion"
+        )
+    old_seen = recorded_lesions(client, champion.run_id, LESIONS_ARTIFACT)
+    problem = None
+    if old_seen is None:
+        problem = (
+            f"champion version {champion.version} recorded no training lesions, so it cannot "
+            "be scored on data it never saw"
+        )
+    else:
+        rows, excluded = gate_rows(test, [new_seen, old_seen])
+        if excluded:
+            log.warning(
+                "%d test lesions left out of the gate: a model was trained on them", excluded
             )
-            break
-        except MlflowException as err:
-            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
-                raise
+        uri = f"models:/{settings.registered_model}/{champion.version}"
         try:
-            held = client.get_registered_model(lock)
-            if time.time() - held.creation_timestamp / 1000 > stale_after_s:
-                log.warning("breaking a stale promotion lock on %s", name)
-                client.delete_registered_model(lock)
-                continue
-        except MlflowException:
-            continue  # released between our calls: try again at once
-        if time.monotonic() > deadline:
-            raise PromotionError(f"another promotion of {name} holds {lock}; gave up waiting")
-        time.sleep(poll_s)
-    try:
-        yield
-    finally:
-        client.delete_registered_model(lock)
+            old_pred = predict(uri, rows) if len(rows) else np.array([], dtype=int)
+        except ModelFormatError as err:
+            why = str(err).splitlines()[0][:300]  # Keras appends whole model configs
+            problem = f"champion version {champion.version} cannot be loaded by this code ({why})"
+        else:
+            new_pred = predict(challenger.model_uri, rows) if len(rows) else old_pred
+            try:
+                comparison = compare(
+                    labels_of(rows),
+                    new_pred,
+                    old_pred,
+                    rows["lesion_id"].astype(str).to_numpy(),
+                    settings.gate(),
+                )
+            except GateError as err:
+                raise PromotionError(
+                    f"{err} ({excluded} test lesions were seen in training)"
+                ) from err
+            wins, reason = verdict(comparison, settings.gate())
+            if excluded:
+                reason += f"; {excluded} test lesions left out: a model was trained on them"
+            return Assessment(wins, reason, comparison, excluded)
+    if settings.unloadable_champion == "replace":
+        return Assessment(
+            True,
+            f"{problem}; promote.unloadable_champion is replace: the "
+            f"challenger {challenger.name} is judged without a champion",
+        )
+    return Assessment(
+        False,
+        f"champion stays: {problem}; compare it by hand, or rerun with "
+        "promote.unloadable_champion=replace",
+    )
 
 
 def promote(
     client: Any,
     candidates: list[Candidate],
     settings: PromotionSettings,
-    evaluate_champion: Callable[[str], dict[str, Any]],
+    test: pd.DataFrame,
+    predict: Predict,
+    attempts: int = 3,
 ) -> Decision:
-    """Register every candidate, alias the best as `challenger`, and decide on `champion`.
-
-    ``evaluate_champion(model_uri)`` returns the current champion's metrics on the same
-    test data as the candidates'. The whole decision runs under the registry lock, so two
-    promotions at once cannot overwrite each other's outcome."""
+    """Choose the challenger on validation, gate it against the champion on ``test`` (rows
+    with ``image_id``, ``lesion_id``, ``dx``), then write the outcome under the lock."""
     if not candidates:
         raise PromotionError("nothing to promote: no candidate models")
     name = settings.registered_model
-    with registry_lock(client, name):
-        versions = [(c, register_version(client, settings, c)) for c in candidates]
-        best, best_version = max(
-            versions, key=lambda cv: metric(cv[0].metrics, settings.primary_metric)
+    try:
+        best = choose_challenger({c.name: c.validation for c in candidates}, settings.gate())
+    except GateError as err:
+        raise PromotionError(str(err)) from err
+    challenger = next(c for c in candidates if c.name == best)
+    log.info("challenger: %s, chosen on validation %s", best, settings.primary_metric)
+    for _ in range(attempts):
+        try:
+            champion = find_champion(client, name)
+            if champion is not None and champion.run_id == challenger.run_id:
+                reason = (
+                    f"nothing to do: {best} (run {challenger.run_id}) is champion version "
+                    f"{champion.version} already"
+                )
+                log.info(reason)
+                return Decision(best, champion.version, champion.version, False, reason)
+            verdict_ = assess(client, settings, challenger, champion, test, predict)
+        except SkinlesionError as err:  # nothing has been written yet
+            raise PromotionError(f"{err}; the registry is unchanged") from err
+        with registry_lock(client, name):
+            now = find_champion(client, name)
+            if (now and now.version) != (champion and champion.version):
+                log.warning("champion moved during this promotion; judging again")
+                continue
+            return _write(client, settings, candidates, challenger, champion, verdict_)
+    raise PromotionError(f"the champion of {name} kept moving; gave up after {attempts} tries")
+
+
+def _write(
+    client: Any,
+    settings: PromotionSettings,
+    candidates: list[Candidate],
+    challenger: Candidate,
+    champion: Any | None,
+    verdict_: Assessment,
+) -> Decision:
+    """Register, alias and tag: the only writes of a promotion (held under the lock)."""
+    name = settings.registered_model
+    ensure_registered_model(client, name)
+    versions, created = {}, []
+    for candidate in candidates:
+        version, new = register(
+            client,
+            name,
+            candidate.model_uri,
+            candidate.run_id,
+            _version_tags(candidate, settings),
+            candidate.card,
         )
-        client.set_registered_model_alias(name, CHALLENGER, best_version.version)
-        log.info("challenger: %s, version %s", best.name, best_version.version)
-        champion = find_champion(client, name)
-        wins, reason = judge(best.metrics, champion, settings, evaluate_champion)
-        promoted = wins and settings.policy == "auto"
-        if wins and settings.policy == "manual":
-            reason += "; policy is manual: a person moves `champion` in the MLflow UI"
-        if promoted:
-            client.set_registered_model_alias(name, CHAMPION, best_version.version)
-        client.set_model_version_tag(name, best_version.version, "promotion", reason)
+        versions[candidate.name] = version.version
+        if new:
+            created.append(version.version)
+    chosen = versions[challenger.name]
+    client.set_registered_model_alias(name, CHALLENGER, chosen)
+    reason = verdict_.reason
+    promoted = verdict_.wins and settings.policy == "auto"
+    if verdict_.wins and settings.policy == "manual":
+        reason += "; policy is manual: a person moves `champion` in the MLflow UI"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, chosen)
+    client.set_model_version_tag(name, chosen, "promotion", reason[:5000])
+    if verdict_.comparison is not None:
+        c = verdict_.comparison
+        for key, value in {
+            "gate.difference": f"{c.difference:+.4f}",
+            "gate.interval": " to ".join(f"{v:+.4f}" for v in c.interval),
+            "gate.champion_version": str(champion.version),
+            "gate.n_lesions": str(c.n_lesions),
+        }.items():
+            client.set_model_version_tag(name, chosen, key, value)
     log.info(reason)
-    return Decision(best_version.version, champion.version if champion else None, promoted, reason)
+    return Decision(
+        challenger=challenger.name,
+        challenger_version=chosen,
+        champion_version=champion.version if champion else None,
+        promoted=promoted,
+        reason=reason,
+        comparison=verdict_.comparison.as_record() if verdict_.comparison else None,
+        excluded_lesions=verdict_.excluded_lesions,
+        registered=created,
+    )
+
+
+def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str, str]:
+    from skinlesion.gate import VALIDATION_KEYS
+
+    val_key = VALIDATION_KEYS[settings.primary_metric]
+    tags = {
+        **candidate.tags,
+        "model": candidate.name,
+        "run_id": candidate.run_id,
+        f"validation.{settings.primary_metric}": _fmt(candidate.validation.get(val_key)),
+        "test.balanced_accuracy": _fmt(candidate.metrics.get("balanced_accuracy")),
+        "test.melanoma_sensitivity": _fmt(
+            (candidate.metrics.get("melanoma") or {}).get("sensitivity")
+        ),
+        "test.macro_auc": _fmt(candidate.metrics.get("macro_auc")),
+    }
+    return tags
+
+
+def _fmt(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(number) else f"{number:.4f}"
 
 
 def load_candidates(
-    models: list[str], reports_dir: Path, split_summary: dict | None
+    models: list[str],
+    reports_dir: Path,
+    split_summary: dict | None,
+    load: Callable[[str], Any] | None = None,
 ) -> list[Candidate]:
     """Read each model's training and test reports, check its logged model loads, and
     build candidates. Anything missing or corrupt raises before the registry is touched."""
@@ -285,6 +360,7 @@ def load_candidates(
     from skinlesion.evaluate import ModelLoadError, load_model
     from skinlesion.model_card import render_model_card
 
+    load = load or load_model
     candidates = []
     for name in models:
         train_file = reports_dir / "train" / name / "metrics.json"
@@ -298,23 +374,20 @@ def load_candidates(
         if not uri:
             raise PromotionError(f"{name}: {train_file} names no logged model")
         try:
-            load_model(uri)  # a corrupt or missing model stops promotion here
+            load(uri)  # a corrupt or missing model stops promotion here
         except ModelLoadError as err:
             raise PromotionError(f"{name}: {err}") from err
-        run = mlflow.get_run(trained["run_id"])
-        tags = {
-            k: v
-            for k, v in run.data.tags.items()
-            if k in ("git_commit", "data.dvc_md5", "data.manifest_md5")
-        }
-        tags["run_id"] = trained["run_id"]
-        candidates.append(
-            Candidate(
-                name, uri, metrics, tags, render_model_card(name, metrics, tags, split_summary)
-            )
-        )
+        try:
+            run = mlflow.get_run(trained["run_id"])
+        except Exception as err:
+            raise RegistryError(
+                f"{name}: cannot read training run {trained['run_id']}: {err}"
+            ) from err
+        tags = {k: v for k, v in run.data.tags.items() if k in PROVENANCE_TAGS}
+        card = render_model_card(name, metrics, tags, split_summary)
+        candidates.append(Candidate(name, uri, trained["run_id"], trained, metrics, tags, card))
     for candidate in candidates:  # only once every candidate checked out
-        mlflow.MlflowClient().log_text(candidate.tags["run_id"], candidate.card, "model_card.md")
+        mlflow.MlflowClient().log_text(candidate.run_id, candidate.card, "model_card.md")
     return candidates
 
 
@@ -326,23 +399,28 @@ def promote_from_reports(
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """The promotion step: candidates from ``reports_dir/{train,eval}/<model>/metrics.json``,
-    the current champion re-evaluated on the test part of ``manifest`` (the same images as
-    the candidates), then :func:`promote`. Returns the decision record that the step writes."""
+    gated against the current champion on the test part of ``manifest``, then
+    :func:`promote`. Returns the decision record that the step writes."""
     import mlflow
 
-    from skinlesion.evaluate import evaluate_model
+    from skinlesion.evaluate import EvalSettings, load_model, predict_frame
+    from skinlesion.inputs import InputSettings
     from skinlesion.split import read_manifest, split_summary
     from skinlesion.tracking import configure_tracking
 
     settings = PromotionSettings.from_params(params)
     configure_tracking(params["train"]["mlflow_experiment"])
     split = read_manifest(manifest)
+    test = split[split["split"] == "test"].drop_duplicates("image_id")
+    load = functools.lru_cache(maxsize=4)(load_model)
+    inputs, evaluation = InputSettings.from_params(params), EvalSettings.from_params(params)
 
-    def evaluate_champion(uri: str) -> dict[str, Any]:
-        return evaluate_model(uri, data_dir, params, manifest, "test").metrics
+    def predict(uri: str, rows: pd.DataFrame) -> np.ndarray:
+        probs = predict_frame(load(uri), rows, data_dir, inputs, evaluation)
+        return probs.argmax(axis=1)
 
-    candidates = load_candidates(models, Path(reports_dir), split_summary(split))
-    decision = promote(mlflow.MlflowClient(), candidates, settings, evaluate_champion)
+    candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)
+    decision = promote(mlflow.MlflowClient(), candidates, settings, test, predict)
     return {
         "registered_model": settings.registered_model,
         "policy": settings.policy,

@@ -119,16 +119,24 @@ def fetch_dataset(source: str, dest: str | Path, endpoint_url: str | None = None
     return len(files)
 
 
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> (``bucket``, ``a/b/``); the prefix ends with a slash."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.rstrip("/") + "/" if prefix else ""
+
+
+def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"][-1] != "/"]
+
+
 def _download_prefix(uri: str, target: Path, endpoint_url: str | None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    bucket, prefix = split_uri(uri)
     client = s3_client(endpoint_url)
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-        keys = [k for k in keys if not k.endswith("/")]
+        keys = _keys(client, bucket, prefix)
         if not keys:
             raise StorageError(f"no objects under {uri}: upload HAM10000 there first")
         for key in progress(keys, total=len(keys), desc=f"download {uri}"):
@@ -138,3 +146,54 @@ def _download_prefix(uri: str, target: Path, endpoint_url: str | None) -> int:
     except (BotoCoreError, ClientError) as err:
         raise _explain(err, bucket, client) from err
     return len(keys)
+
+
+def mirror_to_s3(folder: str | Path, uri: str) -> int:
+    """Make ``uri`` hold exactly the files of ``folder``: upload each, delete the rest.
+    Returns the number of files uploaded."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    root = Path(folder)
+    bucket, prefix = split_uri(uri)
+    client = s3_client()
+    files = {prefix + p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    try:
+        for key, path in files.items():
+            client.upload_file(str(path), bucket, key)
+        stale = [k for k in _keys(client, bucket, prefix) if k not in files]
+        for key in stale:
+            client.delete_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as err:
+        raise _explain(err, bucket, client) from err
+    return len(files)
+
+
+def mirror_from_s3(uri: str, folder: str | Path) -> int:
+    """Download every object under ``uri`` into ``folder`` (none is not an error).
+    Returns the number of files downloaded."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_uri(uri)
+    client = s3_client()
+    try:
+        keys = _keys(client, bucket, prefix)
+        for key in keys:
+            out = Path(folder) / key[len(prefix) :]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(out))
+    except (BotoCoreError, ClientError) as err:
+        raise _explain(err, bucket, client) from err
+    return len(keys)
+
+
+def delete_prefix(uri: str) -> None:
+    """Remove every object under ``uri``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_uri(uri)
+    client = s3_client()
+    try:
+        for key in _keys(client, bucket, prefix):
+            client.delete_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as err:
+        raise _explain(err, bucket, client) from err

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 LOCAL_DB = "mlflow.db"
 
@@ -43,33 +40,6 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
         return out
     return {prefix: value}
-
-
-def git_commit(root: str | Path = ".") -> str:
-    """The code version, or 'unknown' outside a git checkout (e.g. in a container)."""
-    env_commit = os.environ.get("SKINLESION_GIT_COMMIT")
-    if env_commit:
-        return env_commit
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def dvc_data_hash(raw_dir: str, root: str | Path = ".") -> str:
-    """The md5 that dvc.lock records for the raw data folder, or 'unknown'."""
-    lock = Path(root) / "dvc.lock"
-    if not lock.is_file():
-        return "unknown"
-    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-    for stage in stages.values():
-        for dep in stage.get("deps", []):
-            if dep.get("path") == raw_dir and "md5" in dep:
-                return str(dep["md5"])
-    return "unknown"
 
 
 def file_md5(path: str | Path) -> str:

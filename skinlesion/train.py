@@ -6,7 +6,12 @@
   drives early stopping, the learning-rate plateau schedule and the best-epoch choice. The
   test part is not loaded here at all.
 * Resume: Keras ``BackupAndRestore`` checkpoints each epoch; a killed run started again
-  continues from its last finished epoch, in the same MLflow run.
+  continues from its last finished epoch, in the same MLflow run. With
+  ``train.checkpoint_uri`` (the cluster), the checkpoint folder is mirrored to S3 after
+  every epoch under the pipeline run's id, so a retried task on a new node resumes too.
+* Provenance: the run carries code, params, data, image and pipeline-run tags, and the
+  lesions it was trained and selected on (``lesions.json``), which promotion reads to
+  never score a model on its own training data.
 * ResNet152V2: phase 1 trains a new head on the frozen backbone (on CPU, on backbone
   features computed once), phase 2 fine-tunes the top blocks at a lower learning rate.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -39,15 +45,10 @@ from skinlesion.models import (
     shift_decisions,
     unfreeze_top,
 )
+from skinlesion.provenance import KFP_RUN_ENV, LESIONS_ARTIFACT, run_provenance
 from skinlesion.split import read_manifest
-from skinlesion.tracking import (
-    configure_tracking,
-    dvc_data_hash,
-    file_md5,
-    flatten,
-    git_commit,
-    log_keras_model,
-)
+from skinlesion.storage import delete_prefix, mirror_from_s3, mirror_to_s3
+from skinlesion.tracking import configure_tracking, file_md5, flatten, log_keras_model
 
 log = logging.getLogger(__name__)
 MEL = CLASSES.index("mel")
@@ -123,6 +124,18 @@ def _validation_callback(val_data: Any, val_labels: np.ndarray) -> Any:
             )
 
     return ValidationMetrics()
+
+
+def _remote_callback(ctx: Context) -> Any:
+    import keras
+
+    class MirrorCheckpoints(keras.callbacks.Callback):
+        """After the epoch's checkpoints are written locally, copy them to S3."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            ctx.save_remote()
+
+    return MirrorCheckpoints()
 
 
 def _mlflow_callback(prefix: str) -> Any:
@@ -219,6 +232,12 @@ class Context:
     history_csv: Path
     class_weight: dict[int, float] | None
     min_mel_recall: float = 0.0  # validation melanoma recall of the operating point; 0: argmax
+    remote: str | None = None  # s3:// mirror of ``work_dir`` (cluster); None: local only
+
+    def save_remote(self) -> None:
+        """Mirror the checkpoint folder to S3, when training has a remote copy."""
+        if self.remote:
+            mirror_to_s3(self.work_dir, self.remote)
 
     @property
     def steps(self) -> int:
@@ -277,6 +296,7 @@ def fit_phase(
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=phase.patience),
         keras.callbacks.CSVLogger(str(ctx.history_csv), append=ctx.history_csv.exists()),
         _mlflow_callback(f"{phase.name}_" if phase.name != "train" else ""),
+        _remote_callback(ctx),  # last: after every file of the epoch is written
     ]
     if phase.schedule == "plateau":
         callbacks.append(
@@ -293,6 +313,7 @@ def fit_phase(
     if best_path.is_file():
         model.load_weights(best_path)
     done.touch()
+    ctx.save_remote()
     return keeper, start_epoch, len(history.epoch)
 
 
@@ -408,6 +429,11 @@ def train_model(
     device = select_device(train_cfg)
     batch_size = int(cfg["batch_size"]) * device.replicas
     work_dir = Path(train_cfg["checkpoint_dir"]) / model_name
+    remote = remote_checkpoints(train_cfg.get("checkpoint_uri"), model_name)
+    if remote and not work_dir.exists():  # a new pod: take the last epoch from S3
+        restored = mirror_from_s3(remote, work_dir)
+        if restored:
+            log.info("restored %d checkpoint files from %s", restored, remote)
     resuming = _prepare_work_dir(
         work_dir,
         {
@@ -446,19 +472,20 @@ def train_model(
         history_csv=history_csv,
         class_weight=balanced_class_weight(y_train) if weighting == "balanced" else None,
         min_mel_recall=float(train_cfg.get("decision_min_mel_recall", 0.0)),
+        remote=remote,
     )
 
     configure_tracking(train_cfg["mlflow_experiment"])
     with precision_policy(device.mixed_precision), _start_run(work_dir, model_name) as run:
         mlflow.set_tags(
             {
+                **run_provenance(params, data_dir),
                 "model": model_name,
-                "git_commit": git_commit(),
-                "data.dvc_md5": dvc_data_hash(params["data"]["raw_dir"]),
                 "data.manifest_md5": file_md5(manifest_path),
                 "device": f"{device.gpus} GPU" if device.gpus else "CPU",
             }
         )
+        mlflow.log_dict(training_lesions(train_rows, val_rows, manifest_path), LESIONS_ARTIFACT)
         mlflow.log_params(
             {
                 k: str(v)[:500]
@@ -529,7 +556,32 @@ def train_model(
         )
     (report / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     shutil.rmtree(work_dir)  # finished: the next run starts afresh
+    if remote:
+        delete_prefix(remote)
     return result
+
+
+def remote_checkpoints(base_uri: str | None, model_name: str) -> str | None:
+    """The S3 prefix of this training's checkpoints: one per pipeline run and model, so
+    that a retried task of the same run finds them and another run does not."""
+    if not base_uri:
+        return None
+    if not str(base_uri).startswith("s3://"):
+        raise ValueError(f"train.checkpoint_uri must be an s3:// URI, not {base_uri!r}")
+    run_key = os.environ.get(KFP_RUN_ENV) or "local"
+    return f"{str(base_uri).rstrip('/')}/{run_key}/{model_name}"
+
+
+def training_lesions(
+    train_rows: pd.DataFrame, val_rows: pd.DataFrame, manifest_path: str | Path
+) -> dict[str, Any]:
+    """The lesions a model learnt from (train) and was selected on (val): a gate that
+    scores the model must leave them out."""
+    return {
+        "manifest_md5": file_md5(manifest_path),
+        "train": sorted(train_rows["lesion_id"].astype(str).unique()),
+        "val": sorted(val_rows["lesion_id"].astype(str).unique()),
+    }
 
 
 def _set_operating_point(model: Any, ctx: Context) -> dict[str, float]:

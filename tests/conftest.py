@@ -144,12 +144,15 @@ def running_mlflow_server(
     artifacts_destination: str,
     env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
+    backend_store_uri: str | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 (sqlite backend in ``store_dir``, artifacts
-    proxied to ``artifacts_destination``); yields its URL and stops it afterwards."""
+    """A real `mlflow server` on 127.0.0.1 (backend ``backend_store_uri``, by default
+    sqlite in ``store_dir``; artifacts proxied to ``artifacts_destination``); yields its
+    URL and stops it afterwards."""
     import requests
 
-    port = _free_port()
+    port = port or _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [
@@ -160,7 +163,7 @@ def running_mlflow_server(
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{store_dir / 'server.db'}",
+            backend_store_uri or f"sqlite:///{store_dir / 'server.db'}",
             "--artifacts-destination",
             artifacts_destination,
             "--workers",
@@ -196,6 +199,73 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("mlflow_server")
     with running_mlflow_server(tmp_path, str(tmp_path / "artifacts")) as url:
         yield url
+
+
+def _postgres_bindir() -> Path | None:
+    """Debian's PostgreSQL server binaries (initdb, pg_ctl), newest version first."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    return found[0].parent if found else None
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 in a temporary folder (initdb + pg_ctl), run
+    as an unprivileged user (PostgreSQL refuses root); yields a database URI for MLflow.
+    Missing binaries skip locally and fail in CI, which installs them (.ci/run)."""
+    import pwd
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL server not installed (Debian package postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    home = Path(tempfile.mkdtemp(prefix="skinlesion-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(home, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    data = home / "data"
+
+    def pg(*args: str) -> None:
+        subprocess.run([*run_as, *args], check=True, capture_output=True, timeout=120)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        options,
+        "-l",
+        str(home / "log"),
+        "-w",
+        "start",
+    )
+    try:
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def registry_server(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` whose backend store is sqlite or a real PostgreSQL: the
+    cluster runs on PostgreSQL, and sqlite alone proves neither its lock nor migrations."""
+    tmp_path = tmp_path_factory.mktemp(f"registry_{request.param}")
+    with contextlib.ExitStack() as stack:
+        backend = None
+        if request.param == "postgresql":
+            backend = stack.enter_context(running_postgres())
+        yield stack.enter_context(
+            running_mlflow_server(tmp_path, str(tmp_path / "artifacts"), backend_store_uri=backend)
+        )
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,26 @@ def train(
     raw_data: Input[Dataset],
     training_manifest: Input[Dataset],
     params: dict,
+    kfp_run_id: str,
     model: Output[Model],
     report: Output[Artifact],
     curves: Output[HTML],
     metrics: Output[Metrics],
 ):
     """Train ``model_name`` (``skinlesion.train``). ``model`` is a folder holding
-    ``model.keras``; ``report`` holds metrics.json, history.csv and curves.png."""
+    ``model.keras``; ``report`` holds metrics.json, history.csv and curves.png.
+    ``kfp_run_id`` tags the MLflow run and names the S3 checkpoints, so that a retry of
+    this task in the same pipeline run resumes where the last attempt stopped."""
     import json
+    import os
     from pathlib import Path
 
     from skinlesion.kfp_outputs import MODEL_FILE, log_scalars, write_html
     from skinlesion.params import from_pipeline
+    from skinlesion.provenance import KFP_RUN_ENV
     from skinlesion.train import train_model
 
+    os.environ[KFP_RUN_ENV] = kfp_run_id
     params = from_pipeline(params)
     report_dir = Path(report.path)
     result = train_model(

@@ -18,15 +18,16 @@ pytestmark = pytest.mark.code
 
 STEPS = [
     "1. Fetch data",
-    "2. Validate data",
-    "3. Split by lesion",
-    "4. Explore data",
-    "5. Oversample training part",
-    "6. Train cnn",
-    "6. Train resnet152v2",
-    "7. Evaluate cnn",
-    "7. Evaluate resnet152v2",
-    "8. Promote in MLflow",
+    "2. Check for changes",
+    "3. Validate data",
+    "4. Split by lesion",
+    "5. Explore data",
+    "6. Oversample training part",
+    "7. Train cnn",
+    "7. Train resnet152v2",
+    "8. Evaluate cnn",
+    "8. Evaluate resnet152v2",
+    "9. Promote in MLflow",
 ]
 
 
@@ -53,7 +54,14 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
-    return spec["root"]["dag"]["tasks"]
+    """Every task, in the root DAG and in the DAGs of conditions (dsl.If)."""
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {
+        name: task
+        for dag in dags
+        for name, task in dag["tasks"].items()
+        if "dag" not in spec["components"][task["componentRef"]["name"]]
+    }
 
 
 def _by_display_name(spec: dict) -> dict[str, dict]:
@@ -74,7 +82,7 @@ def test_training_tasks_request_one_gpu_on_gpu_nodes(compiled, params):
     spec, platform = compiled
     named = _by_display_name(spec)
     for model in ("cnn", "resnet152v2"):
-        task = named[f"6. Train {model}"]
+        task = named[f"7. Train {model}"]
         container = _executor(spec, task)
         accelerator = container["resources"]["accelerator"]
         assert accelerator["resourceType"] == "nvidia.com/gpu"
@@ -87,10 +95,11 @@ def test_training_tasks_request_one_gpu_on_gpu_nodes(compiled, params):
         k8s = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
         assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
         assert k8s["nodeSelector"]["labels"] == params["cluster"]["gpu_node_selector"]
-        assert k8s["secretAsEnv"][0]["secretName"] == "skinlesion-mlflow"
+        secrets = sorted(s["secretName"] for s in k8s["secretAsEnv"])
+        assert secrets == ["skinlesion-mlflow", "skinlesion-s3"]  # S3: the checkpoints
         assert task["cachingOptions"]["enableCache"] is True
         assert task["retryPolicy"]["maxRetryCount"] == params["cluster"]["retries"]
-    for step in ("2. Validate data", "7. Evaluate cnn"):
+    for step in ("3. Validate data", "8. Evaluate cnn"):
         container = _executor(spec, named[step])
         assert "accelerator" not in container["resources"]
         assert container["image"] == params["cluster"]["images"]["cpu"]
@@ -106,8 +115,9 @@ def test_secrets_reach_only_the_steps_that_need_them(compiled):
             s["secretName"] for s in platform.get(executor, {}).get("secretAsEnv", [])
         )
     assert secrets["1. Fetch data"] == ["skinlesion-s3"]
-    assert secrets["8. Promote in MLflow"] == ["skinlesion-mlflow"]
-    assert secrets["2. Validate data"] == [] and secrets["7. Evaluate cnn"] == []
+    assert secrets["2. Check for changes"] == ["skinlesion-mlflow"]
+    assert secrets["9. Promote in MLflow"] == ["skinlesion-mlflow"]
+    assert secrets["3. Validate data"] == [] and secrets["8. Evaluate cnn"] == []
 
 
 def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, params):
@@ -124,15 +134,34 @@ def test_external_side_effects_are_not_cached(compiled):
     spec, _ = compiled
     named = _by_display_name(spec)
     assert named["1. Fetch data"]["cachingOptions"] == {}  # data at a URI can change
-    assert named["8. Promote in MLflow"]["cachingOptions"] == {}
-    assert named["3. Split by lesion"]["cachingOptions"]["enableCache"] is True
+    assert named["2. Check for changes"]["cachingOptions"] == {}  # the registry can change
+    assert named["9. Promote in MLflow"]["cachingOptions"] == {}
+    assert named["4. Split by lesion"]["cachingOptions"]["enableCache"] is True
 
 
 def test_the_pipeline_description_numbers_the_steps(compiled):
     spec, _ = compiled
     description = spec["pipelineInfo"]["description"]
-    for number in range(1, 9):
+    for number in range(1, 10):
         assert f"\n{number}. " in description
+
+
+def test_training_runs_only_when_something_changed(compiled):
+    """Everything after the change check sits under one condition on its answer, and
+    every task records the image it runs in and the pipeline run's id."""
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    [condition] = [t for t in root.values() if "triggerPolicy" in t]
+    assert "changed" in condition["triggerPolicy"]["condition"]
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert len(inner) == len(STEPS) - 2
+    for task in _tasks(spec).values():
+        env = {e["name"]: e["value"] for e in _executor(spec, task).get("env", [])}
+        assert env["SKINLESION_IMAGE"] == _executor(spec, task)["image"]
+    named = _by_display_name(spec)
+    for step in ("2. Check for changes", "7. Train cnn"):
+        run_id = named[step]["inputs"]["parameters"]["kfp_run_id"]["runtimeValue"]["constant"]
+        assert run_id == "{{$.pipeline_job_uuid}}"
 
 
 def test_the_pipeline_needs_both_models_of_the_study(params):

@@ -10,6 +10,7 @@ import mlflow
 import pytest
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
+from components.check_changes.component import check_changes
 from components.evaluate.component import evaluate
 from components.promote.component import promote
 from components.train.component import train
@@ -40,6 +41,7 @@ def trained(train_workspace: Path, params: dict, tmp_path_factory: pytest.TempPa
             raw_data=Dataset(uri=str(train_workspace / "data")),
             training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
             params=small,
+            kfp_run_id="run-unit",
             **outputs,
         )
     mlflow.set_tracking_uri(None)
@@ -56,6 +58,23 @@ def test_train_writes_model_report_and_metrics(trained):
         report["val_balanced_accuracy"]
     )
     assert "data:image/png;base64," in Path(outputs["curves"].path).read_text()
+    run = mlflow.MlflowClient(trained[2]).get_run(report["run_id"])
+    assert run.data.tags["kfp.run_id"] == "run-unit"
+    assert len(run.data.tags["data.version"]) == 64 and len(run.data.tags["params.hash"]) == 64
+
+
+def test_check_changes_says_changed_without_a_champion(trained, train_workspace, tmp_path):
+    small, _, uri = trained
+    mlflow.set_tracking_uri(uri)
+    check = Artifact(uri=str(tmp_path / "check.json"))
+    answer = check_changes.python_func(
+        raw_data=Dataset(uri=str(train_workspace / "data")),
+        params=small,
+        kfp_run_id="run-unit",
+        check=check,
+    )
+    assert answer == "changed" and "no champion" in check.metadata["reason"]
+    assert json.loads(Path(check.path).read_text())["current"]["kfp.run_id"] == "run-unit"
 
 
 def test_evaluate_logs_confusion_matrix_roc_and_report(trained, train_workspace, tmp_path):

@@ -1,53 +1,85 @@
-"""Registry promotion against a real `mlflow server` on 127.0.0.1."""
+"""Registry promotion against a real `mlflow server` on 127.0.0.1, with a sqlite and a
+real PostgreSQL backend store: selection on validation, the paired gate on unseen
+lesions, idempotent registration, the lock, and failing closed."""
 
 from __future__ import annotations
 
-import json
 import threading
+import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
+from skinlesion.labels import CLASSES
 from skinlesion.models import build_cnn
-from skinlesion.promote import (
-    CHALLENGER,
-    CHAMPION,
-    Candidate,
-    PromotionError,
-    PromotionSettings,
-    load_candidates,
-    promote,
-)
+from skinlesion.promote import Candidate, PromotionError, PromotionSettings, promote
+from skinlesion.provenance import LESIONS_ARTIFACT
+from skinlesion.registry import CHALLENGER, CHAMPION, register
 from skinlesion.tracking import configure_tracking, log_keras_model
 
 pytestmark = pytest.mark.model
 CFG = {"filters": [4], "convs_per_block": 1, "dense_units": 4, "dropout": 0.0}
+MEL = CLASSES.index("mel")
+# The test part: 420 lesions of one image each, every class 60 times.
+TEST = pd.DataFrame(
+    {
+        "image_id": [f"ISIC_{i:07d}" for i in range(420)],
+        "lesion_id": [f"HAM_T{i:06d}" for i in range(420)],
+        "dx": [CLASSES[i % len(CLASSES)] for i in range(420)],
+    }
+)
 
 
 @dataclass
 class Registry:
     client: Any
     name: str  # each test promotes its own registered model on the shared server
+    quality: dict[str, tuple[float, float]]  # model URI -> (share right, melanoma share)
 
     def settings(self, **kwargs: Any) -> PromotionSettings:
         return PromotionSettings(registered_model=self.name, **kwargs)
 
-    def recorded(self, client: Any = None):
-        """The 'same test data' evaluation, here: the test figures recorded on the version."""
-        client = client or self.client
+    def predict(self, uri: str, rows: pd.DataFrame) -> np.ndarray:
+        """A scripted model: each URI gets a fixed share of rows right (``quality``);
+        a registry URI is resolved to the logged model it was registered from."""
+        if uri.startswith(f"models:/{self.name}/"):
+            version = self.client.get_model_version(self.name, uri.rsplit("/", 1)[1])
+            uri = version.tags["uri"]
+        right, mel_right = self.quality[uri]
+        y = np.array([CLASSES.index(d) for d in rows["dx"]])
+        rng = np.random.default_rng(zlib.crc32(uri.encode()))
+        hit = np.zeros(len(y), dtype=bool)
+        for k in np.unique(y):  # exactly that share of each class, rows drawn per model
+            members = rng.permutation(np.flatnonzero(y == k))
+            hit[members[: round((mel_right if k == MEL else right) * len(members))]] = True
+        return np.where(hit, y, (y + 1) % len(CLASSES))
 
-        def evaluate(uri: str) -> dict:
-            tags = client.get_model_version(self.name, uri.rsplit("/", 1)[1]).tags
-            return {
-                "balanced_accuracy": float(tags["test.balanced_accuracy"]),
-                "melanoma": {"sensitivity": float(tags["test.melanoma_sensitivity"])},
-            }
+    def candidate(
+        self, name: str, val: float, right: float, mel: float, seen: list[str] | None = None
+    ) -> Candidate:
+        """A tiny real Keras model logged to the server with its lesion record."""
+        with mlflow.start_run() as run:
+            info = log_keras_model(build_cnn(CFG, 16), keras.random.uniform((1, 16, 16, 3)).numpy())
+            mlflow.log_dict(
+                {"train": seen or [f"HAM_R{run.info.run_id}"], "val": []}, LESIONS_ARTIFACT
+            )
+        self.quality[info.model_uri] = (right, mel)
+        return Candidate(
+            name,
+            info.model_uri,
+            run.info.run_id,
+            {"val_balanced_accuracy": val},
+            {"balanced_accuracy": right, "melanoma": {"sensitivity": mel}},
+            {"uri": info.model_uri},
+        )
 
-        return evaluate
+    def run(self, *cands: Candidate, **settings: Any):
+        return promote(self.client, list(cands), self.settings(**settings), TEST, self.predict)
 
     def state(self) -> tuple[list[int], dict[str, str]]:
         versions = self.client.search_model_versions(f"name='{self.name}'")
@@ -56,74 +88,91 @@ class Registry:
 
 
 @pytest.fixture
-def registry(mlflow_server, monkeypatch, request) -> Registry:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+def registry(registry_server, monkeypatch, request) -> Registry:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
     configure_tracking("promotion-tests")
-    return Registry(mlflow.MlflowClient(mlflow_server), f"clf-{request.node.name[5:45]}")
+    name = f"clf-{request.node.name[5:40]}".replace("[", "-").replace("]", "")
+    return Registry(mlflow.MlflowClient(registry_server), name, {})
 
 
-def _candidate(name: str, balanced: float, mel: float) -> Candidate:
-    """A tiny real Keras model logged to the server, with stated test metrics."""
-    with mlflow.start_run() as run:
-        info = log_keras_model(build_cnn(CFG, 16), keras.random.uniform((1, 16, 16, 3)).numpy())
-    metrics = {"balanced_accuracy": balanced, "melanoma": {"sensitivity": mel}, "macro_auc": 0.8}
-    return Candidate(name, info.model_uri, metrics, {"run_id": run.info.run_id})
-
-
-def test_champion_challenger_lifecycle_auto(registry):
-    settings = registry.settings(min_improvement=0.01)
-
-    def run(*cands: Candidate):
-        return promote(registry.client, list(cands), settings, registry.recorded())
-
-    first = run(_candidate("cnn", 0.60, 0.60), _candidate("resnet152v2", 0.55, 0.50))
-    assert first.promoted and first.champion_version is None
+def test_lifecycle_selects_on_validation_and_gates_paired_on_test(registry):
+    # resnet is far better on test, but the challenger is chosen on validation: cnn.
+    first = registry.run(
+        registry.candidate("cnn", val=0.62, right=0.60, mel=0.70),
+        registry.candidate("resnet152v2", val=0.55, right=0.90, mel=0.90),
+    )
+    assert first.promoted and first.challenger == "cnn" and first.champion_version is None
+    assert "no champion yet" in first.reason and "chosen on validation" in first.reason
     versions, aliases = registry.state()
     assert versions == [1, 2] and aliases[CHAMPION] == "1" and aliases[CHALLENGER] == "1"
 
-    worse = run(_candidate("cnn", 0.58, 0.70))
-    assert not worse.promoted and "champion stays" in worse.reason
-    assert registry.state()[1][CHAMPION] == "1"
+    worse = registry.run(registry.candidate("cnn", val=0.7, right=0.50, mel=0.70))
+    assert not worse.promoted and worse.reason.startswith("champion stays: balanced_accuracy")
+    assert worse.comparison["difference"] < 0 and worse.comparison["n_lesions"] == 420
 
-    guard = run(_candidate("cnn", 0.70, 0.50))  # better overall, melanoma drops 10 points
+    # A point estimate one point better is noise on 420 lesions: not promoted.
+    lucky = registry.run(registry.candidate("cnn", val=0.7, right=0.61, mel=0.70))
+    low, high = lucky.comparison["interval"]
+    assert not lucky.promoted and low < 0 < high
+
+    guard = registry.run(registry.candidate("cnn", val=0.7, right=0.80, mel=0.40))
     assert not guard.promoted and "melanoma guard rail" in guard.reason
-    assert registry.state()[1][CHAMPION] == "1"
 
-    better = run(_candidate("cnn", 0.66, 0.61))
-    assert better.promoted and "challenger wins" in better.reason
+    better = registry.run(registry.candidate("cnn", val=0.7, right=0.80, mel=0.72))
+    assert better.promoted and better.reason.startswith("challenger wins")
+    assert better.comparison["interval"][0] > 0
     versions, aliases = registry.state()
-    assert versions == [1, 2, 3, 4, 5] and aliases[CHAMPION] == "5"  # nothing deleted
-    tags = registry.client.get_model_version(registry.name, "5").tags
+    assert versions == [1, 2, 3, 4, 5, 6] and aliases[CHAMPION] == "6"  # nothing deleted
+    tags = registry.client.get_model_version(registry.name, "6").tags
     assert tags["promotion"].startswith("challenger wins") and tags["model"] == "cnn"
+    assert float(tags["gate.difference"]) > 0 and tags["gate.champion_version"] == "1"
+    assert tags["validation.balanced_accuracy"] == "0.7000"
+
+
+def test_registration_is_idempotent(registry):
+    cnn = registry.candidate("cnn", val=0.6, right=0.6, mel=0.6)
+    res = registry.candidate("resnet152v2", val=0.5, right=0.5, mel=0.5)
+    first = registry.run(cnn, res)
+    assert first.registered == ["1", "2"]
+    again = registry.run(cnn, res)  # a retried step, or `dvc repro` once more
+    assert not again.promoted and again.reason.startswith("nothing to do")
+    newer = registry.run(registry.candidate("cnn", val=0.6, right=0.55, mel=0.6), res)
+    assert newer.registered == ["3"]  # resnet152v2's run is version 2 already
+    assert registry.state()[0] == [1, 2, 3]
+
+
+def test_gate_leaves_out_lesions_a_model_was_trained_on(registry):
+    seen = TEST["lesion_id"].iloc[:100].tolist()
+    registry.run(registry.candidate("cnn", val=0.6, right=0.5, mel=0.6, seen=seen))
+    decision = registry.run(registry.candidate("cnn", val=0.7, right=0.8, mel=0.8))
+    assert decision.excluded_lesions == 100 and decision.comparison["n_lesions"] == 320
+    assert "100 test lesions left out" in decision.reason
+
+
+def test_too_few_unseen_lesions_refuses_and_changes_nothing(registry):
+    seen = TEST["lesion_id"].iloc[:400].tolist()
+    registry.run(registry.candidate("cnn", val=0.6, right=0.5, mel=0.6, seen=seen))
+    before = registry.state()
+    with pytest.raises(PromotionError, match="only 20 test lesions are unseen"):
+        registry.run(registry.candidate("cnn", val=0.7, right=0.8, mel=0.8))
+    assert registry.state() == before
 
 
 def test_manual_policy_moves_nothing(registry):
-    promote(
-        registry.client, [_candidate("cnn", 0.5, 0.5)], registry.settings(), registry.recorded()
-    )
-    decision = promote(
-        registry.client,
-        [_candidate("cnn", 0.9, 0.9)],
-        registry.settings(policy="manual"),
-        registry.recorded(),
-    )
+    registry.run(registry.candidate("cnn", val=0.5, right=0.5, mel=0.5))
+    decision = registry.run(registry.candidate("cnn", 0.9, 0.9, 0.9), policy="manual")
     assert not decision.promoted and "policy is manual" in decision.reason
-    _, aliases = registry.state()
-    assert aliases[CHAMPION] == "1" and aliases[CHALLENGER] == "2"
+    assert registry.state()[1] == {CHAMPION: "1", CHALLENGER: "2"}
 
 
-def test_concurrent_promotions_leave_a_consistent_registry(registry, mlflow_server):
-    cands = [
-        _candidate("cnn", 0.60, 0.6),
-        _candidate("cnn", 0.70, 0.6),
-        _candidate("cnn", 0.65, 0.6),
-    ]
+def test_concurrent_promotions_leave_a_consistent_registry(registry, registry_server):
+    cands = [registry.candidate("cnn", 0.5, q, 0.8) for q in (0.50, 0.85, 0.65)]
     errors: list[BaseException] = []
 
     def worker(c: Candidate) -> None:
         try:
-            client = mlflow.MlflowClient(mlflow_server)
-            promote(client, [c], registry.settings(), registry.recorded(client))
+            client = mlflow.MlflowClient(registry_server)
+            promote(client, [c], registry.settings(), TEST, registry.predict)
         except BaseException as err:  # surfaced below
             errors.append(err)
 
@@ -136,61 +185,89 @@ def test_concurrent_promotions_leave_a_consistent_registry(registry, mlflow_serv
     versions, aliases = registry.state()
     assert versions == [1, 2, 3]
     champion = registry.client.get_model_version(registry.name, aliases[CHAMPION])
-    assert champion.tags["test.balanced_accuracy"] == "0.7000"
+    assert champion.tags["test.balanced_accuracy"] == "0.8500"  # the best, in any order
     lock = f"name='{registry.name}.promotion-lock'"
     assert not registry.client.search_registered_models(lock)
 
 
-def test_missing_or_corrupt_model_fails_and_changes_nothing(registry, tmp_path: Path):
-    good = _candidate("cnn", 0.6, 0.6)
-    promote(registry.client, [good], registry.settings(), lambda uri: {})
-    before = registry.state()
-    reports = tmp_path / "reports"
-    for name, uri in (("cnn", good.model_uri), ("resnet152v2", "models:/m-doesnotexist")):
-        (reports / "train" / name).mkdir(parents=True)
-        (reports / "eval" / name).mkdir(parents=True)
-        (reports / "train" / name / "metrics.json").write_text(
-            json.dumps({"run_id": good.tags["run_id"], "model_uri": uri})
-        )
-        (reports / "eval" / name / "metrics.json").write_text(
-            json.dumps({"balanced_accuracy": 0.9})
-        )
-    with pytest.raises(PromotionError, match="resnet152v2: cannot load model"):
-        load_candidates(["cnn", "resnet152v2"], reports, None)
-    corrupt = tmp_path / "corrupt.keras"
-    corrupt.write_bytes(b"PK\x03\x04 truncated zip, not a Keras model")
-    (reports / "train" / "resnet152v2" / "metrics.json").write_text(
-        json.dumps({"run_id": good.tags["run_id"], "model_uri": str(corrupt)})
-    )
-    with pytest.raises(PromotionError, match="resnet152v2: cannot load model"):
-        load_candidates(["cnn", "resnet152v2"], reports, None)
-    (reports / "eval" / "resnet152v2" / "metrics.json").unlink()
-    with pytest.raises(PromotionError, match="is missing; train and evaluate first"):
-        load_candidates(["cnn", "resnet152v2"], reports, None)
-    assert registry.state() == before
+def test_uncomparable_champion_is_kept_or_replaced_by_policy(registry):
+    """A champion that cannot be loaded, or that recorded no training lesions, cannot be
+    scored honestly: `keep` leaves it champion, `replace` promotes the challenger."""
+    from skinlesion.evaluate import ModelFormatError
 
+    registry.run(registry.candidate("cnn", 0.5, 0.5, 0.5))
+    scripted = registry.predict
 
-def test_unloadable_champion_is_kept_or_replaced_by_policy(registry):
-    """A champion saved by an incompatible older version cannot be re-evaluated: `keep`
-    leaves it champion (the run still succeeds), `replace` promotes the challenger."""
-    from skinlesion.evaluate import ModelLoadError
+    def unloadable(uri: str, rows: pd.DataFrame) -> np.ndarray:
+        if uri.startswith("models:/clf"):
+            raise ModelFormatError(f"cannot load model {uri}: TypeError: unknown layer")
+        return scripted(uri, rows)
 
-    promote(registry.client, [_candidate("cnn", 0.5, 0.5)], registry.settings(), lambda u: {})
-
-    def unloadable(uri: str) -> dict:
-        raise ModelLoadError(f"cannot load model {uri}: TypeError: unknown layer")
-
-    kept = promote(registry.client, [_candidate("cnn", 0.9, 0.9)], registry.settings(), unloadable)
+    registry.predict = unloadable  # type: ignore[method-assign]
+    kept = registry.run(registry.candidate("cnn", 0.9, 0.9, 0.9))
     assert not kept.promoted and kept.champion_version == "1"
     assert "champion stays: champion version 1 cannot be loaded" in kept.reason
-    assert registry.state() == ([1, 2], {CHAMPION: "1", CHALLENGER: "2"})
-
-    replace = registry.settings(unloadable_champion="replace")
-    replaced = promote(registry.client, [_candidate("cnn", 0.9, 0.9)], replace, unloadable)
+    replaced = registry.run(registry.candidate("cnn", 0.9, 0.9, 0.9), unloadable_champion="replace")
     assert replaced.promoted and "unloadable_champion is replace" in replaced.reason
-    assert registry.state() == ([1, 2, 3], {CHAMPION: "3", CHALLENGER: "3"})  # nothing deleted
+    assert registry.state() == ([1, 2, 3], {CHAMPION: "3", CHALLENGER: "3"})
+
+    registry.predict = scripted  # type: ignore[method-assign]
+    legacy = _unrecorded_model(registry, right=0.3)  # trained before lesion records
+    version, _ = register(
+        registry.client,
+        registry.name,
+        legacy.model_uri,
+        legacy.run_id,
+        {"uri": legacy.model_uri},
+        "",
+    )
+    registry.client.set_registered_model_alias(registry.name, CHAMPION, version.version)
+    kept = registry.run(registry.candidate("cnn", 0.9, 0.9, 0.9))
+    assert not kept.promoted and "recorded no training lesions, so it cannot" in kept.reason
+    with pytest.raises(PromotionError, match=r"recorded no training lesions.*retrain it"):
+        registry.run(_unrecorded_model(registry, right=0.9))  # never promoted unchecked
 
 
-def test_unknown_unloadable_champion_policy_is_refused():
+def _unrecorded_model(registry: Registry, right: float) -> Candidate:
+    with mlflow.start_run() as run:
+        info = log_keras_model(build_cnn(CFG, 16), keras.random.uniform((1, 16, 16, 3)).numpy())
+    registry.quality[info.model_uri] = (right, right)
+    return Candidate("cnn", info.model_uri, run.info.run_id, {"val_balanced_accuracy": 0.99})
+
+
+def test_registry_error_is_not_absence(registry, monkeypatch):
+    """A failing registry must stop the step, never read as "no champion"."""
+    from skinlesion.evaluate import ModelLoadError
+
+    registry.run(registry.candidate("cnn", 0.5, 0.5, 0.5))
+    before = registry.state()
+
+    def storage_down(uri: str, rows: pd.DataFrame) -> np.ndarray:
+        raise ModelLoadError(f"cannot load model {uri}: ConnectionError: S3 unreachable")
+
+    registry.predict = storage_down  # type: ignore[method-assign]
+    with pytest.raises(PromotionError, match=r"S3 unreachable.*registry is unchanged"):
+        registry.run(registry.candidate("cnn", 0.9, 0.9, 0.9), unloadable_champion="replace")
+    assert registry.state() == before
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    from tests.conftest import _free_port
+
+    gone = mlflow.MlflowClient(f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(PromotionError, match=r"looking up .*@champion failed"):
+        promote(
+            gone,
+            [registry.candidate("cnn", 0.9, 0.9, 0.9)],
+            registry.settings(),
+            TEST,
+            registry.predict,
+        )
+
+
+def test_unknown_settings_are_refused():
     with pytest.raises(ValueError, match="keep or replace"):
         PromotionSettings.from_params({"promote": {"unloadable_champion": "delete"}})
+    with pytest.raises(ValueError, match="primary_metric must be one of"):
+        PromotionSettings.from_params({"promote": {"primary_metric": "f1"}})
+    with pytest.raises(ValueError, match="unknown promote parameter"):
+        PromotionSettings.from_params({"promote": {"min_improvment": 0.01}})

@@ -17,7 +17,7 @@ from tests.conftest import small_params, write_params
 pytestmark = pytest.mark.model
 
 
-def _train_cmd(root: Path) -> list[str]:
+def _train_cmd(root: Path, params_file: str = "resume.yaml") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -34,7 +34,7 @@ def _train_cmd(root: Path) -> list[str]:
         "--report-dir",
         "reports/resumed",
         "--params",
-        "resume.yaml",
+        params_file,
     ]
 
 
@@ -80,3 +80,75 @@ def test_killed_training_resumes_from_checkpoint(train_workspace, params):
     assert metrics["resumed_from_epoch"] == done_epochs
     assert metrics["run_id"] == run_id  # the same MLflow run goes on
     assert (root / "models/resumed.keras").is_file()
+
+
+def test_retried_cluster_training_resumes_from_s3(
+    train_workspace, params, s3_env, tmp_path, monkeypatch
+):
+    """A preempted GPU pod: training is killed after two epochs, and the retried task, on
+    a new node with an empty disk, resumes from the checkpoints mirrored to S3 (moto) in
+    the same MLflow run, then cleans them up."""
+    from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
+
+    from components.train.component import train
+    from skinlesion.provenance import KFP_RUN_ENV
+    from skinlesion.storage import bootstrap_buckets, s3_client
+
+    bootstrap_buckets(["ckpt"])
+    cfg = small_params(params, cnn={"epochs": 8, "early_stopping_patience": 50})
+    cfg["train"].update(
+        checkpoint_dir=str(tmp_path / "pod-1"), checkpoint_uri="s3://ckpt/checkpoints"
+    )
+    write_params(cfg, tmp_path / "cluster.yaml")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    env = {**os.environ, "SKINLESION_PROGRESS": "0", KFP_RUN_ENV: "run-42"}
+    key = "checkpoints/run-42/cnn/train/backup/training_metadata.json"
+    client = s3_client()
+
+    def mirrored_epoch() -> int:
+        try:
+            body = client.get_object(Bucket="ckpt", Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return -1
+        return int(json.loads(body).get("epoch", -1))
+
+    proc = subprocess.Popen(
+        _train_cmd(train_workspace, str(tmp_path / "cluster.yaml")),
+        cwd=train_workspace,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and mirrored_epoch() < 1:
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = mirrored_epoch() + 1
+    run_id = client.get_object(Bucket="ckpt", Key="checkpoints/run-42/cnn/mlflow_run_id")
+    run_id = run_id["Body"].read().decode()
+
+    cfg["train"]["checkpoint_dir"] = str(tmp_path / "pod-2")  # a new node, an empty disk
+    report = Artifact(uri=str(tmp_path / "report"))
+    train.python_func(
+        model_name="cnn",
+        raw_data=Dataset(uri=str(train_workspace / "data")),
+        training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
+        params=cfg,
+        kfp_run_id="run-42",
+        model=Model(uri=str(tmp_path / "model")),
+        report=report,
+        curves=HTML(uri=str(tmp_path / "curves.html")),
+        metrics=Metrics(uri=""),
+    )
+    result = json.loads((Path(report.path) / "metrics.json").read_text())
+    assert result["resumed_from_epoch"] == done >= 2
+    assert result["run_id"] == run_id  # the same MLflow run goes on
+    assert client.list_objects_v2(Bucket="ckpt", Prefix="checkpoints/").get("KeyCount") == 0

@@ -1,0 +1,46 @@
+"""Has anything changed since the champion was trained? The first step of a scheduled run.
+
+A weekly run that finds the same data, parameters, code and image as the champion's
+training would only spend GPU hours to reproduce it, so it stops early and says so. The
+comparison uses the provenance tags that every registered version carries. Locally, DVC
+makes the same decision from its own hashes (`dvc repro` skips unchanged stages).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skinlesion.provenance import changed_inputs, run_provenance
+from skinlesion.registry import find_champion
+
+
+@dataclass(frozen=True)
+class ChangeCheck:
+    changed: bool
+    reason: str
+    champion_version: str | None = None
+    current: dict[str, str] = field(default_factory=dict)
+
+
+def check_for_changes(
+    client: Any, registered_model: str, params: dict[str, Any], data_dir: str | Path
+) -> ChangeCheck:
+    """Compare this run's inputs with the champion's; a registry error raises (a run that
+    cannot tell must not skip training silently, nor train on a broken registry)."""
+    current = run_provenance(params, data_dir)
+    champion = find_champion(client, registered_model)
+    if champion is None:
+        return ChangeCheck(True, f"no champion of {registered_model} yet", None, current)
+    differing = changed_inputs(champion.tags, current)
+    if differing:
+        what = ", ".join(differing)
+        reason = f"changed since champion version {champion.version}: {what}"
+        return ChangeCheck(True, reason, champion.version, current)
+    reason = (
+        f"nothing changed since version {champion.version}: same data "
+        f"({current['data.version'][:12]}), params ({current['params.hash'][:12]}), code "
+        f"({current['git_commit'][:12]}) and image ({current['image']})"
+    )
+    return ChangeCheck(False, reason, champion.version, current)
