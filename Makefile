@@ -16,10 +16,11 @@ export GX_ANALYTICS_ENABLED := false
 # Container images for the Kubeflow steps: `make images IMAGE_REPO=registry/skinlesion`.
 IMAGE_REPO ?= ghcr.io/skinlesion/skinlesion
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
 PIPELINE_YAML ?= pipeline.yaml
 
-.PHONY: install repro test lint lock data clean images pipeline
+.PHONY: install repro test lint lock data clean images pipeline postgres
 
 install: $(VENV)/.installed
 
@@ -53,14 +54,24 @@ lint: install
 	ruff format --check .
 	hadolint infra/docker/Dockerfile
 
-test: lint
+# The promotion tests also run against a real PostgreSQL (the cluster's registry backend),
+# started by the tests themselves: Debian's server binaries are installed here if missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else echo "install Debian's postgresql package for the PostgreSQL registry tests" >&2; fi; }
+
+test: lint postgres
 	pytest
 
 # Build and push the CPU and GPU images, then compile the pipeline with exactly those tags.
 images: install
-	docker build -f infra/docker/Dockerfile -t $(IMAGE_REPO):$(IMAGE_TAG)-cpu .
-	docker build -f infra/docker/Dockerfile --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) \
-		-t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
+	docker build -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) \
+		-t $(IMAGE_REPO):$(IMAGE_TAG)-cpu .
+	docker build -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) \
+		--build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
 	docker push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
 	docker push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
 	$(MAKE) pipeline CPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-cpu GPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-gpu

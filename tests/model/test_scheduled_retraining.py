@@ -1,0 +1,154 @@
+"""Four weeks of unattended retraining against a real `mlflow server`, on synthetic data,
+with the steps a scheduled pipeline run takes (the same library calls as its components):
+
+1. the first model becomes champion;
+2. nothing changed, so nothing is trained or registered;
+3. about 15% new lesions arrive: old lesions keep their split, both models retrain, and
+   the gate compares on lesions neither model saw;
+4. a deliberately worse challenger (one epoch at a tiny learning rate) is not promoted;
+then the server stops in the middle of a promotion: the step fails, the registry is as
+it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from skinlesion.changes import check_for_changes
+from skinlesion.evaluate import evaluate_model, write_metrics
+from skinlesion.oversample import OversampleSettings, oversample_manifest
+from skinlesion.promote import PromotionError, promote_from_reports
+from skinlesion.split import SplitSettings, read_manifest, split_dataset, write_manifest
+from skinlesion.synth import make_synthetic_dataset
+from skinlesion.train import train_model
+from skinlesion.validation import ValidationSettings, validate_dataset
+from tests.conftest import _free_port, running_mlflow_server, small_params
+
+pytestmark = pytest.mark.model
+NAME = "weekly-classifier"
+
+
+def weekly_run(data: Path, work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """One scheduled run: check for changes, then validate, split, oversample, train and
+    evaluate each model, and promote. Returns what the run decided."""
+    check = check_for_changes(mlflow.MlflowClient(), NAME, params, data)
+    if not check.changed:
+        return {"trained": False, "reason": check.reason}
+    report = validate_dataset(data, work / "validation", ValidationSettings.from_params(params))
+    assert report.success, report.describe()
+    manifest = split_dataset(data, SplitSettings.from_params(params))
+    write_manifest(manifest, work / "split.csv", None)
+    oversampled = oversample_manifest(manifest, OversampleSettings.from_params(params))
+    oversampled.to_csv(work / "train.csv", index=False)
+    for model in params["train"]["models"]:
+        train_model(
+            model,
+            work / "train.csv",
+            data,
+            work / f"{model}.keras",
+            work / "reports" / "train" / model,
+            params,
+        )
+        evaluation = evaluate_model(work / f"{model}.keras", data, params, work / "split.csv")
+        write_metrics(evaluation.metrics, work / "reports" / "eval" / model / "metrics.json")
+    decision = promote_from_reports(
+        work / "split.csv", data, work / "reports", params["train"]["models"], params
+    )
+    return {"trained": True, **decision}
+
+
+def _registry() -> tuple[list[int], dict[str, str]]:
+    client = mlflow.MlflowClient()
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{NAME}'"))
+    return versions, dict(client.get_registered_model(NAME).aliases)
+
+
+def test_four_weeks_of_unattended_retraining(tmp_path, params, monkeypatch, capsys):
+    data = tmp_path / "ham10000"
+    make_synthetic_dataset(data, n_images=260, seed=11)
+    weekly = small_params(params, resnet152v2={"head_epochs": 2})
+    weekly["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="weekly")
+    weekly["promote"].update(registered_model=NAME, min_gate_lesions=10)
+    monkeypatch.setenv("SKINLESION_GIT_COMMIT", "c0ffee")  # one image build all month
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.chdir(tmp_path)
+    port, store = _free_port(), tmp_path / "server"
+    store.mkdir()
+    server = contextlib.ExitStack()
+    url = server.enter_context(running_mlflow_server(store, str(store / "artifacts"), port=port))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    try:
+        _four_weeks(data, tmp_path, weekly, server, store, port, monkeypatch, capsys)
+    finally:
+        server.close()
+
+
+def _four_weeks(data, tmp_path, weekly, server, store, port, monkeypatch, capsys) -> None:
+    log: list[str] = []
+
+    week1 = weekly_run(data, tmp_path / "week1", weekly)
+    log.append(f"week 1: {week1['reason']}")
+    assert week1["promoted"] and week1["champion_version"] is None
+    assert _registry() == (
+        [1, 2],
+        {"champion": week1["challenger_version"], "challenger": week1["challenger_version"]},
+    )
+
+    week2 = weekly_run(data, tmp_path / "week2", weekly)
+    log.append(f"week 2: {week2['reason']}")
+    assert not week2["trained"] and week2["reason"].startswith("nothing changed since version")
+    assert _registry()[0] == [1, 2]
+
+    before = read_manifest(tmp_path / "week1" / "split.csv")
+    make_synthetic_dataset(data, n_images=40, seed=12, append=True)  # ~15% new lesions
+    week3 = weekly_run(data, tmp_path / "week3", weekly)
+    log.append(f"week 3: {week3['reason']}")
+    after = read_manifest(tmp_path / "week3" / "split.csv").set_index("image_id")
+    assert (after.loc[before["image_id"], "split"].to_numpy() == before["split"]).all()
+    new_lesions = set(after["lesion_id"]) - set(before["lesion_id"])
+    assert 0.1 < len(new_lesions) / before["lesion_id"].nunique() < 0.25
+    assert week3["trained"] and week3["champion_version"] is not None
+    test_lesions = after[after["split"] == "test"]["lesion_id"].nunique()
+    assert week3["comparison"]["n_lesions"] == test_lesions  # all unseen by both models
+    assert week3["excluded_lesions"] == 0 and "neither model saw" in week3["reason"]
+    assert _registry()[0] == [1, 2, 3, 4]
+
+    worse = copy.deepcopy(weekly)
+    worse["train"]["cnn"].update(epochs=1, lr=1e-5)
+    worse["train"]["resnet152v2"].update(head_epochs=1, head_lr=1e-6)
+    champion_before = _registry()[1]["champion"]
+    week4 = weekly_run(data, tmp_path / "week4", worse)
+    log.append(f"week 4: {week4['reason']}")
+    assert not week4["promoted"] and week4["reason"].startswith("champion stays")
+    assert _registry()[1]["champion"] == champion_before
+
+    # The server goes away while the champion is being fetched for the gate.
+    state = _registry()
+    import skinlesion.evaluate as evaluate_module
+
+    original = evaluate_module.load_model
+
+    def load_during_outage(reference: Any) -> Any:
+        if str(reference).startswith(f"models:/{NAME}/"):
+            server.close()  # the MLflow server stops
+        return original(reference)
+
+    monkeypatch.setattr(evaluate_module, "load_model", load_during_outage)
+    worse["train"]["cnn"]["lr"] = 2e-5  # something changed: a new run starts
+    with pytest.raises(PromotionError, match="registry is unchanged"):
+        weekly_run(data, tmp_path / "week5", worse)
+    log.append("week 5: the MLflow server stopped mid-promotion: the run failed")
+    monkeypatch.setattr(evaluate_module, "load_model", original)
+    with running_mlflow_server(store, str(store / "artifacts"), port=port):
+        assert _registry()[1] == state[1]
+        versions = _registry()[0]
+        assert versions == state[0]  # nothing registered by the failed run
+        assert not mlflow.MlflowClient().search_registered_models(f"name='{NAME}.promotion-lock'")
+    with capsys.disabled():
+        print("\n" + "\n".join(log))
