@@ -22,7 +22,6 @@ from components.split.component import split
 from components.train.component import train
 from components.validate.component import validate
 from skinlesion.params import ParamsError, cluster_params, section
-from skinlesion.provenance import IMAGE_ENV
 
 PIPELINE_NAME = "skinlesion-training"
 STUDY_MODELS = ("cnn", "resnet152v2")  # the promote component takes one input pair each
@@ -91,10 +90,8 @@ def _step(
     cache: bool = True,
 ) -> dsl.PipelineTask:
     """Settings every task gets: a display name, its image, resources, caching, retries."""
-    image = cluster.images["gpu" if kind == "train" else "cpu"]
     task.set_display_name(display_name)
-    task.set_container_image(image)
-    task.set_env_variable(IMAGE_ENV, image)  # provenance: runs record what they ran in
+    task.set_container_image(cluster.images["gpu" if kind == "train" else "cpu"])
     _resources(task, cluster.resources.get(kind, cluster.resources["default"]))
     task.set_caching_options(cache)
     if retry and cluster.retries:
@@ -150,7 +147,10 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
             )
         raw = fetch.outputs["raw_data"]
         changes = check_changes(
-            raw_data=raw, params=params, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+            raw_data=raw,
+            params=params,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            training_image=cluster.images["gpu"],
         )
         _step(changes, "2. Check for changes", cluster, retry=True, cache=False)
         _secrets(changes, cluster, "mlflow")
@@ -171,6 +171,7 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
                     training_manifest=resampled.outputs["training_manifest"],
                     params=params,
                     kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    image=cluster.images["gpu"],
                 )
                 _step(trained, f"7. Train {name}", cluster, kind="train", retry=True)
                 _on_gpu_nodes(trained, cluster)

@@ -25,11 +25,19 @@ class ChangeCheck:
 
 
 def check_for_changes(
-    client: Any, registered_model: str, params: dict[str, Any], data_dir: str | Path
+    client: Any,
+    registered_model: str,
+    params: dict[str, Any],
+    data_dir: str | Path,
+    training_image: str | None = None,
 ) -> ChangeCheck:
     """Compare this run's inputs with the champion's; a registry error raises (a run that
-    cannot tell must not skip training silently, nor train on a broken registry)."""
+    cannot tell must not skip training silently, nor train on a broken registry).
+    ``training_image`` is the image this run would train in, when the check itself runs in
+    another one (the CPU image checks, the GPU image trains)."""
     current = run_provenance(params, data_dir)
+    if training_image:
+        current["image"] = training_image
     champion = find_champion(client, registered_model)
     if champion is None:
         return ChangeCheck(True, f"no champion of {registered_model} yet", None, current)

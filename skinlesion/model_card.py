@@ -49,7 +49,8 @@ def render_model_card(
         "",
         "## Data and split",
         "HAM10000 (CC BY-NC 4.0). Split by `lesion_id` (lesions sharing identical images "
-        "merged), stratified by diagnosis; oversampling and augmentation on the training "
+        "merged), each lesion's side a stable seeded hash of its id; oversampling and "
+        "augmentation on the training "
         "part only; the model was selected on the validation part; figures below are on the "
         "lesion-disjoint test part, never seen in training or selection.",
         f"Data version (content hash): `{tags.get('data.version', 'unknown')}`; training "

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from skinlesion.params import load_params
+from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
 from skinlesion.synth import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,12 +124,14 @@ def _isolated_mlflow_uri(monkeypatch: pytest.MonkeyPatch):
     import mlflow
     from mlflow.tracking import fluent
 
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+    # KFP components called in-process also set the run id and image for provenance.
+    leaky = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", KFP_RUN_ENV, IMAGE_ENV)
+    for name in leaky:
         monkeypatch.delenv(name, raising=False)
     yield
     mlflow.set_tracking_uri(None)
     fluent._active_experiment_id = None
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+    for name in leaky:
         os.environ.pop(name, None)
 
 

@@ -8,11 +8,15 @@ from components import PLACEHOLDER_IMAGE
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def check_changes(
-    raw_data: Input[Dataset], params: dict, kfp_run_id: str, check: Output[Artifact]
+    raw_data: Input[Dataset],
+    params: dict,
+    kfp_run_id: str,
+    training_image: str,
+    check: Output[Artifact],
 ) -> str:
-    """Compare data version, params hash, code and image with the champion's training
-    (``skinlesion.changes``). Returns ``changed`` or ``unchanged``; the pipeline trains
-    and promotes only on ``changed``."""
+    """Compare data version, params hash, code and the image training would run in
+    (``training_image``) with the champion's training (``skinlesion.changes``). Returns
+    ``changed`` or ``unchanged``; the pipeline trains and promotes only on ``changed``."""
     import json
     import logging
     import os
@@ -29,7 +33,11 @@ def check_changes(
     params = from_pipeline(params)
     configure_tracking(params["train"]["mlflow_experiment"])
     result = check_for_changes(
-        mlflow.MlflowClient(), params["promote"]["registered_model"], params, Path(raw_data.path)
+        mlflow.MlflowClient(),
+        params["promote"]["registered_model"],
+        params,
+        Path(raw_data.path),
+        training_image,
     )
     logging.getLogger(__name__).warning(result.reason)
     Path(check.path).write_text(json.dumps(result.__dict__, indent=2) + "\n", encoding="utf-8")

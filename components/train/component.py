@@ -13,6 +13,7 @@ def train(
     training_manifest: Input[Dataset],
     params: dict,
     kfp_run_id: str,
+    image: str,
     model: Output[Model],
     report: Output[Artifact],
     curves: Output[HTML],
@@ -21,17 +22,19 @@ def train(
     """Train ``model_name`` (``skinlesion.train``). ``model`` is a folder holding
     ``model.keras``; ``report`` holds metrics.json, history.csv and curves.png.
     ``kfp_run_id`` tags the MLflow run and names the S3 checkpoints, so that a retry of
-    this task in the same pipeline run resumes where the last attempt stopped."""
+    this task in the same pipeline run resumes where the last attempt stopped; ``image``
+    (the image this task runs in) tags the run too."""
     import json
     import os
     from pathlib import Path
 
     from skinlesion.kfp_outputs import MODEL_FILE, log_scalars, write_html
     from skinlesion.params import from_pipeline
-    from skinlesion.provenance import KFP_RUN_ENV
+    from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
     from skinlesion.train import train_model
 
     os.environ[KFP_RUN_ENV] = kfp_run_id
+    os.environ[IMAGE_ENV] = image
     params = from_pipeline(params)
     report_dir = Path(report.path)
     result = train_model(

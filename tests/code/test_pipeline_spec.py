@@ -147,21 +147,26 @@ def test_the_pipeline_description_numbers_the_steps(compiled):
 
 
 def test_training_runs_only_when_something_changed(compiled):
-    """Everything after the change check sits under one condition on its answer, and
-    every task records the image it runs in and the pipeline run's id."""
+    """Everything after the change check sits under one condition on its answer; the
+    check and the trainings know the pipeline run's id and the training image."""
     spec, _ = compiled
     root = spec["root"]["dag"]["tasks"]
     [condition] = [t for t in root.values() if "triggerPolicy" in t]
     assert "changed" in condition["triggerPolicy"]["condition"]
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert len(inner) == len(STEPS) - 2
-    for task in _tasks(spec).values():
-        env = {e["name"]: e["value"] for e in _executor(spec, task).get("env", [])}
-        assert env["SKINLESION_IMAGE"] == _executor(spec, task)["image"]
     named = _by_display_name(spec)
+
+    def constant(step: str, name: str) -> str:
+        return named[step]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
+
     for step in ("2. Check for changes", "7. Train cnn"):
-        run_id = named[step]["inputs"]["parameters"]["kfp_run_id"]["runtimeValue"]["constant"]
-        assert run_id == "{{$.pipeline_job_uuid}}"
+        assert constant(step, "kfp_run_id") == "{{$.pipeline_job_uuid}}"
+    gpu = "registry.example/skinlesion:abc-gpu"
+    assert constant("2. Check for changes", "training_image") == gpu
+    assert (
+        constant("7. Train cnn", "image") == gpu == _executor(spec, named["7. Train cnn"])["image"]
+    )
 
 
 def test_the_pipeline_needs_both_models_of_the_study(params):

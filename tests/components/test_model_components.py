@@ -42,6 +42,7 @@ def trained(train_workspace: Path, params: dict, tmp_path_factory: pytest.TempPa
             training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
             params=small,
             kfp_run_id="run-unit",
+            image="registry.example/skinlesion:abc-gpu",
             **outputs,
         )
     mlflow.set_tracking_uri(None)
@@ -71,10 +72,13 @@ def test_check_changes_says_changed_without_a_champion(trained, train_workspace,
         raw_data=Dataset(uri=str(train_workspace / "data")),
         params=small,
         kfp_run_id="run-unit",
+        training_image="registry.example/skinlesion:abc-gpu",
         check=check,
     )
     assert answer == "changed" and "no champion" in check.metadata["reason"]
-    assert json.loads(Path(check.path).read_text())["current"]["kfp.run_id"] == "run-unit"
+    current = json.loads(Path(check.path).read_text())["current"]
+    assert current["kfp.run_id"] == "run-unit"
+    assert current["image"] == "registry.example/skinlesion:abc-gpu"  # what trains, not checks
 
 
 def test_evaluate_logs_confusion_matrix_roc_and_report(trained, train_workspace, tmp_path):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,16 +39,12 @@ def _train_cmd(root: Path, params_file: str = "resume.yaml") -> list[str]:
     ]
 
 
-def test_killed_training_resumes_from_checkpoint(train_workspace, params):
-    root = train_workspace
-    resume_params = small_params(params, cnn={"epochs": 12, "early_stopping_patience": 50})
-    resume_params["train"]["checkpoint_dir"] = "checkpoints-resume"
-    write_params(resume_params, root / "resume.yaml")
-    env = {**os.environ, "SKINLESION_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
-    meta = root / "checkpoints-resume/cnn/train/backup/training_metadata.json"
+def _kill_after(cmd: list[str], cwd: Path, env: dict, finished_epoch: Callable[[], int]) -> None:
+    """Start training and SIGKILL its process group, as an evicted pod or Ctrl-\\ would,
+    once ``finished_epoch()`` reports that epoch 1 (the second) is checkpointed."""
     proc = subprocess.Popen(
-        _train_cmd(root),
-        cwd=root,
+        cmd,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -55,16 +52,28 @@ def test_killed_training_resumes_from_checkpoint(train_workspace, params):
     )
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if meta.is_file() and json.loads(meta.read_text()).get("epoch", -1) >= 1:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and finished_epoch() < 1:
             time.sleep(0.2)
         assert proc.poll() is None, "training ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # as an evicted pod or Ctrl-\ would
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _local_epoch(meta: Path) -> Callable[[], int]:
+    return lambda: json.loads(meta.read_text()).get("epoch", -1) if meta.is_file() else -1
+
+
+def test_killed_training_resumes_from_checkpoint(train_workspace, params):
+    root = train_workspace
+    resume_params = small_params(params, cnn={"epochs": 12, "early_stopping_patience": 50})
+    resume_params["train"]["checkpoint_dir"] = "checkpoints-resume"
+    write_params(resume_params, root / "resume.yaml")
+    env = {**os.environ, "SKINLESION_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    meta = root / "checkpoints-resume/cnn/train/backup/training_metadata.json"
+    _kill_after(_train_cmd(root), root, env, _local_epoch(meta))
     done_epochs = json.loads(meta.read_text())["epoch"] + 1
     run_id = (root / "checkpoints-resume/cnn/mlflow_run_id").read_text()
     assert not (root / "models/resumed.keras").exists()
@@ -113,24 +122,12 @@ def test_retried_cluster_training_resumes_from_s3(
             return -1
         return int(json.loads(body).get("epoch", -1))
 
-    proc = subprocess.Popen(
+    _kill_after(
         _train_cmd(train_workspace, str(tmp_path / "cluster.yaml")),
-        cwd=train_workspace,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        train_workspace,
+        env,
+        mirrored_epoch,
     )
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None and mirrored_epoch() < 1:
-            time.sleep(0.2)
-        assert proc.poll() is None, "training ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     done = mirrored_epoch() + 1
     run_id = client.get_object(Bucket="ckpt", Key="checkpoints/run-42/cnn/mlflow_run_id")
     run_id = run_id["Body"].read().decode()
@@ -143,6 +140,7 @@ def test_retried_cluster_training_resumes_from_s3(
         training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
         params=cfg,
         kfp_run_id="run-42",
+        image="registry.example/skinlesion:abc-gpu",
         model=Model(uri=str(tmp_path / "model")),
         report=report,
         curves=HTML(uri=str(tmp_path / "curves.html")),
