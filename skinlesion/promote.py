@@ -253,7 +253,8 @@ def promote(
                     f"{champion.version} already"
                 )
                 log.info(reason)
-                return Decision(best, champion.version, champion.version, False, reason)
+                version = str(champion.version)
+                return Decision(best, version, version, False, reason)
             verdict_ = assess(client, settings, challenger, champion, test, predict)
         except SkinlesionError as err:  # nothing has been written yet
             raise PromotionError(f"{err}; the registry is unchanged") from err
@@ -287,9 +288,9 @@ def _write(
             _version_tags(candidate, settings),
             candidate.card,
         )
-        versions[candidate.name] = version.version
+        versions[candidate.name] = str(version.version)  # sqlite stores say 1, REST "1"
         if new:
-            created.append(version.version)
+            created.append(str(version.version))
     chosen = versions[challenger.name]
     client.set_registered_model_alias(name, CHALLENGER, chosen)
     reason = verdict_.reason
@@ -312,7 +313,7 @@ def _write(
     return Decision(
         challenger=challenger.name,
         challenger_version=chosen,
-        champion_version=champion.version if champion else None,
+        champion_version=str(champion.version) if champion else None,
         promoted=promoted,
         reason=reason,
         comparison=verdict_.comparison.as_record() if verdict_.comparison else None,
