@@ -67,9 +67,12 @@ def log_keras_model(model: Any, example: Any) -> Any:
 
     signature = infer_signature(example, model.predict(example, verbose=0))
     # Stated, not inferred: MLflow's inference reloads the model in a subprocess (slow).
-    from importlib.metadata import version
+    # TensorFlow is whichever distribution provides it here: tensorflow, or tensorflow-cpu
+    # in the CPU step image.
+    from importlib.metadata import packages_distributions, version
 
-    requirements = [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "keras", "tensorflow")]
+    tensorflow = packages_distributions().get("tensorflow", ["tensorflow"])[0]
+    requirements = [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "keras", tensorflow)]
     return Model.log(
         artifact_path=None,
         name="model",
