@@ -13,14 +13,21 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 
-# Container images for the Kubeflow steps: `make images IMAGE_REPO=registry/skinlesion`.
+# Container images for the Kubeflow steps: `make image` builds the CPU image here (docker or
+# podman; without a registry, `infra/docker/local-engine.sh` first), `make images
+# IMAGE_REPO=registry/skinlesion` builds and pushes both. PIP_CA=FILE hands pip the CA of a
+# TLS-inspecting proxy for the build only (it never reaches the image).
 IMAGE_REPO ?= ghcr.io/skinlesion/skinlesion
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
+LOCAL_IMAGE ?= skinlesion:local-cpu
+ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
+BUILD = $(ENGINE) build --network host -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT)
 
-.PHONY: install repro test lint lock data clean images pipeline postgres
+.PHONY: install repro test lint lock data clean image image-test images pipeline postgres build-ca
 
 install: $(VENV)/.installed
 
@@ -66,14 +73,27 @@ postgres:
 test: lint postgres
 	pytest
 
+build-ca:
+	@test -n "$(ENGINE)" || { echo "no container engine: install docker or podman" \
+	  "(on Debian without a registry: sudo infra/docker/local-engine.sh)" >&2; exit 1; }
+	@if [ -n "$(PIP_CA)" ]; then cp "$(PIP_CA)" build-ca.pem; else rm -f build-ca.pem; fi
+
+# The CPU image of the pipeline steps, tagged $(LOCAL_IMAGE), and its tests: the image's
+# smoke test and the whole training pipeline run in it by kfp.local's DockerRunner.
+image: build-ca
+	$(BUILD) -t $(LOCAL_IMAGE) . ; status=$$?; rm -f build-ca.pem; exit $$status
+
+image-test: install
+	SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image
+
 # Build and push the CPU and GPU images, then compile the pipeline with exactly those tags.
-images: install
-	docker build -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) \
-		-t $(IMAGE_REPO):$(IMAGE_TAG)-cpu .
-	docker build -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) \
-		--build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
-	docker push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
-	docker push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
+images: install build-ca
+	$(BUILD) -t $(IMAGE_REPO):$(IMAGE_TAG)-cpu .
+	$(BUILD) --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) --build-arg TF_PACKAGE=tensorflow \
+		-t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
+	rm -f build-ca.pem
+	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
+	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
 	$(MAKE) pipeline CPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-cpu GPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-gpu
 
 pipeline: install

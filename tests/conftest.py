@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,6 +115,24 @@ def trained_cnn(train_workspace: Path, params: dict):
     finally:
         os.chdir(cwd)
     return train_workspace, result
+
+
+@pytest.fixture
+def local_conditions(monkeypatch):
+    """kfp 2.16's local orchestrator splices the task output into the compiled condition
+    text, ``inputs.parameter_values['pipelinechannel--check-changes-Output'] == 'changed'``,
+    which leaves ``[''changed'']``: a syntax error, after which it skips the branch. The
+    cluster's backend evaluates the same condition correctly; this shim hands the local
+    evaluator the channel alone, the form its own tests use."""
+    from kfp.local.orchestrator import enhanced_dag_orchestrator as dag
+
+    original = dag.ConditionEvaluator.evaluate_condition
+    wrapped = re.compile(r"inputs\.parameter_values\['(pipelinechannel--[\w-]+)'\]")
+
+    def evaluate(condition: str, io_store) -> bool:
+        return original(wrapped.sub(r"\1", condition), io_store)
+
+    monkeypatch.setattr(dag.ConditionEvaluator, "evaluate_condition", staticmethod(evaluate))
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ registry of a real `mlflow server` on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import mlflow
@@ -17,24 +16,6 @@ from skinlesion.synth import make_synthetic_dataset
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model
-
-
-@pytest.fixture
-def local_conditions(monkeypatch):
-    """kfp 2.16's local orchestrator splices the task output into the compiled condition
-    text, ``inputs.parameter_values['pipelinechannel--check-changes-Output'] == 'changed'``,
-    which leaves ``[''changed'']``: a syntax error, after which it skips the branch. The
-    cluster's backend evaluates the same condition correctly; this shim hands the local
-    evaluator the channel alone, the form its own tests use."""
-    from kfp.local.orchestrator import enhanced_dag_orchestrator as dag
-
-    original = dag.ConditionEvaluator.evaluate_condition
-    wrapped = re.compile(r"inputs\.parameter_values\['(pipelinechannel--[\w-]+)'\]")
-
-    def evaluate(condition: str, io_store) -> bool:
-        return original(wrapped.sub(r"\1", condition), io_store)
-
-    monkeypatch.setattr(dag.ConditionEvaluator, "evaluate_condition", staticmethod(evaluate))
 
 
 def test_pipeline_runs_locally_end_to_end(

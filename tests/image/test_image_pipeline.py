@@ -1,0 +1,80 @@
+"""The whole training pipeline run inside the built step image by kfp.local's
+DockerRunner, on synthetic data, tracking to a real `mlflow server` on the host: what a
+cluster runs, minus Kubernetes. Every output artifact is checked, not the task status
+(a container that is removed before its exit code is read is reported as a success)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+from kfp import local
+
+from pipelines.training_pipeline import build_pipeline
+from skinlesion.synth import make_synthetic_dataset
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.image
+MODEL = "image-classifier"
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.stat().st_size > 0]
+
+
+def test_training_pipeline_runs_in_the_image(
+    image, params, tmp_path, mlflow_server, local_conditions, monkeypatch
+):
+    root = tmp_path / "pipeline_root"
+    data = root / "ham10000"
+    old_umask = os.umask(0)  # the image's user (uid 10001) writes into the pipeline root
+    try:
+        make_synthetic_dataset(data, n_images=150, seed=2)
+        small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
+        small["train"].update(checkpoint_dir="/tmp/checkpoints", mlflow_experiment="image")
+        small["promote"]["registered_model"] = MODEL
+        small["cluster"].update(overrides={}, images={"cpu": image, "gpu": image})
+        local.init(
+            runner=local.DockerRunner(
+                network_mode="host",  # the host's mlflow server on 127.0.0.1
+                environment={"MLFLOW_TRACKING_URI": mlflow_server},
+            ),
+            pipeline_root=str(root),
+            raise_on_error=True,
+        )
+        build_pipeline(small)(data_uri=str(data))
+    finally:
+        os.umask(old_umask)
+
+    [run_dir] = [d for d in root.iterdir() if d.name.startswith("skinlesion-training")]
+    assert len(_files(run_dir / "fetch-data" / "raw_data")) == 151  # 150 images + metadata
+    check = json.loads((run_dir / "check-changes" / "check").read_text())
+    assert check["changed"] is True and check["current"]["image"] == image
+    steps = run_dir / "condition-1"
+    expected = {
+        "validate": ["report", "data_docs/data_docs/index.html"],
+        "split": ["manifest"],
+        "eda": ["report"],
+        "oversample": ["training_manifest"],
+        "train": ["model/model.keras", "report/metrics.json", "report/history.csv", "curves"],
+        "evaluate": ["evaluation/metrics.json", "evaluation/roc.png", "report"],
+        "promote": ["decision"],
+    }
+    for step, names in expected.items():
+        for twin in (step, f"{step}-2") if step in ("train", "evaluate") else (step,):
+            written = {p.relative_to(steps / twin).as_posix() for p in _files(steps / twin)}
+            assert set(names) <= written, (twin, sorted(written)[:20])
+    assert "data:image/png;base64," in (steps / "eda" / "report").read_text()
+    decision = json.loads((steps / "promote" / "decision").read_text())
+    assert decision["promoted"] is True and decision["registered"] == ["1", "2"]
+
+    client = mlflow.MlflowClient(mlflow_server)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.version == decision["challenger_version"]
+    tags = client.get_run(champion.run_id).data.tags
+    assert tags["image"] == image and tags["kfp.run_id"] not in ("", "none")
+    baked = tags["git_commit"]
+    assert len(baked) == 40 or baked == "unknown"  # the commit `make image` baked in

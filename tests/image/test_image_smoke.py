@@ -1,0 +1,72 @@
+"""The built step image on its own: non-root, its CLI, the data steps and one training
+epoch on synthetic data, and validation of the real sample when it is on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REAL_DATA, small_params, write_params
+from tests.image.conftest import docker_run
+
+pytestmark = pytest.mark.image
+
+STEPS = """
+set -e
+id -u
+skinlesion --help > /dev/null
+cd /work
+skinlesion data synth --out synth --n 120
+skinlesion validate --data-dir synth --report-dir validation
+skinlesion split --data-dir synth --out split.csv
+skinlesion oversample --manifest split.csv --out train.csv
+skinlesion train --model cnn --manifest train.csv --data-dir synth --out cnn.keras \
+    --report-dir report --params one-epoch.yaml
+"""
+
+
+def test_cli_data_steps_and_one_epoch_run_as_non_root(image, params, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)  # the image's user (uid 10001) writes here
+    one_epoch = small_params(params, cnn={"epochs": 1})
+    write_params(one_epoch, work / "one-epoch.yaml")
+    done = docker_run(image, "sh", "-c", STEPS, mounts={str(work): "/work"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.splitlines()[0] == "10001"
+    assert "120 rows passed" in done.stdout + done.stderr
+    report = json.loads((work / "report" / "metrics.json").read_text())
+    assert report["epochs_run"] == 1 and (work / "cnn.keras").is_file()
+
+
+def test_params_and_commit_are_in_the_image(image):
+    shown = docker_run(
+        image, "sh", "-c", 'test -f "$SKINLESION_PARAMS" && echo "$SKINLESION_GIT_COMMIT"'
+    )
+    assert shown.returncode == 0, shown.stderr
+    commit = shown.stdout.strip()
+    assert len(commit) == 40 or commit == "unknown"
+
+
+def test_validates_the_real_sample_read_only(image, tmp_path):
+    if not (REAL_DATA / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real HAM10000 data not found at {REAL_DATA}")
+    out = tmp_path / "validation"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    done = docker_run(
+        image,
+        "skinlesion",
+        "validate",
+        "--data-dir",
+        "/data",
+        "--report-dir",
+        "/out",
+        mounts={str(Path(REAL_DATA).resolve()): "/data:ro", str(out): "/out"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = len(pd.read_csv(REAL_DATA / "HAM10000_metadata.csv"))
+    assert f"{rows} rows passed" in done.stdout + done.stderr
