@@ -347,7 +347,8 @@ def promote(
     manifest: Annotated[
         Path,
         typer.Option(
-            "--manifest", help="Split manifest; its test part re-evaluates the current champion."
+            "--manifest",
+            help="Split manifest; its test part, less lesions either model saw, is the gate.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Decision JSON to write.")],
@@ -361,7 +362,8 @@ def promote(
     data_dir: DataDirOpt = None,
     params_file: ParamsOpt = None,
 ) -> None:
-    """Register new models, alias the best `challenger`, and move `champion` if it wins."""
+    """Register new models, alias the one best on validation `challenger`, and move
+    `champion` if it wins the paired gate on test lesions neither model saw."""
     from skinlesion.promote import PromotionError, promote_from_reports
 
     params = load_params(params_file)
