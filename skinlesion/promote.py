@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.errors import SkinlesionError
-from skinlesion.gate import Comparison, GateError, GateSettings, choose_challenger, compare, verdict
+from skinlesion.gate import (
+    VALIDATION_KEYS,
+    Comparison,
+    GateError,
+    GateSettings,
+    choose_challenger,
+    compare,
+    verdict,
+)
 from skinlesion.inputs import labels_of
 from skinlesion.provenance import INPUT_KEYS, LESIONS_ARTIFACT
 from skinlesion.registry import (
@@ -323,10 +331,8 @@ def _write(
 
 
 def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str, str]:
-    from skinlesion.gate import VALIDATION_KEYS
-
     val_key = VALIDATION_KEYS[settings.primary_metric]
-    tags = {
+    return {
         **candidate.tags,
         "model": candidate.name,
         "run_id": candidate.run_id,
@@ -337,7 +343,6 @@ def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str
         ),
         "test.macro_auc": _fmt(candidate.metrics.get("macro_auc")),
     }
-    return tags
 
 
 def _fmt(value: Any) -> str:

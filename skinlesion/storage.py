@@ -131,21 +131,10 @@ def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
 
 
 def _download_prefix(uri: str, target: Path, endpoint_url: str | None) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, prefix = split_uri(uri)
-    client = s3_client(endpoint_url)
-    try:
-        keys = _keys(client, bucket, prefix)
-        if not keys:
-            raise StorageError(f"no objects under {uri}: upload HAM10000 there first")
-        for key in progress(keys, total=len(keys), desc=f"download {uri}"):
-            out = target / key[len(prefix) :]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(out))
-    except (BotoCoreError, ClientError) as err:
-        raise _explain(err, bucket, client) from err
-    return len(keys)
+    count = mirror_from_s3(uri, target, endpoint_url)
+    if not count:
+        raise StorageError(f"no objects under {uri}: upload HAM10000 there first")
+    return count
 
 
 def mirror_to_s3(folder: str | Path, uri: str) -> int:
@@ -168,16 +157,16 @@ def mirror_to_s3(folder: str | Path, uri: str) -> int:
     return len(files)
 
 
-def mirror_from_s3(uri: str, folder: str | Path) -> int:
-    """Download every object under ``uri`` into ``folder`` (none is not an error).
-    Returns the number of files downloaded."""
+def mirror_from_s3(uri: str, folder: str | Path, endpoint_url: str | None = None) -> int:
+    """Download every object under ``uri`` into ``folder`` (none is not an error), with
+    progress. Returns the number of files downloaded."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = split_uri(uri)
-    client = s3_client()
+    client = s3_client(endpoint_url)
     try:
         keys = _keys(client, bucket, prefix)
-        for key in keys:
+        for key in progress(keys, total=len(keys), desc=f"download {uri}"):
             out = Path(folder) / key[len(prefix) :]
             out.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(out))

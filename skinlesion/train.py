@@ -429,6 +429,7 @@ def train_model(
     device = select_device(train_cfg)
     batch_size = int(cfg["batch_size"]) * device.replicas
     work_dir = Path(train_cfg["checkpoint_dir"]) / model_name
+    manifest_md5 = file_md5(manifest_path)
     remote = remote_checkpoints(train_cfg.get("checkpoint_uri"), model_name)
     if remote and not work_dir.exists():  # a new pod: take the last epoch from S3
         restored = mirror_from_s3(remote, work_dir)
@@ -443,7 +444,7 @@ def train_model(
             "seed": seed,
             "monitor": monitor,
             "class_weight": train_cfg.get("class_weight"),
-            "manifest": file_md5(manifest_path),
+            "manifest": manifest_md5,
         },
     )
     report = Path(report_dir)
@@ -481,11 +482,11 @@ def train_model(
             {
                 **run_provenance(params, data_dir),
                 "model": model_name,
-                "data.manifest_md5": file_md5(manifest_path),
+                "data.manifest_md5": manifest_md5,
                 "device": f"{device.gpus} GPU" if device.gpus else "CPU",
             }
         )
-        mlflow.log_dict(training_lesions(train_rows, val_rows, manifest_path), LESIONS_ARTIFACT)
+        mlflow.log_dict(training_lesions(train_rows, val_rows, manifest_md5), LESIONS_ARTIFACT)
         mlflow.log_params(
             {
                 k: str(v)[:500]
@@ -573,12 +574,12 @@ def remote_checkpoints(base_uri: str | None, model_name: str) -> str | None:
 
 
 def training_lesions(
-    train_rows: pd.DataFrame, val_rows: pd.DataFrame, manifest_path: str | Path
+    train_rows: pd.DataFrame, val_rows: pd.DataFrame, manifest_md5: str
 ) -> dict[str, Any]:
     """The lesions a model learnt from (train) and was selected on (val): a gate that
     scores the model must leave them out."""
     return {
-        "manifest_md5": file_md5(manifest_path),
+        "manifest_md5": manifest_md5,
         "train": sorted(train_rows["lesion_id"].astype(str).unique()),
         "val": sorted(val_rows["lesion_id"].astype(str).unique()),
     }
