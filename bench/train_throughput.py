@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from skinlesion.dataset import load_catalog
-from skinlesion.inputs import InputSettings, decode_images, labels_of, make_dataset
+from skinlesion.inputs import decode_images, labels_of, make_dataset
 from skinlesion.metadata import model_inputs
 from skinlesion.models import build_backbone, build_cnn, build_head, build_resnet152v2
+from skinlesion.params import load_params
 from skinlesion.synth import make_synthetic_dataset
 
 
@@ -83,7 +83,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    params = yaml.safe_load(args.params.read_text())
+    params = load_params(args.params)
     gpus = tf.config.list_physical_devices("GPU")
     device = "gpu" if gpus else "cpu"
     data_dir = args.data_dir
@@ -95,9 +95,7 @@ def main() -> None:
     frame = load_catalog(data_dir).dropna(subset=["image_path"]).head(args.images)
     results = []
     for size in args.sizes:
-        settings = InputSettings.from_params(
-            {**params, "input": {**params["input"], "image_size": size}}
-        )
+        settings = params.input.model_copy(update={"image_size": size})
         start = time.perf_counter()
         table = decode_images(data_dir, frame, settings)
         decode_rate = _rate(len(frame), time.perf_counter() - start)
@@ -106,9 +104,9 @@ def main() -> None:
         base = {"image_size": size, "batch": args.batch, "decode_img_s": decode_rate}
         base.update(bench_pipeline(table, rows, labels, args.batch, settings, args.steps))
         for name in args.models:
-            cfg = params["train"][name]
+            cfg = params.train.model(name)
             meta = settings.metadata_dim
-            if name == "cnn":
+            if params.train.recipe_of(name) == "cnn":
                 model = build_cnn(cfg, size, metadata_dim=meta)
             else:
                 backbone = build_backbone("none", size)

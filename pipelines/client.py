@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.training_pipeline import PIPELINE_NAME, ClusterSettings, compile_pipeline
+from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
 from skinlesion.errors import SkinlesionError
-from skinlesion.params import cluster_params, set_dotted
+from skinlesion.params import set_dotted
+from skinlesion.settings import Params, parse_params
 
 TOP_LEVEL = ("data_uri",)  # pipeline parameters besides `params`
 
@@ -28,10 +29,11 @@ class Submitted:
     url: str
 
 
-def pipeline_arguments(params: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Arguments for a run: only the parameters that ``assignments`` change."""
+def pipeline_arguments(params: Params, assignments: list[str]) -> dict[str, Any]:
+    """Arguments for a run: only the parameters that ``assignments`` change, validated
+    like params.yaml (a misspelt key or a bad value is refused before any request)."""
     arguments: dict[str, Any] = {}
-    run_params = cluster_params(params)
+    run_params = params.for_cluster().raw()
     changed = False
     for assignment in assignments:
         key = assignment.split("=", 1)[0].strip()
@@ -41,7 +43,7 @@ def pipeline_arguments(params: dict[str, Any], assignments: list[str]) -> dict[s
             run_params = set_dotted(run_params, assignment)
             changed = True
     if changed:
-        arguments["params"] = run_params
+        arguments["params"] = parse_params(run_params, "--param").raw()
     return arguments
 
 
@@ -62,7 +64,7 @@ def _client(host: str, namespace: str | None) -> Any:
     return kfp.Client(host=host, namespace=namespace or "kubeflow")
 
 
-def _package(params: dict[str, Any], package: Path | None, work_dir: Path) -> Path:
+def _package(params: Params, package: Path | None, work_dir: Path) -> Path:
     """A precompiled package, or one compiled now from params.yaml."""
     if package is not None:
         if not package.is_file():
@@ -73,7 +75,7 @@ def _package(params: dict[str, Any], package: Path | None, work_dir: Path) -> Pa
 
 def submit_run(
     host: str,
-    params: dict[str, Any],
+    params: Params,
     assignments: list[str],
     work_dir: Path,
     package: Path | None = None,
@@ -100,7 +102,7 @@ def submit_run(
 
 def schedule_run(
     host: str,
-    params: dict[str, Any],
+    params: Params,
     assignments: list[str],
     work_dir: Path,
     cron: str | None = None,
@@ -132,11 +134,10 @@ def schedule_run(
     )
 
 
-def _schedule(params: dict[str, Any]) -> dict[str, Any]:
-    ClusterSettings.from_params(params)  # a broken cluster section fails before any request
-    return dict(params["cluster"].get("schedule") or {"cron": "", "experiment": "Default"})
+def _schedule(params: Params) -> dict[str, Any]:
+    return params.cluster.schedule.model_dump()
 
 
-def _service_account(params: dict[str, Any]) -> str | None:
+def _service_account(params: Params) -> str | None:
     """The Kubernetes identity of the run's pods (None: the namespace's default)."""
-    return params["cluster"].get("service_account") or None
+    return params.cluster.service_account or None

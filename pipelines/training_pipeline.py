@@ -6,13 +6,13 @@ sections with the ``cluster.overrides`` merged in, and everything Kubernetes nee
 parameter value is written here.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
 from components.check_changes.component import check_changes
+from components.collect_reports.component import collect_reports, start_reports
 from components.eda.component import eda
 from components.evaluate.component import evaluate
 from components.fetch_data.component import fetch_data
@@ -21,63 +21,25 @@ from components.promote.component import promote
 from components.split.component import split
 from components.train.component import train
 from components.validate.component import validate
-from skinlesion.params import ParamsError, cluster_params, section
+from skinlesion.settings import ClusterSettings, Params, Resources
 
 PIPELINE_NAME = "skinlesion-training"
-STUDY_MODELS = ("cnn", "resnet152v2")  # the promote component takes one input pair each
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    """The ``cluster`` section of params.yaml: how tasks run on Kubernetes."""
-
-    data_uri: str
-    images: dict[str, str]
-    resources: dict[str, dict[str, Any]]
-    retries: int
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    gpu_node_selector: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data_pvc: dict[str, str] | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "ClusterSettings":
-        cfg = section(params, "cluster")
-        try:
-            return cls(
-                data_uri=str(cfg["data_uri"]),
-                images=dict(cfg["images"]),
-                resources=dict(cfg["resources"]),
-                retries=int(cfg.get("retries", 0)),
-                tolerations=list(cfg.get("tolerations") or []),
-                gpu_node_selector=dict(cfg.get("gpu_node_selector") or {}),
-                secrets=dict(cfg.get("secrets") or {}),
-                data_pvc=cfg.get("data_pvc"),
-            )
-        except KeyError as err:
-            raise ParamsError(f"params cluster section lacks {err}") from err
-
-    def with_images(self, cpu: str | None, gpu: str | None) -> "ClusterSettings":
-        """The same settings with the image tags that `make images` pushed."""
-        images = {**self.images, **{k: v for k, v in (("cpu", cpu), ("gpu", gpu)) if v}}
-        return ClusterSettings(**{**self.__dict__, "images": images})
-
-
-def _resources(task: dsl.PipelineTask, spec: dict[str, Any]) -> None:
+def _resources(task: dsl.PipelineTask, spec: Resources) -> None:
     """Requests equal to limits, so a task's pod gets what it asked for."""
-    task.set_cpu_request(str(spec["cpu"])).set_cpu_limit(str(spec["cpu"]))
-    task.set_memory_request(str(spec["memory"])).set_memory_limit(str(spec["memory"]))
-    gpus = int(spec.get("gpus", 0))
-    if gpus:
-        task.set_accelerator_type(spec.get("accelerator", "nvidia.com/gpu"))
-        task.set_accelerator_limit(gpus)
+    task.set_cpu_request(spec.cpu).set_cpu_limit(spec.cpu)
+    task.set_memory_request(spec.memory).set_memory_limit(spec.memory)
+    if spec.gpus:
+        task.set_accelerator_type(spec.accelerator or "nvidia.com/gpu")
+        task.set_accelerator_limit(spec.gpus)
 
 
 def _secrets(task: dsl.PipelineTask, cluster: ClusterSettings, *names: str) -> None:
     for name in names:
         secret = cluster.secrets[name]
         kubernetes.use_secret_as_env(
-            task, secret_name=secret["name"], secret_key_to_env={k: k for k in secret["keys"]}
+            task, secret_name=secret.name, secret_key_to_env={k: k for k in secret.keys}
         )
 
 
@@ -106,16 +68,13 @@ def _on_gpu_nodes(task: dsl.PipelineTask, cluster: ClusterSettings) -> None:
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
 
 
-def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = None) -> Any:
-    """The pipeline function, with its parameter defaults taken from ``params``."""
-    cluster = cluster or ClusterSettings.from_params(params)
-    run_params = cluster_params(params)
-    models = list(run_params["train"]["models"])
-    if sorted(models) != sorted(STUDY_MODELS):
-        raise ParamsError(
-            f"the Kubeflow pipeline trains both models of the study {list(STUDY_MODELS)}; "
-            f"train.models is {models}"
-        )
+def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> Any:
+    """The pipeline function, with its parameter defaults taken from ``params``: one
+    training branch per model of ``train.models`` (after the cluster overrides)."""
+    cluster = cluster or params.cluster
+    run = params.for_cluster()
+    run_params = run.raw()
+    models = list(run.train.models)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def training_pipeline(params: dict = run_params, data_uri: str = cluster.data_uri):
@@ -142,8 +101,8 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
         if cluster.data_pvc:
             kubernetes.mount_pvc(
                 fetch,
-                pvc_name=cluster.data_pvc["name"],
-                mount_path=cluster.data_pvc["mount_path"],
+                pvc_name=cluster.data_pvc.name,
+                mount_path=cluster.data_pvc.mount_path,
             )
         raw = fetch.outputs["raw_data"]
         changes = check_changes(
@@ -163,7 +122,7 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
             _step(eda(raw_data=raw, manifest=manifest, params=params), "5. Explore data", cluster)
             resampled = oversample(manifest=manifest, params=params)
             _step(resampled, "6. Oversample training part", cluster)
-            reports: dict[str, Any] = {}
+            collected = None
             for name in models:
                 trained = train(
                     model_name=name,
@@ -184,9 +143,18 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
                     params=params,
                 )
                 _step(scored, f"8. Evaluate {name}", cluster, kind="evaluate")
-                reports[f"{name}_report"] = trained.outputs["report"]
-                reports[f"{name}_evaluation"] = scored.outputs["evaluation"]
-            promotion = promote(raw_data=raw, manifest=manifest, params=params, **reports)
+                own = {
+                    "report": trained.outputs["report"],
+                    "evaluation": scored.outputs["evaluation"],
+                }
+                gathered = (
+                    start_reports(model_name=name, **own)
+                    if collected is None
+                    else collect_reports(model_name=name, earlier=collected, **own)
+                )
+                _step(gathered, f"8. Collect reports of {name}", cluster)
+                collected = gathered.outputs["reports"]
+            promotion = promote(raw_data=raw, manifest=manifest, reports=collected, params=params)
             _step(promotion, "9. Promote in MLflow", cluster, retry=True, cache=False)
             _secrets(promotion, cluster, "mlflow")
 
@@ -194,13 +162,17 @@ def build_pipeline(params: dict[str, Any], cluster: "ClusterSettings | None" = N
 
 
 def compile_pipeline(
-    params: dict[str, Any],
+    params: Params,
     out: str | Path,
     cpu_image: str | None = None,
     gpu_image: str | None = None,
 ) -> Path:
     """Compile the pipeline to a YAML package that `kfp.Client` and the KFP UI accept."""
-    cluster = ClusterSettings.from_params(params).with_images(cpu_image, gpu_image)
+    images = {
+        **params.cluster.images,
+        **{k: v for k, v in (("cpu", cpu_image), ("gpu", gpu_image)) if v},
+    }
+    cluster = params.cluster.model_copy(update={"images": images})
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(params, cluster), str(path))

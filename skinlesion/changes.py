@@ -14,6 +14,7 @@ from typing import Any
 
 from skinlesion.provenance import changed_inputs, run_provenance
 from skinlesion.registry import find_champion
+from skinlesion.settings import Params
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ChangeCheck:
 def check_for_changes(
     client: Any,
     registered_model: str,
-    params: dict[str, Any],
+    params: Params,
     data_dir: str | Path,
     training_image: str | None = None,
 ) -> ChangeCheck:

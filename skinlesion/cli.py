@@ -3,6 +3,11 @@
 DVC stages and KFP components call these same commands / functions, so there is one
 implementation per step. Heavy libraries (TensorFlow, GX) are imported inside commands,
 so that `--help` stays fast.
+
+The module is long because it is the whole `--help` surface in one place: each command
+is a few lines of typed options around one library call, and spreading them over files
+would hide what the tool offers. Command groups of other packages (the Kubeflow
+`pipeline` commands) come in through entry points instead.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from skinlesion.errors import SkinlesionError
-from skinlesion.params import load_params
+from skinlesion.params import Params, load_params
 
 app = typer.Typer(
     help="Validate, split, train, evaluate and promote HAM10000 skin-lesion classifiers "
@@ -31,11 +36,9 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 infra_app = typer.Typer(help="Cluster infrastructure helpers (S3 buckets).", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
-pipeline_app = typer.Typer(
-    help="Kubeflow Pipelines: compile, submit and schedule the training pipeline.",
-    no_args_is_help=True,
-)
-app.add_typer(pipeline_app, name="pipeline")
+# Other packages add command groups through this entry-point group (the Kubeflow
+# `pipeline` commands come from `pipelines.cli`), so the library never imports them.
+PLUGIN_GROUP = "skinlesion.commands"
 
 ParamsOpt = Annotated[
     Path | None,
@@ -49,8 +52,8 @@ DataDirOpt = Annotated[
 ]
 
 
-def _data_dir(data_dir: Path | None, params: dict) -> Path:
-    return data_dir or Path(params["data"]["raw_dir"])
+def _data_dir(data_dir: Path | None, params: Params) -> Path:
+    return data_dir or Path(params.data.raw_dir)
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,11 +141,11 @@ def validate(
     params_file: ParamsOpt = None,
 ) -> None:
     """Validate a HAM10000 folder with Great Expectations; non-zero exit when invalid."""
-    from skinlesion.validation import ValidationSettings, validate_dataset
+    from skinlesion.validation import validate_dataset
 
     params = load_params(params_file)
     root = _data_dir(data_dir, params)
-    report = validate_dataset(root, report_dir, ValidationSettings.from_params(params))
+    report = validate_dataset(root, report_dir, params.validate_, params.data.workers)
     if not report.success:
         raise _fail(report.describe())
     typer.echo(report.describe())
@@ -157,10 +160,10 @@ def split(
     params_file: ParamsOpt = None,
 ) -> None:
     """Lesion-grouped, stratified train/val/test split; fails on any leakage."""
-    from skinlesion.split import SplitSettings, split_dataset, split_summary, write_manifest
+    from skinlesion.split import split_dataset, split_summary, write_manifest
 
     params = load_params(params_file)
-    manifest = split_dataset(_data_dir(data_dir, params), SplitSettings.from_params(params))
+    manifest = split_dataset(_data_dir(data_dir, params), params.split, params.data.workers)
     write_manifest(manifest, out, summary)
     typer.echo(
         json.dumps(
@@ -205,10 +208,10 @@ def check_changes(
     from skinlesion.tracking import configure_tracking
 
     params = load_params(params_file)
-    configure_tracking(params["train"]["mlflow_experiment"])
+    configure_tracking(params.train.mlflow_experiment)
     check = check_for_changes(
         mlflow.MlflowClient(),
-        params["promote"]["registered_model"],
+        params.promote.registered_model,
         params,
         _data_dir(data_dir, params),
     )
@@ -227,7 +230,7 @@ def eda(
     params_file: ParamsOpt = None,
 ) -> None:
     """Exploratory data analysis: class balance, demographics, samples per class."""
-    from skinlesion.eda import EdaSettings, run_eda
+    from skinlesion.eda import run_eda
     from skinlesion.split import read_manifest
 
     params = load_params(params_file)
@@ -235,7 +238,7 @@ def eda(
         read_manifest(manifest),
         _data_dir(data_dir, params),
         out_dir,
-        EdaSettings.from_params(params),
+        params.eda,
     )
     typer.echo(f"wrote {len(files)} files to {out_dir}")
 
@@ -248,11 +251,11 @@ def oversample(
     params_file: ParamsOpt = None,
 ) -> None:
     """Oversample the TRAINING part only (val/test untouched); re-checks leakage."""
-    from skinlesion.oversample import OversampleSettings, oversample_manifest
+    from skinlesion.oversample import oversample_manifest
     from skinlesion.split import read_manifest
 
     params = load_params(params_file)
-    result = oversample_manifest(read_manifest(manifest), OversampleSettings.from_params(params))
+    result = oversample_manifest(read_manifest(manifest), params.oversample)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, index=False)
     counts = result[result["split"] == "train"]["dx"].value_counts().sort_index()
@@ -262,7 +265,9 @@ def oversample(
 @app.command()
 @user_errors
 def train(
-    model: Annotated[str, typer.Option("--model", help="cnn | resnet152v2")],
+    model: Annotated[
+        str, typer.Option("--model", help="A model section of params train, e.g. cnn.")
+    ],
     manifest: Annotated[
         Path,
         typer.Option(
@@ -324,7 +329,8 @@ def evaluate(
 ) -> None:
     """Evaluate a model: balanced accuracy, macro AUC, per-class recall, melanoma
     sensitivity/specificity, calibration, confusion matrix, subgroups."""
-    from skinlesion.evaluate import evaluate_model, write_metrics, write_plots
+    from skinlesion.evaluate import evaluate_model, write_metrics
+    from skinlesion.evaluation_plots import write_plots
 
     params = load_params(params_file)
     result = evaluate_model(model, _data_dir(data_dir, params), params, manifest, split_name, tta)
@@ -372,7 +378,7 @@ def promote(
             manifest,
             _data_dir(data_dir, params),
             reports_dir,
-            models or list(params["train"]["models"]),
+            models or list(params.train.models),
             params,
         )
     except PromotionError as err:
@@ -408,7 +414,6 @@ def predict(
     Models trained with `input.metadata` also use the patient's age, sex and body site;
     leave any of them out when it is not known."""
     from skinlesion.evaluate import load_model
-    from skinlesion.inputs import InputSettings
     from skinlesion.metadata import KNOWN_SEXES, KNOWN_SITES
     from skinlesion.predict import predict_images
     from skinlesion.tracking import configure_tracking
@@ -418,9 +423,9 @@ def predict(
         raise _fail(f"image(s) not found: {', '.join(missing)}")
     params = load_params(params_file)
     if model.startswith("models:/") or model.startswith("runs:/"):
-        configure_tracking(params["train"]["mlflow_experiment"])
+        configure_tracking(params.train.mlflow_experiment)
     loaded = load_model(model)
-    crop = InputSettings.from_params(params).center_crop
+    crop = params.input.center_crop
     if site is not None and site.strip().lower() not in KNOWN_SITES:
         raise _fail(f"unknown --site {site!r}; one of: {', '.join(KNOWN_SITES)}")
     if sex is not None and sex.strip().lower() not in KNOWN_SEXES:
@@ -428,121 +433,6 @@ def predict(
     patient = {"age": age, "sex": sex, "localization": site}
     for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop, patient):
         typer.echo(json.dumps(entry))
-
-
-HostOpt = Annotated[
-    str, typer.Option("--host", help="KFP API endpoint, e.g. https://kfp.example/pipeline.")
-]
-ParamOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--param",
-        help="Override a run parameter: data_uri=s3://... or section.key=value of params.yaml "
-        "(e.g. train.cnn.epochs=80). Repeatable.",
-    ),
-]
-PackageOpt = Annotated[
-    Path | None,
-    typer.Option("--package", help="A compiled pipeline YAML (default: compile params.yaml now)."),
-]
-NamespaceOpt = Annotated[
-    str | None, typer.Option(help="Kubeflow profile namespace (multi-user installations).")
-]
-ExperimentOpt = Annotated[
-    str | None, typer.Option(help="KFP experiment (default: params cluster.schedule.experiment).")
-]
-
-
-@pipeline_app.command("compile")
-@user_errors
-def pipeline_compile(
-    out: Annotated[Path, typer.Option("--out", help="Pipeline YAML to write.")],
-    cpu_image: Annotated[
-        str | None, typer.Option(help="Image of the CPU steps (default: cluster.images.cpu).")
-    ] = None,
-    gpu_image: Annotated[
-        str | None, typer.Option(help="Image of the training steps (default: cluster.images.gpu).")
-    ] = None,
-    params_file: ParamsOpt = None,
-) -> None:
-    """Compile the training pipeline (defaults from params.yaml and its cluster profile)."""
-    from pipelines.training_pipeline import compile_pipeline
-
-    path = compile_pipeline(load_params(params_file), out, cpu_image, gpu_image)
-    typer.echo(f"pipeline written to {path}")
-
-
-@pipeline_app.command("submit")
-@user_errors
-def pipeline_submit(
-    host: HostOpt,
-    param: ParamOpt = None,
-    package: PackageOpt = None,
-    experiment: ExperimentOpt = None,
-    run_name: Annotated[str | None, typer.Option(help="Name of the run.")] = None,
-    namespace: NamespaceOpt = None,
-    cache: Annotated[
-        bool | None,
-        typer.Option("--cache/--no-cache", help="Override the steps' caching for this run."),
-    ] = None,
-    params_file: ParamsOpt = None,
-) -> None:
-    """Start one run of the training pipeline on a Kubeflow Pipelines cluster."""
-    import tempfile
-
-    from pipelines.client import submit_run
-
-    with tempfile.TemporaryDirectory() as tmp:
-        run = submit_run(
-            host,
-            load_params(params_file),
-            param or [],
-            Path(tmp),
-            package,
-            experiment,
-            run_name,
-            namespace,
-            cache,
-        )
-    typer.echo(f"run {run.id} submitted: {run.url}")
-
-
-@pipeline_app.command("schedule")
-@user_errors
-def pipeline_schedule(
-    host: HostOpt,
-    cron: Annotated[
-        str | None,
-        typer.Option(
-            help="Six-field cron (seconds first), e.g. '0 0 3 * * 1' "
-            "(default: params cluster.schedule.cron)."
-        ),
-    ] = None,
-    param: ParamOpt = None,
-    package: PackageOpt = None,
-    experiment: ExperimentOpt = None,
-    name: Annotated[str | None, typer.Option(help="Name of the recurring run.")] = None,
-    namespace: NamespaceOpt = None,
-    params_file: ParamsOpt = None,
-) -> None:
-    """Schedule recurring retraining: one run at a time, missed runs not caught up."""
-    import tempfile
-
-    from pipelines.client import schedule_run
-
-    with tempfile.TemporaryDirectory() as tmp:
-        job = schedule_run(
-            host,
-            load_params(params_file),
-            param or [],
-            Path(tmp),
-            cron,
-            package,
-            experiment,
-            name,
-            namespace,
-        )
-    typer.echo(f"recurring run {job.id} created: {job.url}")
 
 
 @infra_app.command("bootstrap-buckets")
@@ -565,12 +455,29 @@ def infra_bootstrap_buckets(
     """Create the DVC-remote and MLflow-artifact buckets if missing and check read/write."""
     from skinlesion.storage import bootstrap_buckets
 
-    names = buckets or list(load_params(params_file)["infra"]["buckets"])
+    names = buckets or list(load_params(params_file).infra.buckets)
     for status in bootstrap_buckets(names, endpoint_url, region):
         state = "created" if status.created else "exists"
         access = "read/write ok" if status.read_write else "read/write FAILED"
         typer.echo(f"{status.bucket}: {state}, {access}")
 
 
+def command_line() -> typer.Typer:
+    """The command line with every installed command group (entry points of
+    ``skinlesion.commands``); adding them twice is a no-op."""
+    from importlib.metadata import entry_points
+
+    present = {group.name for group in app.registered_groups}
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        if plugin.name not in present:
+            app.add_typer(plugin.load(), name=plugin.name)
+    return app
+
+
+def run() -> None:
+    """The `skinlesion` console script."""
+    command_line()()
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -20,11 +20,16 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 
+def offset_grid(maximum: float, step: float) -> np.ndarray:
+    """The offsets tried, from 0 up to ``maximum`` (train.decision_offset_max/_step)."""
+    return np.round(np.arange(0.0, maximum + step / 2, step), 6)
+
+
 def fit_recall_floors(
     probs: np.ndarray,
     labels: np.ndarray,
     min_recall: dict[int, float],
-    grid: np.ndarray | None = None,
+    grid: np.ndarray,
 ) -> tuple[np.ndarray, float, float]:
     """Offsets for argmax(log p + offsets) that meet each ``min_recall`` floor
     (class index -> recall) on (probs, labels) with the smallest shift.
@@ -33,7 +38,6 @@ def fit_recall_floors(
     offset on the grid reaches gets the grid's largest value.
 
     Returns (offsets, balanced accuracy before, after)."""
-    grid = np.round(np.arange(0.0, 4.0001, 0.05), 2) if grid is None else grid
     logp = np.log(np.clip(probs, 1e-7, 1.0))
     offsets = np.zeros(probs.shape[1])
 

@@ -6,9 +6,7 @@ split, age / sex / localization by class, images per lesion, and sample images p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -20,18 +18,7 @@ from PIL import Image
 
 from skinlesion.labels import CLASS_NAMES
 from skinlesion.leakage import SPLITS
-
-
-@dataclass(frozen=True)
-class EdaSettings:
-    """The ``eda`` section of params.yaml."""
-
-    samples_per_class: int = 6
-    seed: int = 0
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> EdaSettings:
-        return cls(**params.get("eda", {}))
+from skinlesion.settings import EdaSettings
 
 
 def _save(fig: plt.Figure, path: Path) -> str:

@@ -29,6 +29,7 @@ from skinlesion.resampling import (
     melanoma_sensitivity,
     percentile_interval,
 )
+from skinlesion.settings import PromotionSettings
 
 # Where a model's validation figure for each primary metric sits in its training report.
 VALIDATION_KEYS: dict[str, str] = {
@@ -40,30 +41,6 @@ VALIDATION_KEYS: dict[str, str] = {
 
 class GateError(ValueError):
     """The gate cannot be applied as configured or to the data given."""
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """The gate's part of the ``promote`` section of params.yaml."""
-
-    primary_metric: str = "balanced_accuracy"
-    min_improvement: float = 0.0  # the lower end of the difference's interval must exceed it
-    confidence: float = 0.95
-    resamples: int = 1000
-    seed: int = 0
-    max_mel_recall_drop: float = 0.02  # guard rail on the point estimates
-    min_lesions: int = 30  # fewer unseen test lesions than this: refuse to compare
-
-    def __post_init__(self) -> None:
-        if self.primary_metric not in VALIDATION_KEYS:
-            raise GateError(
-                f"promote.primary_metric must be one of {', '.join(VALIDATION_KEYS)}, "
-                f"not {self.primary_metric!r}"
-            )
-        if not 0.5 <= self.confidence < 1:
-            raise GateError(f"promote.confidence must be in [0.5, 1), not {self.confidence}")
-        if self.resamples < 100:
-            raise GateError(f"promote.resamples must be at least 100, not {self.resamples}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +72,7 @@ class Comparison:
         return asdict(self)
 
 
-def choose_challenger(validation: dict[str, dict[str, Any]], settings: GateSettings) -> str:
+def choose_challenger(validation: dict[str, dict[str, Any]], settings: PromotionSettings) -> str:
     """The name of the best new model by its validation figure (never by test)."""
     key = VALIDATION_KEYS[settings.primary_metric]
     scored = {}
@@ -113,15 +90,15 @@ def compare(
     challenger_pred: np.ndarray,
     champion_pred: np.ndarray,
     groups: np.ndarray,
-    settings: GateSettings,
+    settings: PromotionSettings,
 ) -> Comparison:
     """Both models' figures on the same images, and the paired bootstrap interval of the
     difference (challenger minus champion), resampling whole lesions."""
     n_lesions = len(set(groups.tolist()))
-    if n_lesions < settings.min_lesions:
+    if n_lesions < settings.min_gate_lesions:
         raise GateError(
             f"only {n_lesions} test lesions are unseen by both models (need "
-            f"{settings.min_lesions}, promote.min_gate_lesions): refusing to compare"
+            f"{settings.min_gate_lesions}, promote.min_gate_lesions): refusing to compare"
         )
     measure = COUNT_METRICS[settings.primary_metric]
     total, (right_new, right_old) = lesion_counts(
@@ -147,7 +124,7 @@ def compare(
     )
 
 
-def verdict(comparison: Comparison, settings: GateSettings) -> tuple[bool, str]:
+def verdict(comparison: Comparison, settings: PromotionSettings) -> tuple[bool, str]:
     """Does the challenger win, and the sentence that says why."""
     figures = comparison.describe()
     lower = comparison.interval[0] if comparison.interval else math.nan

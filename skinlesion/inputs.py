@@ -13,7 +13,7 @@ without them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +21,9 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.labels import CLASSES
-from skinlesion.metadata import METADATA_DIM, encode_metadata
+from skinlesion.metadata import encode_metadata
 from skinlesion.progress import progress
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """``input.augment`` in params.yaml; 0 (or 'none') turns a transform off."""
-
-    flip: str = "horizontal_and_vertical"
-    rotation: float = 0.0
-    zoom: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-
-
-@dataclass(frozen=True)
-class InputSettings:
-    """The ``input`` section of params.yaml."""
-
-    image_size: int = 64
-    center_crop: bool = True  # keep the aspect ratio: central square, then resize
-    decode_workers: int | str = "autotune"
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
-    metadata: bool = False  # feed age, sex and body site to the model beside the image
-    metadata_dropout: float = 0.0  # fraction of training examples shown as "unknown"
-
-    @property
-    def metadata_dim(self) -> int:
-        """Width of the models' metadata input; 0: images only."""
-        return METADATA_DIM if self.metadata else 0
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> InputSettings:
-        section = dict(params.get("input", {}))
-        augment = AugmentSettings(**section.pop("augment", {}))
-        return cls(augment=augment, **section)
+from skinlesion.settings import AugmentSettings, InputSettings
 
 
 @dataclass

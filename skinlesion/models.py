@@ -1,4 +1,4 @@
-"""The two models of the original study, built by name from params.yaml.
+"""The networks of the two study models (their training is in skinlesion.recipes).
 
 Both take float RGB images in 0..255 of shape (size, size, 3) and end in a float32
 softmax over the 7 classes (float32 even under mixed precision, for stable losses).
@@ -18,8 +18,7 @@ import numpy as np
 
 from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
-
-MODEL_NAMES: tuple[str, ...] = ("cnn", "resnet152v2")
+from skinlesion.settings import CnnSettings, ResNetSettings
 
 
 class ModelWeightsError(SkinlesionError, RuntimeError):
@@ -42,7 +41,7 @@ def _metadata_input(metadata_dim: int) -> Any | None:
 
 
 def build_cnn(
-    cfg: dict[str, Any], image_size: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
+    cfg: CnnSettings, image_size: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
 ) -> Any:
     """A CNN from scratch: per entry of ``filters``, ``convs_per_block`` 3x3 convs with batch
     norm and ReLU, then a max-pool; then global average pooling, dropout and a dense layer."""
@@ -51,19 +50,17 @@ def build_cnn(
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    for i, filters in enumerate(cfg["filters"]):
-        for j in range(int(cfg.get("convs_per_block", 1))):
+    for i, filters in enumerate(cfg.filters):
+        for j in range(cfg.convs_per_block):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv{j}")(
                 x
             )
-            x = layers.BatchNormalization(
-                momentum=float(cfg.get("bn_momentum", 0.99)), name=f"block{i}_bn{j}"
-            )(x)
+            x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"block{i}_bn{j}")(x)
             x = layers.Activation("relu", name=f"block{i}_relu{j}")(x)
         x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(cfg["dropout"], name="dropout")(x)
-    x = layers.Dense(cfg["dense_units"], activation="relu", name="dense")(x)
+    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    x = layers.Dense(cfg.dense_units, activation="relu", name="dense")(x)
     meta = _metadata_input(metadata_dim)
     outputs = _classifier(x, meta, n_classes)
     model_inputs = inputs if meta is None else {"image": inputs, "metadata": meta}
@@ -107,16 +104,16 @@ def build_backbone(weights: str, image_size: int) -> Any:
 
 
 def build_head(
-    cfg: dict[str, Any], n_features: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
+    cfg: ResNetSettings, n_features: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
 ) -> Any:
     """The new classification head, trainable on its own over cached backbone features."""
     import keras
     from keras import layers
 
     inputs = keras.Input((n_features,), name="features")
-    x = layers.Dropout(cfg["dropout"], name="head_dropout0")(inputs)
-    x = layers.Dense(cfg["head_dense_units"], activation="relu", name="head_dense")(x)
-    x = layers.Dropout(cfg["dropout"], name="head_dropout1")(x)
+    x = layers.Dropout(cfg.dropout, name="head_dropout0")(inputs)
+    x = layers.Dense(cfg.head_dense_units, activation="relu", name="head_dense")(x)
+    x = layers.Dropout(cfg.dropout, name="head_dropout1")(x)
     meta = _metadata_input(metadata_dim)
     outputs = _classifier(x, meta, n_classes)
     head_inputs = inputs if meta is None else {"features": inputs, "metadata": meta}

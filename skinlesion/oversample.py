@@ -8,30 +8,12 @@ rows pass through byte for byte, and the leakage check runs again on the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from imblearn.over_sampling import RandomOverSampler
 
 from skinlesion.leakage import assert_no_leakage
-
-
-@dataclass(frozen=True)
-class OversampleSettings:
-    """The ``oversample`` section of params.yaml."""
-
-    method: str = "random"
-    min_per_class: int = 1000
-    seed: int = 42
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> OversampleSettings:
-        settings = cls(**params.get("oversample", {}))
-        if settings.method != "random":
-            raise ValueError(f"oversample.method {settings.method!r} unknown; use 'random'")
-        return settings
+from skinlesion.settings import OversampleSettings
 
 
 def target_counts(counts: pd.Series, min_per_class: int) -> dict[str, int]:

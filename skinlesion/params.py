@@ -1,21 +1,25 @@
-"""Loading `params.yaml`, the single source of parameters for DVC, the CLI and KFP."""
+"""Reading `params.yaml`, the single source of parameters for DVC, the CLI and KFP.
+
+The file is read here and validated by :mod:`skinlesion.settings` before any work:
+:func:`load_params` returns the typed model. The helpers below act on the plain mapping,
+the form DVC writes and a Kubeflow pipeline passes between steps.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from skinlesion.errors import SkinlesionError
+from skinlesion.settings import Params, ParamsError, deep_merge, parse_params
 
 PARAMS_ENV = "SKINLESION_PARAMS"
 DEFAULT_PARAMS_FILE = "params.yaml"
 
-
-class ParamsError(SkinlesionError, ValueError):
-    """params.yaml is missing or lacks a section that a stage needs."""
+__all__ = ["Params", "ParamsError", "load_params", "read_params"]
 
 
 def params_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -23,8 +27,8 @@ def params_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path or os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE)
 
 
-def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Read the whole params file; a clear error when it is absent or not a mapping."""
+def read_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The params file as a plain mapping; a clear error when it is absent or not a mapping."""
     file = params_path(path)
     if not file.is_file():
         raise ParamsError(
@@ -38,34 +42,13 @@ def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return params
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """One stage's section, failing loudly when it is missing."""
-    value = params.get(name)
-    if not isinstance(value, dict):
-        raise ParamsError(f"params file has no '{name}' section")
-    return value
+def load_params(path: str | os.PathLike[str] | None = None) -> Params:
+    """The params file, validated: any unknown key or bad value stops here, by path."""
+    file = params_path(path)
+    return parse_params(read_params(file), str(file))
 
 
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``overrides`` merged in, mapping by mapping."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def cluster_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of a Kubeflow run: every stage section with ``cluster.overrides``
-    merged over it (the ``cluster`` section itself configures the pipeline, not a step)."""
-    overrides = section(params, "cluster").get("overrides") or {}
-    stages = {k: v for k, v in params.items() if k != "cluster"}
-    return deep_merge(stages, overrides)
-
-
-def set_dotted(params: dict[str, Any], assignment: str) -> dict[str, Any]:
+def set_dotted(params: Mapping[str, Any], assignment: str) -> dict[str, Any]:
     """A copy of ``params`` with one ``section.key=value`` assignment applied, the way
     ``dvc exp run -S`` takes them; the value is parsed as YAML (numbers, lists, booleans)."""
     if "=" not in assignment:
@@ -76,8 +59,8 @@ def set_dotted(params: dict[str, Any], assignment: str) -> dict[str, Any]:
         raise ParamsError(f"expected KEY=VALUE, got {assignment!r}")
     node: Any = params
     for depth, key in enumerate(keys[:-1]):
-        node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
+        node = node.get(key) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping):
             raise ParamsError(f"{'.'.join(keys[: depth + 1])} is not a section of params")
     if keys[-1] not in node:
         raise ParamsError(f"unknown parameter {dotted} (not in params.yaml)")
@@ -87,8 +70,8 @@ def set_dotted(params: dict[str, Any], assignment: str) -> dict[str, Any]:
     return deep_merge(params, update)
 
 
-def from_pipeline(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as a Kubeflow step receives them, made equal to params.yaml again.
+def from_pipeline(params: Mapping[str, Any]) -> Params:
+    """``params`` as a Kubeflow step receives them, validated like params.yaml.
 
     A pipeline passes a mapping as a protobuf Struct, whose numbers are all doubles: the
     ``epochs: 25`` of params.yaml arrives as ``25.0``. Whole numbers become ints again."""
@@ -102,4 +85,4 @@ def from_pipeline(params: dict[str, Any]) -> dict[str, Any]:
             return int(value)
         return value
 
-    return restore(params)
+    return parse_params(restore(dict(params)), "pipeline parameter `params`")

@@ -18,112 +18,43 @@ are never deleted or overwritten.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from skinlesion.candidates import Candidate, PromotionError, load_candidates
 from skinlesion.errors import SkinlesionError
 from skinlesion.gate import (
     VALIDATION_KEYS,
     Comparison,
     GateError,
-    GateSettings,
     choose_challenger,
     compare,
     verdict,
 )
 from skinlesion.inputs import labels_of
-from skinlesion.provenance import INPUT_KEYS, LESIONS_ARTIFACT
+from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.registry import (
     CHALLENGER,
     CHAMPION,
-    RegistryError,
     ensure_registered_model,
     find_champion,
     recorded_lesions,
     register,
     registry_lock,
 )
+from skinlesion.settings import Params, PromotionSettings, as_params
 
 log = logging.getLogger(__name__)
 
-# Run tags copied onto a registered version: what it was made from.
-PROVENANCE_TAGS = (*INPUT_KEYS, "data.manifest_md5", "kfp.run_id")
 # A predictor: model URI and rows -> the predicted class index of each row.
 Predict = Callable[[str, pd.DataFrame], np.ndarray]
-
-
-class PromotionError(SkinlesionError, RuntimeError):
-    """Promotion could not be carried out; the registry was left as it was."""
-
-
-@dataclass(frozen=True)
-class PromotionSettings:
-    """The ``promote`` section of params.yaml."""
-
-    registered_model: str = "skin-lesion-classifier"
-    primary_metric: str = "balanced_accuracy"
-    min_improvement: float = 0.0
-    confidence: float = 0.95
-    resamples: int = 1000
-    seed: int = 0
-    max_mel_recall_drop: float = 0.02
-    min_gate_lesions: int = 30
-    policy: str = "auto"
-    # A champion that cannot be compared: this code cannot load it (an older, incompatible
-    # format) or it recorded no training lesions (trained before that record existed).
-    # keep: it stays champion and a person compares by hand; replace: the challenger is
-    # judged as if there were no champion (the old version stays registered).
-    unloadable_champion: str = "keep"
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PromotionSettings:
-        section = params.get("promote", {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"unknown promote parameter(s): {', '.join(unknown)}")
-        settings = cls(**section)
-        if settings.policy not in ("auto", "manual"):
-            raise ValueError(f"promote.policy must be auto or manual, not {settings.policy!r}")
-        if settings.unloadable_champion not in ("keep", "replace"):
-            raise ValueError(
-                "promote.unloadable_champion must be keep or replace, "
-                f"not {settings.unloadable_champion!r}"
-            )
-        settings.gate()  # its own checks
-        return settings
-
-    def gate(self) -> GateSettings:
-        return GateSettings(
-            primary_metric=self.primary_metric,
-            min_improvement=self.min_improvement,
-            confidence=self.confidence,
-            resamples=self.resamples,
-            seed=self.seed,
-            max_mel_recall_drop=self.max_mel_recall_drop,
-            min_lesions=self.min_gate_lesions,
-        )
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A newly trained model: its validation report, test metrics and provenance."""
-
-    name: str  # e.g. "cnn"
-    model_uri: str  # runs:/... or models:/m-...
-    run_id: str
-    validation: dict[str, Any]  # the training report (val_* figures)
-    metrics: dict[str, Any] = field(default_factory=dict)  # test metrics, for the card
-    tags: dict[str, str] = field(default_factory=dict)
-    card: str = ""  # markdown model card, the version's description
 
 
 @dataclass(frozen=True)
@@ -138,6 +69,8 @@ class Decision:
     comparison: dict[str, Any] | None = None
     excluded_lesions: int = 0
     registered: list[str] = field(default_factory=list)
+    # every new model that competed, with the validation figure the challenger was chosen by
+    candidates: dict[str, float] = field(default_factory=dict)
 
 
 def gate_rows(test: pd.DataFrame, seen: list[dict[str, list[str]]]) -> tuple[pd.DataFrame, int]:
@@ -210,13 +143,13 @@ def assess(
                     new_pred,
                     old_pred,
                     rows["lesion_id"].astype(str).to_numpy(),
-                    settings.gate(),
+                    settings,
                 )
             except GateError as err:
                 raise PromotionError(
                     f"{err} ({excluded} test lesions were seen in training)"
                 ) from err
-            wins, reason = verdict(comparison, settings.gate())
+            wins, reason = verdict(comparison, settings)
             if excluded:
                 reason += f"; {excluded} test lesions left out: a model was trained on them"
             return Assessment(wins, reason, comparison, excluded)
@@ -247,7 +180,7 @@ def promote(
         raise PromotionError("nothing to promote: no candidate models")
     name = settings.registered_model
     try:
-        best = choose_challenger({c.name: c.validation for c in candidates}, settings.gate())
+        best = choose_challenger({c.name: c.validation for c in candidates}, settings)
     except GateError as err:
         raise PromotionError(str(err)) from err
     challenger = next(c for c in candidates if c.name == best)
@@ -262,7 +195,9 @@ def promote(
                 )
                 log.info(reason)
                 version = str(champion.version)
-                return Decision(best, version, version, False, reason)
+                return Decision(
+                    best, version, version, False, reason, candidates=_scores(candidates, settings)
+                )
             verdict_ = assess(client, settings, challenger, champion, test, predict)
         except SkinlesionError as err:  # nothing has been written yet
             raise PromotionError(f"{err}; the registry is unchanged") from err
@@ -327,7 +262,13 @@ def _write(
         comparison=verdict_.comparison.as_record() if verdict_.comparison else None,
         excluded_lesions=verdict_.excluded_lesions,
         registered=created,
+        candidates=_scores(candidates, settings),
     )
+
+
+def _scores(candidates: list[Candidate], settings: PromotionSettings) -> dict[str, float]:
+    key = VALIDATION_KEYS[settings.primary_metric]
+    return {c.name: float(c.validation.get(key, math.nan)) for c in candidates}
 
 
 def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str, str]:
@@ -353,73 +294,29 @@ def _fmt(value: Any) -> str:
     return "n/a" if math.isnan(number) else f"{number:.4f}"
 
 
-def load_candidates(
-    models: list[str],
-    reports_dir: Path,
-    split_summary: dict | None,
-    load: Callable[[str], Any] | None = None,
-) -> list[Candidate]:
-    """Read each model's training and test reports, check its logged model loads, and
-    build candidates. Anything missing or corrupt raises before the registry is touched."""
-    import mlflow
-
-    from skinlesion.evaluate import ModelLoadError, load_model
-    from skinlesion.model_card import render_model_card
-
-    load = load or load_model
-    candidates = []
-    for name in models:
-        train_file = reports_dir / "train" / name / "metrics.json"
-        eval_file = reports_dir / "eval" / name / "metrics.json"
-        for file in (train_file, eval_file):
-            if not file.is_file():
-                raise PromotionError(f"{name}: {file} is missing; train and evaluate first")
-        trained = json.loads(train_file.read_text())
-        metrics = json.loads(eval_file.read_text())
-        uri = trained.get("model_uri")
-        if not uri:
-            raise PromotionError(f"{name}: {train_file} names no logged model")
-        try:
-            load(uri)  # a corrupt or missing model stops promotion here
-        except ModelLoadError as err:
-            raise PromotionError(f"{name}: {err}") from err
-        try:
-            run = mlflow.get_run(trained["run_id"])
-        except Exception as err:
-            raise RegistryError(
-                f"{name}: cannot read training run {trained['run_id']}: {err}"
-            ) from err
-        tags = {k: v for k, v in run.data.tags.items() if k in PROVENANCE_TAGS}
-        card = render_model_card(name, metrics, tags, split_summary)
-        candidates.append(Candidate(name, uri, trained["run_id"], trained, metrics, tags, card))
-    for candidate in candidates:  # only once every candidate checked out
-        mlflow.MlflowClient().log_text(candidate.run_id, candidate.card, "model_card.md")
-    return candidates
-
-
 def promote_from_reports(
     manifest: str | Path,
     data_dir: str | Path,
     reports_dir: str | Path,
     models: list[str],
-    params: dict[str, Any],
+    params: Params | dict[str, Any],
 ) -> dict[str, Any]:
     """The promotion step: candidates from ``reports_dir/{train,eval}/<model>/metrics.json``,
     gated against the current champion on the test part of ``manifest``, then
     :func:`promote`. Returns the decision record that the step writes."""
     import mlflow
 
-    from skinlesion.evaluate import EvalSettings, load_model, predict_frame
-    from skinlesion.inputs import InputSettings
+    from skinlesion.evaluate import load_model, predict_frame
     from skinlesion.split import read_manifest, split_summary
     from skinlesion.tracking import configure_tracking
 
-    settings = PromotionSettings.from_params(params)
-    configure_tracking(params["train"]["mlflow_experiment"])
+    params = as_params(params)
+    settings = params.promote
+    configure_tracking(params.train.mlflow_experiment)
     split = read_manifest(manifest)
     test = split[split["split"] == "test"].drop_duplicates("image_id")
     load = functools.lru_cache(maxsize=4)(load_model)
-    inputs, evaluation = InputSettings.from_params(params), EvalSettings.from_params(params)
+    inputs, evaluation = params.input, params.evaluate
 
     def predict(uri: str, rows: pd.DataFrame) -> np.ndarray:
         probs = predict_frame(load(uri), rows, data_dir, inputs, evaluation)

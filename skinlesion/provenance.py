@@ -13,9 +13,9 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from skinlesion.dataset import content_hashes, find_metadata, index_images
+from skinlesion.settings import Params
 
 GIT_COMMIT_ENV = "SKINLESION_GIT_COMMIT"  # baked into the step image at build time
 IMAGE_ENV = "SKINLESION_IMAGE"  # set on every pipeline task to the image it runs in
@@ -41,16 +41,15 @@ def git_commit(root: str | Path = ".") -> str:
         return UNKNOWN
 
 
-def params_hash(params: dict[str, Any]) -> str:
+def params_hash(params: Params) -> str:
     """SHA-256 of the stage parameters (the ``cluster`` section, which says how tasks are
     scheduled rather than what they compute, is left out), key order ignored. A local run
     of params.yaml and a pipeline run of the same values give the same hash."""
-    stages = {k: v for k, v in params.items() if k != "cluster"}
-    canonical = json.dumps(stages, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(params.stages(), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def data_version(data_dir: str | Path, workers: int = 8) -> str:
+def data_version(data_dir: str | Path, workers: int) -> str:
     """A content hash of a HAM10000 folder: its metadata file and every image's name and
     bytes. Where the folder lives (a DVC workspace, a copy fetched from S3) does not
     matter, only what it holds."""
@@ -65,12 +64,12 @@ def data_version(data_dir: str | Path, workers: int = 8) -> str:
     return digest.hexdigest()
 
 
-def run_provenance(params: dict[str, Any], data_dir: str | Path) -> dict[str, str]:
+def run_provenance(params: Params, data_dir: str | Path) -> dict[str, str]:
     """The provenance tags of a run that reads ``data_dir`` with ``params``."""
     return {
         "git_commit": git_commit(),
         "params.hash": params_hash(params),
-        "data.version": data_version(data_dir),
+        "data.version": data_version(data_dir, params.data.workers),
         "image": os.environ.get(IMAGE_ENV) or "none",
         "kfp.run_id": os.environ.get(KFP_RUN_ENV) or "none",
     }

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pandas as pd
 
 from skinlesion.dataset import content_hashes, load_catalog
 from skinlesion.leakage import SPLITS, assert_no_leakage
+from skinlesion.settings import SplitSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +43,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "sex",
     "localization",
 )
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    """The ``split`` section of params.yaml."""
-
-    seed: int = 42
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> SplitSettings:
-        settings = cls(**params.get("split", {}))
-        if not (
-            settings.val_fraction > 0
-            and settings.test_fraction > 0
-            and settings.val_fraction + settings.test_fraction < 1
-        ):
-            raise ValueError("split fractions must be positive and sum to less than 1")
-        return settings
 
 
 def lesion_groups(frame: pd.DataFrame) -> pd.Series:
@@ -103,7 +83,7 @@ def assign_split(group_id: str, settings: SplitSettings) -> str:
     return "train"
 
 
-def split_dataset(data_dir: str | Path, settings: SplitSettings, workers: int = 8) -> pd.DataFrame:
+def split_dataset(data_dir: str | Path, settings: SplitSettings, workers: int) -> pd.DataFrame:
     """The split manifest of a HAM10000 folder; raises LeakageError if the result leaks."""
     root = Path(data_dir)
     frame = load_catalog(root)

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from PIL import Image
 
 from skinlesion.dataset import find_metadata, index_images, read_metadata
 from skinlesion.errors import SkinlesionError
-from skinlesion.labels import DX_TYPES, LOCALIZATIONS, METADATA_COLUMNS, SEXES
+from skinlesion.labels import CLASSES, DX_TYPES, LOCALIZATIONS, METADATA_COLUMNS, SEXES
 from skinlesion.progress import progress
+from skinlesion.settings import ValidationSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +32,6 @@ DOCS_SITE = "skinlesion"
 IMAGE_ID_PATTERN = r"^ISIC_\d{7}$"
 LESION_ID_PATTERN = r"^HAM_\d{7}$"
 NUMBER_PATTERN = r"^\d+(?:\.\d+)?$"
-
-
-@dataclass(frozen=True)
-class ValidationSettings:
-    """The ``validate`` section of params.yaml."""
-
-    classes: tuple[str, ...]
-    min_width: int = 64
-    min_height: int = 64
-    age_min: float = 0
-    age_max: float = 110
-    max_missing_fraction: dict[str, float] = field(default_factory=dict)
-    min_class_count: int = 1
-    offending_rows: int = 5
-    workers: int = 8
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> ValidationSettings:
-        section = dict(params.get("validate", {}))
-        classes = tuple(params.get("data", {}).get("classes", ()))
-        if not classes:
-            raise ValueError("params.yaml data.classes is empty")
-        return cls(classes=classes, **section)
 
 
 @dataclass
@@ -146,7 +124,7 @@ def _profile_image(path: Path | None) -> dict[str, Any]:
         }
 
 
-def profile_frame(data_dir: Path, workers: int = 8) -> pd.DataFrame:
+def profile_frame(data_dir: Path, workers: int) -> pd.DataFrame:
     """Metadata plus one column per image property and per group property that GX checks."""
     frame = read_metadata(find_metadata(data_dir))
     if "age" in frame.columns:  # keep the raw text for the type check, numbers for the range
@@ -197,10 +175,8 @@ def build_expectations(frame: pd.DataFrame, settings: ValidationSettings) -> lis
         exps.append(gxe.ExpectColumnValuesToMatchRegex(column="lesion_id", regex=LESION_ID_PATTERN))
     if "dx" in cols:
         exps += [
-            gxe.ExpectColumnValuesToBeInSet(column="dx", value_set=list(settings.classes)),
-            gxe.ExpectColumnDistinctValuesToContainSet(
-                column="dx", value_set=list(settings.classes)
-            ),
+            gxe.ExpectColumnValuesToBeInSet(column="dx", value_set=list(CLASSES)),
+            gxe.ExpectColumnDistinctValuesToContainSet(column="dx", value_set=list(CLASSES)),
             gxe.ExpectColumnValuesToBeBetween(
                 column="images_in_class", min_value=settings.min_class_count
             ),
@@ -252,7 +228,7 @@ def _failure(result: Any, limit: int) -> FailedExpectation:
 
 
 def validate_dataset(
-    data_dir: str | Path, report_dir: str | Path, settings: ValidationSettings
+    data_dir: str | Path, report_dir: str | Path, settings: ValidationSettings, workers: int
 ) -> ValidationReport:
     """Run the suite with GX, build Data Docs under ``report_dir/data_docs`` and write
     ``report_dir/validation.json``. Returns the report; never raises on invalid data
@@ -264,7 +240,7 @@ def validate_dataset(
     root = Path(data_dir)
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame = profile_frame(root, settings.workers)
+    frame = profile_frame(root, workers)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}

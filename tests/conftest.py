@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from skinlesion.params import load_params
+from skinlesion.params import read_params
 from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
+from skinlesion.settings import parse_params
 from skinlesion.synth import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,15 @@ REAL_DATA = Path(os.environ.get("SKINLESION_REAL_DATA_DIR", ROOT.parent / "share
 
 @pytest.fixture(scope="session")
 def params() -> dict:
-    return load_params(ROOT / "params.yaml")
+    """params.yaml as a plain mapping (tests derive variants of it; the library validates
+    whatever it is given)."""
+    return read_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """params.yaml, validated: the typed sections the library functions take."""
+    return parse_params(read_params(ROOT / "params.yaml"))
 
 
 @pytest.fixture(scope="session")
@@ -86,18 +95,17 @@ def write_params(params: dict, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def train_workspace(tmp_path_factory: pytest.TempPathFactory, params: dict) -> Path:
     """A folder with a 280-image synthetic set, its split and its oversampled manifest."""
-    from skinlesion.oversample import OversampleSettings, oversample_manifest
-    from skinlesion.split import SplitSettings, split_dataset, write_manifest
+    from skinlesion.oversample import oversample_manifest
+    from skinlesion.split import split_dataset, write_manifest
 
     root = tmp_path_factory.mktemp("workspace")
     make_synthetic_dataset(root / "data", n_images=280, seed=4)
     small = small_params(params)
     write_params(small, root / "params.yaml")
-    manifest = split_dataset(root / "data", SplitSettings.from_params(small))
+    typed = parse_params(small)
+    manifest = split_dataset(root / "data", typed.split, typed.data.workers)
     write_manifest(manifest, root / "split.csv", None)
-    oversample_manifest(manifest, OversampleSettings.from_params(small)).to_csv(
-        root / "train.csv", index=False
-    )
+    oversample_manifest(manifest, typed.oversample).to_csv(root / "train.csv", index=False)
     return root
 
 

@@ -31,10 +31,10 @@ def check_changes(
 
     os.environ[KFP_RUN_ENV] = kfp_run_id
     params = from_pipeline(params)
-    configure_tracking(params["train"]["mlflow_experiment"])
+    configure_tracking(params.train.mlflow_experiment)
     result = check_for_changes(
         mlflow.MlflowClient(),
-        params["promote"]["registered_model"],
+        params.promote.registered_model,
         params,
         Path(raw_data.path),
         training_image,

@@ -12,7 +12,7 @@ def eda(raw_data: Input[Dataset], manifest: Input[Dataset], params: dict, report
     import tempfile
     from pathlib import Path
 
-    from skinlesion.eda import EdaSettings, run_eda
+    from skinlesion.eda import run_eda
     from skinlesion.kfp_outputs import write_html
     from skinlesion.params import from_pipeline
     from skinlesion.split import read_manifest
@@ -20,9 +20,7 @@ def eda(raw_data: Input[Dataset], manifest: Input[Dataset], params: dict, report
     params = from_pipeline(params)
     with tempfile.TemporaryDirectory() as out_dir:
         out = Path(out_dir)
-        run_eda(
-            read_manifest(manifest.path), Path(raw_data.path), out, EdaSettings.from_params(params)
-        )
+        run_eda(read_manifest(manifest.path), Path(raw_data.path), out, params.eda)
         write_html(
             report.path,
             "Exploratory data analysis",

@@ -23,7 +23,8 @@ def evaluate(
     (metrics.json + PNGs) for promotion."""
     from pathlib import Path
 
-    from skinlesion.evaluate import evaluate_model, write_metrics, write_plots
+    from skinlesion.evaluate import evaluate_model, write_metrics
+    from skinlesion.evaluation_plots import write_plots
     from skinlesion.kfp_outputs import (
         MODEL_FILE,
         evaluation_scalars,

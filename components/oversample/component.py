@@ -15,14 +15,12 @@ def oversample(
 ):
     """Oversample the training rows (``skinlesion.oversample``); re-checks leakage."""
     from skinlesion.kfp_outputs import log_scalars
-    from skinlesion.oversample import OversampleSettings, oversample_manifest
+    from skinlesion.oversample import oversample_manifest
     from skinlesion.params import from_pipeline
     from skinlesion.split import read_manifest
 
     params = from_pipeline(params)
-    result = oversample_manifest(
-        read_manifest(manifest.path), OversampleSettings.from_params(params)
-    )
+    result = oversample_manifest(read_manifest(manifest.path), params.oversample)
     result.to_csv(training_manifest.path, index=False)
     counts = result[result["split"] == "train"]["dx"].value_counts().sort_index()
     log_scalars(class_counts, {f"train_rows_{k}": int(v) for k, v in counts.items()})

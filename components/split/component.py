@@ -15,10 +15,10 @@ def split(
 
     from skinlesion.kfp_outputs import log_scalars
     from skinlesion.params import from_pipeline
-    from skinlesion.split import SplitSettings, split_dataset, split_summary, write_manifest
+    from skinlesion.split import split_dataset, split_summary, write_manifest
 
     params = from_pipeline(params)
-    frame = split_dataset(Path(raw_data.path), SplitSettings.from_params(params))
+    frame = split_dataset(Path(raw_data.path), params.split, params.data.workers)
     write_manifest(frame, manifest.path, None)
     counts = split_summary(frame)
     log_scalars(

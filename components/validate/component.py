@@ -19,11 +19,11 @@ def validate(
 
     from skinlesion.kfp_outputs import write_html
     from skinlesion.params import from_pipeline
-    from skinlesion.validation import ValidationSettings, validate_dataset
+    from skinlesion.validation import validate_dataset
 
     params = from_pipeline(params)
     result = validate_dataset(
-        Path(raw_data.path), Path(data_docs.path), ValidationSettings.from_params(params)
+        Path(raw_data.path), Path(data_docs.path), params.validate_, params.data.workers
     )
     write_html(report.path, "Data validation", result.describe())
     summary.log_metric("rows", result.n_rows)

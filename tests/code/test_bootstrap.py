@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinlesion.evaluate import MEL, bootstrap_intervals
+from skinlesion.metrics import MEL, bootstrap_intervals
 
 pytestmark = pytest.mark.code
 
@@ -24,7 +24,7 @@ def test_interval_covers_the_figure_and_narrows_with_more_lesions():
     widths = []
     for n_lesions in (60, 600):
         y, pred, groups = _predictions(n_lesions, 1)
-        ci = bootstrap_intervals(y, pred, groups, 400)
+        ci = bootstrap_intervals(y, pred, groups, 400, 0)
         low, high = ci["balanced_accuracy"]
         recall = [np.mean(pred[y == k] == k) for k in range(7) if (y == k).any()]
         assert low <= np.mean(recall) <= high
@@ -37,8 +37,8 @@ def test_resampling_lesions_not_images_keeps_copies_of_a_lesion_together():
     """Five images per lesion carry no more information than one: a bootstrap over images
     would claim an interval about sqrt(5) times too narrow."""
     y, pred, groups = _predictions(80, 5)
-    by_lesion = np.diff(bootstrap_intervals(y, pred, groups, 400)["balanced_accuracy"])[0]
+    by_lesion = np.diff(bootstrap_intervals(y, pred, groups, 400, 0)["balanced_accuracy"])[0]
     by_image = np.diff(
-        bootstrap_intervals(y, pred, np.arange(len(y)).astype(str), 400)["balanced_accuracy"]
+        bootstrap_intervals(y, pred, np.arange(len(y)).astype(str), 400, 0)["balanced_accuracy"]
     )[0]
     assert by_lesion > 1.6 * by_image

@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from skinlesion.gate import GateError, GateSettings, choose_challenger, compare, verdict
+from skinlesion.gate import GateError, choose_challenger, compare, verdict
+from skinlesion.params import load_params
 from skinlesion.resampling import balanced_accuracy, lesion_counts
+from skinlesion.settings import PromotionSettings
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code
 RNG = np.random.default_rng(0)
 Y = np.arange(700) % 7
 LESIONS = np.array([f"L{i // 2}" for i in range(700)])  # two images per lesion
+
+
+def GateSettings(**changes) -> PromotionSettings:
+    """params.yaml's promote section with ``changes``."""
+    return load_params(ROOT / "params.yaml").promote.model_copy(update=changes)
 
 
 def _predictions(share_right: float, seed: int) -> np.ndarray:
@@ -66,7 +74,7 @@ def test_min_improvement_and_the_melanoma_guard():
 
 def test_too_few_lesions_are_refused():
     with pytest.raises(GateError, match="only 5 test lesions"):
-        compare(Y[:10], Y[:10], Y[:10], LESIONS[:10], GateSettings(min_lesions=30))
+        compare(Y[:10], Y[:10], Y[:10], LESIONS[:10], GateSettings(min_gate_lesions=30))
 
 
 def test_challenger_is_chosen_on_validation():
@@ -85,5 +93,3 @@ def test_challenger_is_chosen_on_validation():
     )
     with pytest.raises(GateError, match="no new model reports"):
         choose_challenger({"broken": {}}, GateSettings())
-    with pytest.raises(GateError, match="primary_metric must be one of"):
-        GateSettings(primary_metric="f1")

@@ -6,15 +6,28 @@ import numpy as np
 import pytest
 
 from skinlesion.dataset import load_catalog
-from skinlesion.inputs import AugmentSettings, InputSettings, decode_images, make_dataset
+from skinlesion.inputs import decode_images, make_dataset
+from skinlesion.params import load_params
+from skinlesion.settings import InputSettings
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code
+
+
+def inputs(augment: dict | None = None, **fields) -> InputSettings:
+    """params.yaml's input section at 32 px, images only, every augmentation off but
+    those named."""
+    base = load_params(ROOT / "params.yaml").input
+    off = {"flip": "none", "rotation": 0, "zoom": 0, "brightness": 0, "contrast": 0}
+    aug = base.augment.model_copy(update={**off, "saturation": 0, **(augment or {})})
+    defaults = {"image_size": 32, "metadata": False, "metadata_dropout": 0.0}
+    return base.model_copy(update={**defaults, "augment": aug, **fields})
 
 
 @pytest.fixture(scope="module")
 def table(synth_dir):
     frame = load_catalog(synth_dir).head(40)
-    return decode_images(synth_dir, frame, InputSettings(image_size=32))
+    return decode_images(synth_dir, frame, inputs())
 
 
 def test_decode_resizes_every_distinct_image_once(table):
@@ -26,7 +39,7 @@ def test_decode_resizes_every_distinct_image_once(table):
 
 def test_eval_batches_are_exact_and_in_order(table):
     rows, labels = np.arange(40), np.arange(40) % 7
-    settings = InputSettings(image_size=32, augment=AugmentSettings(rotation=0.3, zoom=0.2))
+    settings = inputs({"rotation": 0.3, "zoom": 0.2})
     x, y = next(iter(make_dataset(table, rows, labels, 16, False, settings)))
     np.testing.assert_array_equal(x.numpy(), table.images[:16].astype("float32"))
     np.testing.assert_array_equal(y.numpy().argmax(axis=1), labels[:16])
@@ -34,11 +47,8 @@ def test_eval_batches_are_exact_and_in_order(table):
 
 def test_training_batches_are_augmented_and_in_range(table):
     rows, labels = np.arange(40), np.zeros(40, dtype=int)
-    settings = InputSettings(
-        image_size=32,
-        augment=AugmentSettings(
-            rotation=0.3, zoom=0.2, brightness=0.2, contrast=0.2, saturation=0.2
-        ),
+    settings = inputs(
+        {"rotation": 0.3, "zoom": 0.2, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2}
     )
     x, _ = next(iter(make_dataset(table, rows, labels, 40, True, settings, seed=1)))
     x = x.numpy()
@@ -62,12 +72,7 @@ def test_metadata_travels_with_its_image_through_shuffling_and_dropout(table):
     )
     rows, labels = np.arange(n), np.zeros(n, dtype=int)
     for training, dropout in ((False, 0.0), (True, 0.0), (True, 0.5)):
-        settings = InputSettings(
-            image_size=32,
-            augment=AugmentSettings(flip="none"),
-            metadata=True,
-            metadata_dropout=dropout,
-        )
+        settings = inputs(metadata=True, metadata_dropout=dropout)
         x, _ = next(iter(make_dataset(marked, rows, labels, n, training, settings, seed=3)))
         image_row = x["image"].numpy()[:, 0, 0, 0]
         meta = x["metadata"].numpy()

@@ -6,15 +6,15 @@ import pandas as pd
 import pytest
 
 from skinlesion.leakage import LeakageError
-from skinlesion.oversample import OversampleSettings, oversample_manifest, target_counts
-from skinlesion.split import SplitSettings, split_dataset
+from skinlesion.oversample import oversample_manifest, target_counts
+from skinlesion.split import split_dataset
 
 pytestmark = pytest.mark.code
 
 
 @pytest.fixture(scope="module")
-def manifest(synth_dir):
-    return split_dataset(synth_dir, SplitSettings(seed=3))
+def manifest(synth_dir, settings):
+    return split_dataset(synth_dir, settings.split.model_copy(update={"seed": 3}), 4)
 
 
 def test_targets_raise_minorities_but_never_the_majority():
@@ -23,8 +23,10 @@ def test_targets_raise_minorities_but_never_the_majority():
     assert target_counts(counts, 500) == {"nv": 100, "mel": 100, "df": 100}
 
 
-def test_only_training_rows_are_resampled(manifest):
-    result = oversample_manifest(manifest, OversampleSettings(min_per_class=40, seed=1))
+def test_only_training_rows_are_resampled(manifest, settings):
+    result = oversample_manifest(
+        manifest, settings.oversample.model_copy(update={"min_per_class": 40, "seed": 1})
+    )
     for part in ("val", "test"):
         before = manifest[manifest["split"] == part].reset_index(drop=True)
         after = result[result["split"] == part].drop(columns="oversampled")
@@ -36,9 +38,9 @@ def test_only_training_rows_are_resampled(manifest):
     assert train["dx"].value_counts().min() >= min(40, original["dx"].value_counts().max())
 
 
-def test_oversampling_a_leaking_manifest_fails(manifest):
+def test_oversampling_a_leaking_manifest_fails(manifest, settings):
     leaky = manifest.copy()
     first_test = leaky.index[leaky["split"] == "test"][0]
     leaky.loc[first_test, "lesion_id"] = leaky.loc[leaky["split"] == "train", "lesion_id"].iloc[0]
     with pytest.raises(LeakageError):
-        oversample_manifest(leaky, OversampleSettings())
+        oversample_manifest(leaky, settings.oversample)

@@ -1,10 +1,17 @@
-"""params.yaml handling shared by DVC, the CLI and the Kubeflow pipeline."""
+"""params.yaml handling shared by DVC, the CLI and the Kubeflow pipeline: one typed
+model that refuses a misspelt key, a wrong type or an out-of-range value by its path."""
 
 from __future__ import annotations
 
-import pytest
+import copy
 
-from skinlesion.params import ParamsError, cluster_params, deep_merge, from_pipeline, set_dotted
+import pytest
+from typer.testing import CliRunner
+
+from skinlesion.cli import app
+from skinlesion.params import ParamsError, from_pipeline, set_dotted
+from skinlesion.recipes import RECIPES
+from skinlesion.settings import RECIPE_SETTINGS, deep_merge, parse_params
 
 pytestmark = pytest.mark.code
 
@@ -16,12 +23,11 @@ def test_deep_merge_keeps_what_overrides_do_not_name():
     assert base["train"]["cnn"]["epochs"] == 25  # the input is not changed
 
 
-def test_cluster_params_apply_the_profile_and_drop_the_cluster_section(params):
-    run = cluster_params(params)
-    assert "cluster" not in run
-    assert run["train"]["resnet152v2"]["weights"] == "imagenet"
-    assert run["input"]["image_size"] == params["cluster"]["overrides"]["input"]["image_size"]
-    assert run["evaluate"] == params["evaluate"]
+def test_the_cluster_profile_is_merged_over_the_stages(params):
+    run = parse_params(params).for_cluster()
+    assert run.train.model("resnet152v2").weights == "imagenet"
+    assert run.input.image_size == params["cluster"]["overrides"]["input"]["image_size"]
+    assert run.raw()["evaluate"] == params["evaluate"]
 
 
 def test_set_dotted_parses_values_as_yaml(params):
@@ -32,10 +38,78 @@ def test_set_dotted_parses_values_as_yaml(params):
         set_dotted(params, "train.seed.x=1")
 
 
-def test_from_pipeline_restores_whole_numbers():
+def test_from_pipeline_restores_whole_numbers(params):
     # a protobuf Struct carries every number as a double
-    received = {"train": {"cnn": {"epochs": 25.0, "lr": 0.002, "filters": [24.0, 48.0]}}}
-    assert from_pipeline(received) == {
-        "train": {"cnn": {"epochs": 25, "lr": 0.002, "filters": [24, 48]}}
-    }
-    assert isinstance(from_pipeline(received)["train"]["cnn"]["epochs"], int)
+    received = copy.deepcopy(params)
+    received["train"]["cnn"].update(epochs=25.0, filters=[24.0, 48.0])
+    typed = from_pipeline(received)
+    assert typed.train.model("cnn").epochs == 25
+    assert typed.train.model("cnn").filters == [24, 48]
+
+
+def test_every_recipe_has_its_section_model():
+    assert set(RECIPES) == set(RECIPE_SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("train", "cnn", "epoch", 3), "train.cnn.epoch: unknown key; allowed: recipe,"),
+        (("train", "cnn", "epochs", "many"), "train.cnn.epochs: Input should be a valid integer"),
+        (("split", "test_fraction", 1.5), "split.test_fraction: Input should be less than 1"),
+        (("promote", "policy", "sometimes"), "promote.policy: Input should be 'auto' or 'manual'"),
+        (("train", "seeed", 1), "train.seeed: unknown key; allowed: seed,"),
+        (("validate", "min_widht", 3), "validate.min_widht: unknown key; allowed: min_width"),
+        (("train", "models", ["cnn", "vit"]), "'vit' has no train.vit section"),
+        (("train", "vit", {"epochs": 1}), "train.vit: no recipe named 'vit'; recipes: cnn,"),
+    ],
+)
+def test_a_bad_key_or_value_is_refused_by_its_path(params, change, message):
+    *path, key, value = change
+    broken = copy.deepcopy(params)
+    node = broken
+    for part in path:
+        node = node[part]
+    node[key] = value
+    with pytest.raises(ParamsError) as err:
+        parse_params(broken)
+    assert message in str(err.value)
+
+
+def test_every_key_must_be_set_in_params_yaml(params):
+    """Values live in params.yaml alone: the model has no defaults to fall back on."""
+    broken = copy.deepcopy(params)
+    del broken["evaluate"]["seed"]
+    with pytest.raises(ParamsError, match=r"evaluate\.seed: missing"):
+        parse_params(broken)
+
+
+def test_a_variant_names_its_recipe(params):
+    variant = copy.deepcopy(params)
+    variant["train"]["cnn_small"] = {**params["train"]["cnn"], "recipe": "cnn", "filters": [8]}
+    variant["train"]["models"] = ["cnn_small"]
+    typed = parse_params(variant)
+    assert typed.train.recipe_of("cnn_small") == "cnn"
+    assert typed.train.model("cnn_small").filters == [8]
+
+
+def test_the_cli_stops_on_a_misspelt_key_before_any_work(params, tmp_path, synth_dir):
+    from tests.conftest import write_params
+
+    broken = copy.deepcopy(params)
+    broken["split"]["sed"] = 1
+    result = CliRunner().invoke(
+        app,
+        [
+            "split",
+            "--out",
+            str(tmp_path / "manifest.csv"),
+            "--data-dir",
+            str(synth_dir),
+            "--params",
+            str(write_params(broken, tmp_path / "params.yaml")),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "split.sed: unknown key; allowed: seed, val_fraction, test_fraction" in result.output
+    assert not (tmp_path / "manifest.csv").exists()

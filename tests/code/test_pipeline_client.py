@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.client import check_cron, pipeline_arguments
-from skinlesion.cli import app
-from skinlesion.params import ParamsError, cluster_params
+from skinlesion.cli import command_line
+from skinlesion.params import ParamsError
 from tests.conftest import ROOT
 from tests.fakes.kfp_api import API, running_fake_kfp
 
@@ -21,27 +21,31 @@ def fake_kfp():
         yield fake
 
 
-def test_arguments_change_only_what_is_named(params):
-    assert pipeline_arguments(params, []) == {}
-    arguments = pipeline_arguments(params, ["train.cnn.epochs=80", "data_uri=s3://b/v2"])
+def test_arguments_change_only_what_is_named(settings):
+    assert pipeline_arguments(settings, []) == {}
+    arguments = pipeline_arguments(settings, ["train.cnn.epochs=80", "data_uri=s3://b/v2"])
     assert arguments["data_uri"] == "s3://b/v2"
-    expected = cluster_params(params)
+    expected = settings.for_cluster().raw()
     expected["train"]["cnn"]["epochs"] = 80
     assert arguments["params"] == expected
 
 
 @pytest.mark.parametrize(
     ("assignment", "message"),
-    [("train.cnn.epochz=3", "unknown parameter"), ("epochs", "KEY=VALUE")],
+    [
+        ("train.cnn.epochz=3", "unknown parameter"),
+        ("epochs", "KEY=VALUE"),
+        ("train.cnn.epochs=many", "train.cnn.epochs: Input should be a valid integer"),
+    ],
 )
-def test_bad_overrides_are_named(params, assignment, message):
+def test_bad_overrides_are_named(settings, assignment, message):
     with pytest.raises(ParamsError, match=message):
-        pipeline_arguments(params, [assignment])
+        pipeline_arguments(settings, [assignment])
 
 
 def test_submit_creates_experiment_and_run(fake_kfp):
     result = CliRunner().invoke(
-        app,
+        command_line(),
         [
             "pipeline",
             "submit",
@@ -71,7 +75,8 @@ def test_submit_creates_experiment_and_run(fake_kfp):
 
 def test_schedule_is_a_recurring_run_without_catch_up(fake_kfp, params):
     result = CliRunner().invoke(
-        app, ["pipeline", "schedule", "--host", fake_kfp.url, "--name", "weekly", *PARAMS]
+        command_line(),
+        ["pipeline", "schedule", "--host", fake_kfp.url, "--name", "weekly", *PARAMS],
     )
     assert result.exit_code == 0, result.output
     [job] = fake_kfp.bodies("POST", f"{API}/recurringruns")
@@ -86,7 +91,8 @@ def test_schedule_is_a_recurring_run_without_catch_up(fake_kfp, params):
 
 def test_five_field_cron_is_refused_before_any_request(fake_kfp):
     result = CliRunner().invoke(
-        app, ["pipeline", "schedule", "--host", fake_kfp.url, "--cron", "0 3 * * 1", *PARAMS]
+        command_line(),
+        ["pipeline", "schedule", "--host", fake_kfp.url, "--cron", "0 3 * * 1", *PARAMS],
     )
     assert result.exit_code == 1
     assert "needs six" in result.output

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.training_pipeline import build_pipeline
-from skinlesion.cli import app
-from skinlesion.params import ParamsError, cluster_params
+from pipelines.training_pipeline import compile_pipeline
+from skinlesion.cli import command_line
+from skinlesion.settings import parse_params
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code
@@ -27,6 +28,8 @@ STEPS = [
     "7. Train resnet152v2",
     "8. Evaluate cnn",
     "8. Evaluate resnet152v2",
+    "8. Collect reports of cnn",
+    "8. Collect reports of resnet152v2",
     "9. Promote in MLflow",
 ]
 
@@ -36,7 +39,7 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
     """(pipeline spec, kubernetes platform spec) as compiled by the CLI."""
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     result = CliRunner().invoke(
-        app,
+        command_line(),
         [
             "pipeline",
             "compile",
@@ -123,7 +126,7 @@ def test_secrets_reach_only_the_steps_that_need_them(compiled):
 def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, params):
     spec, _ = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["params"]["defaultValue"] == cluster_params(params)
+    assert inputs["params"]["defaultValue"] == parse_params(params).for_cluster().raw()
     assert inputs["data_uri"]["defaultValue"] == params["cluster"]["data_uri"]
     run = inputs["params"]["defaultValue"]
     assert run["train"]["resnet152v2"]["weights"] == "imagenet"
@@ -169,8 +172,39 @@ def test_training_runs_only_when_something_changed(compiled):
     )
 
 
-def test_the_pipeline_needs_both_models_of_the_study(params):
+@pytest.mark.parametrize("models", [["cnn"], ["cnn", "cnn_small", "resnet152v2"]])
+def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
+    """Any model list compiles: a branch per model, its reports gathered in a chain that
+    promotion reads whole; nothing names the study's two models."""
     changed = copy.deepcopy(params)
-    changed["train"]["models"] = ["cnn"]
-    with pytest.raises(ParamsError, match="both models"):
-        build_pipeline(changed)
+    changed["train"]["models"] = models
+    changed["train"]["cnn_small"] = {**params["train"]["cnn"], "recipe": "cnn", "epochs": 3}
+    out = tmp_path / "pipeline.yaml"
+    compile_pipeline(parse_params(changed), out)
+    spec = next(yaml.safe_load_all(out.read_text()))
+    named = _by_display_name(spec)
+    for model in models:
+        assert {f"7. Train {model}", f"8. Evaluate {model}"} <= set(named)
+    key = {task["taskInfo"]["name"]: name for name, task in _tasks(spec).items()}
+    chain = [f"8. Collect reports of {m}" for m in models]
+    assert "earlier" not in named[chain[0]]["inputs"]["artifacts"]
+    for earlier, later in itertools.pairwise(chain):
+        source = named[later]["inputs"]["artifacts"]["earlier"]["taskOutputArtifact"]
+        assert source == {"producerTask": key[earlier], "outputArtifactKey": "reports"}
+    promote = named["9. Promote in MLflow"]["inputs"]["artifacts"]["reports"]
+    assert promote["taskOutputArtifact"]["producerTask"] == key[chain[-1]]
+    run = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
+    assert run["train"]["models"] == models
+
+
+def test_a_misspelt_key_stops_compilation_by_name(tmp_path):
+    broken = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("    epochs: 60", "    epoch: 60")
+    broken.write_text(text)
+    result = CliRunner().invoke(
+        command_line(),
+        ["pipeline", "compile", "--out", str(tmp_path / "p.yaml"), "--params", str(broken)],
+    )
+    assert result.exit_code == 1
+    assert "train.cnn.epoch: unknown key" in result.output
+    assert not (tmp_path / "p.yaml").exists()

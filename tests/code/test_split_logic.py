@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from skinlesion.cli import app
 from skinlesion.leakage import LeakageError, assert_no_leakage
+from skinlesion.settings import SplitSettings
 from skinlesion.split import (
-    SplitSettings,
     assign_split,
     lesion_groups,
     split_dataset,
@@ -21,6 +21,7 @@ from skinlesion.synth import make_synthetic_dataset
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code
+SPLIT = SplitSettings(seed=42, val_fraction=0.15, test_fraction=0.15)
 PARAMS = str(ROOT / "params.yaml")
 
 
@@ -39,8 +40,8 @@ def test_groups_join_lesions_sharing_identical_images():
 
 def test_split_is_grouped_stratified_and_deterministic(synth_dir):
     settings = SplitSettings(seed=7, val_fraction=0.2, test_fraction=0.2)
-    first = split_dataset(synth_dir, settings)
-    again = split_dataset(synth_dir, settings)
+    first = split_dataset(synth_dir, settings, 4)
+    again = split_dataset(synth_dir, settings, 4)
     pd.testing.assert_frame_equal(first, again)
     assert first.groupby("lesion_id")["split"].nunique().max() == 1
     lesions = first.drop_duplicates("lesion_id")
@@ -60,9 +61,9 @@ def test_positions_are_uniform_and_per_class_fractions_hold():
 
 def test_new_lesions_never_move_old_ones(synth_copy):
     """The stable split: data grows by ~20% and every old lesion keeps its side."""
-    before = split_dataset(synth_copy, SplitSettings())
+    before = split_dataset(synth_copy, SPLIT, 4)
     make_synthetic_dataset(synth_copy, n_images=25, seed=9, append=True)
-    after = split_dataset(synth_copy, SplitSettings())
+    after = split_dataset(synth_copy, SPLIT, 4)
     assert len(after) == len(before) + 25
     old = after.set_index("image_id").loc[before["image_id"], "split"]
     assert (old.to_numpy() == before["split"].to_numpy()).all()
@@ -78,7 +79,7 @@ def test_identical_image_in_another_lesion_stays_on_the_same_side(synth_copy):
     copy = source.copy()
     copy["image_id"], copy["lesion_id"] = "ISIC_9999999", "HAM_9999999"
     pd.concat([meta, copy.to_frame().T]).to_csv(synth_copy / "HAM10000_metadata.csv", index=False)
-    manifest = split_dataset(synth_copy, SplitSettings())
+    manifest = split_dataset(synth_copy, SPLIT, 4)
     sides = manifest.set_index("image_id")["split"]
     assert sides["ISIC_9999999"] == sides[source.image_id]
 

@@ -11,6 +11,7 @@ import pytest
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
 from components.check_changes.component import check_changes
+from components.collect_reports.component import collect_reports, start_reports
 from components.evaluate.component import evaluate
 from components.promote.component import promote
 from components.train.component import train
@@ -116,19 +117,51 @@ def test_promote_stops_before_the_registry_without_an_evaluation(
 ):
     small, outputs, uri = trained
     mlflow.set_tracking_uri(uri)
-    small = {**small, "promote": {**small["promote"], "registered_model": "unit-promote"}}
+    small = {
+        **small,
+        "train": {**small["train"], "models": ["cnn"]},
+        "promote": {**small["promote"], "registered_model": "unit-promote"},
+    }
     empty = Artifact(uri=str(tmp_path / "no-evaluation"))
     Path(empty.path).mkdir()
+    reports = Artifact(uri=str(tmp_path / "reports"))
+    start_reports.python_func(
+        model_name="cnn", report=outputs["report"], evaluation=empty, reports=reports
+    )
     with pytest.raises(PromotionError, match=r"cnn: .*metrics\.json is missing"):
         promote.python_func(
             raw_data=Dataset(uri=str(train_workspace / "data")),
             manifest=Dataset(uri=str(train_workspace / "split.csv")),
-            cnn_report=outputs["report"],
-            cnn_evaluation=empty,
-            resnet152v2_report=outputs["report"],
-            resnet152v2_evaluation=empty,
+            reports=reports,
             params=small,
             decision=Artifact(uri=str(tmp_path / "decision.json")),
         )
     assert not mlflow.MlflowClient().search_registered_models(filter_string="name='unit-promote'")
     assert not (tmp_path / "decision.json").exists()
+
+
+def test_collect_reports_chains_models_into_the_local_layout(tmp_path):
+    """Each link adds one model's two metrics files to what the earlier links gathered:
+    the folder promotion reads is laid out like the local reports/."""
+    gathered = None
+    for name in ("cnn", "cnn_small", "resnet152v2"):
+        report, evaluation = tmp_path / f"{name}-train", tmp_path / f"{name}-eval"
+        for folder, value in ((report, "val"), (evaluation, "test")):
+            folder.mkdir()
+            (folder / "metrics.json").write_text(f'{{"{value}": "{name}"}}')
+            (folder / "curves.png").write_bytes(b"png")  # not copied: promotion reads JSON
+        out = Artifact(uri=str(tmp_path / f"gathered-{name}"))
+        own = {"report": Artifact(uri=str(report)), "evaluation": Artifact(uri=str(evaluation))}
+        if gathered is None:
+            start_reports.python_func(model_name=name, reports=out, **own)
+        else:
+            collect_reports.python_func(model_name=name, earlier=gathered, reports=out, **own)
+        gathered = out
+    root = Path(gathered.path)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == [
+        f"{stage}/{name}/metrics.json"
+        for stage in ("eval", "train")
+        for name in ("cnn", "cnn_small", "resnet152v2")
+    ]
+    assert gathered.metadata["models"] == ["cnn", "cnn_small", "resnet152v2"]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from skinlesion.leakage import assert_no_leakage
-from skinlesion.split import SplitSettings, split_dataset
+from skinlesion.settings import parse_params
+from skinlesion.split import split_dataset
 
 pytestmark = pytest.mark.data
 
 
 @pytest.fixture(scope="module")
 def real_manifest(real_data_dir, params):
-    return split_dataset(real_data_dir, SplitSettings.from_params(params))
+    return split_dataset(real_data_dir, parse_params(params).split, 8)
 
 
 def test_no_lesion_and_no_identical_image_in_two_splits(real_manifest):

@@ -14,6 +14,7 @@ import pytest
 from kfp import local
 
 from pipelines.training_pipeline import build_pipeline
+from skinlesion.settings import parse_params
 from skinlesion.synth import make_synthetic_dataset
 from tests.conftest import small_params
 
@@ -45,7 +46,7 @@ def test_training_pipeline_runs_in_the_image(
             pipeline_root=str(root),
             raise_on_error=True,
         )
-        build_pipeline(small)(data_uri=str(data))
+        build_pipeline(parse_params(small))(data_uri=str(data))
     finally:
         os.umask(old_umask)
 

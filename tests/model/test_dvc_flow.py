@@ -68,3 +68,63 @@ def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
     second = _run([f"{bin_dir}/dvc", "repro"], repo, env)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
+
+
+def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, dict]:
+    """A DVC repo on synthetic data whose params train ``models``, each a quick CNN."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "skinlesion", repo / "skinlesion")
+    small = small_params(params, cnn={"epochs": 1})
+    for variant in ("cnn_small", "cnn_tiny"):
+        small["train"][variant] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
+    small["train"]["models"] = models
+    write_params(small, repo / "params.yaml")
+    make_synthetic_dataset(repo / small["data"]["raw_dir"], n_images=150, seed=2)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SKINLESION_PROGRESS": "0",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    _run(["git", "init", "-q"], repo, env)
+    _run([f"{bin_dir}/dvc", "init", "-q"], repo, env)
+    return repo, small, env
+
+
+def test_train_models_decides_what_dvc_trains_and_promotes(tmp_path, params):
+    """One model, then three (two CNN variants under other names): the per-model stages
+    follow `train.models`, and promotion reads every model's reports."""
+    repo, small, env = _repo(tmp_path, params, ["cnn"])
+    dvc = str(Path(sys.executable).parent / "dvc")
+    first = _run([dvc, "repro"], repo, env)
+    assert "Running stage 'train@cnn'" in first.stdout
+    assert "resnet152v2" not in first.stdout
+    assert json.loads((repo / "reports/promotion/decision.json").read_text())["promoted"]
+
+    small["train"]["models"] = ["cnn", "cnn_small", "cnn_tiny"]
+    write_params(small, repo / "params.yaml")
+    second = _run([dvc, "repro"], repo, env)
+    for model in ("cnn_small", "cnn_tiny"):
+        assert f"Running stage 'train@{model}'" in second.stdout
+        assert f"Running stage 'evaluate@{model}'" in second.stdout
+    assert "Running stage 'train@cnn'" not in second.stdout  # its section did not change
+    assert "Running stage 'promote'" in second.stdout
+    decision = json.loads((repo / "reports/promotion/decision.json").read_text())
+    assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny"}
+
+
+def test_a_misspelt_key_stops_dvc_repro_before_any_work(tmp_path, params):
+    repo, small, env = _repo(tmp_path, params, ["cnn"])
+    small["train"]["cnn"]["epoch"] = small["train"]["cnn"].pop("epochs")
+    write_params(small, repo / "params.yaml")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    result = subprocess.run([dvc, "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "train.cnn.epoch: unknown key" in output
+    assert "train.cnn.epochs: missing" in output
+    assert not (repo / "reports/validation/validation.json").exists()

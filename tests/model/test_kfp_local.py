@@ -12,6 +12,7 @@ import pytest
 from kfp import local
 
 from pipelines.training_pipeline import build_pipeline
+from skinlesion.settings import parse_params
 from skinlesion.synth import make_synthetic_dataset
 from tests.conftest import small_params
 
@@ -36,7 +37,7 @@ def test_pipeline_runs_locally_end_to_end(
         raise_on_error=True,
     )
 
-    pipeline = build_pipeline(small)
+    pipeline = build_pipeline(parse_params(small))
     pipeline(data_uri=str(data))
 
     [run_dir] = (tmp_path / "pipeline_root").iterdir()
@@ -52,6 +53,7 @@ def test_pipeline_runs_locally_end_to_end(
     assert len(versions) == 2  # both models registered
     for step in ("validate", "split", "eda", "oversample", "train", "train-2", "evaluate"):
         assert (trained / step).is_dir(), step
+    assert set(decision["candidates"]) == {"cnn", "resnet152v2"}  # gathered by the chain
     assert Path(trained / "evaluate" / "evaluation" / "metrics.json").is_file()
     train_run = mlflow.get_run(champion.run_id)
     assert train_run.data.tags["kfp.run_id"] not in ("", "none")  # the run's placeholder

@@ -17,13 +17,20 @@ import pytest
 
 from skinlesion.labels import CLASSES
 from skinlesion.models import build_cnn
-from skinlesion.promote import Candidate, PromotionError, PromotionSettings, promote
+from skinlesion.params import load_params
+from skinlesion.promote import Candidate, PromotionError, promote
 from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.registry import CHALLENGER, CHAMPION, register
+from skinlesion.settings import PromotionSettings
 from skinlesion.tracking import configure_tracking, log_keras_model
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.model
-CFG = {"filters": [4], "convs_per_block": 1, "dense_units": 4, "dropout": 0.0}
+CFG = (
+    load_params(ROOT / "params.yaml")
+    .train.model("cnn")
+    .model_copy(update={"filters": [4], "dense_units": 4, "dropout": 0.0})
+)
 MEL = CLASSES.index("mel")
 # The test part: 420 lesions of one image each, every class 60 times.
 TEST = pd.DataFrame(
@@ -42,7 +49,8 @@ class Registry:
     quality: dict[str, tuple[float, float]]  # model URI -> (share right, melanoma share)
 
     def settings(self, **kwargs: Any) -> PromotionSettings:
-        return PromotionSettings(registered_model=self.name, **kwargs)
+        base = load_params(ROOT / "params.yaml").promote
+        return base.model_copy(update={"registered_model": self.name, **kwargs})
 
     def predict(self, uri: str, rows: pd.DataFrame) -> np.ndarray:
         """A scripted model: each URI gets a fixed share of rows right (``quality``);
@@ -265,9 +273,11 @@ def test_registry_error_is_not_absence(registry, monkeypatch):
 
 
 def test_unknown_settings_are_refused():
-    with pytest.raises(ValueError, match="keep or replace"):
-        PromotionSettings.from_params({"promote": {"unloadable_champion": "delete"}})
-    with pytest.raises(ValueError, match="primary_metric must be one of"):
-        PromotionSettings.from_params({"promote": {"primary_metric": "f1"}})
-    with pytest.raises(ValueError, match="unknown promote parameter"):
-        PromotionSettings.from_params({"promote": {"min_improvment": 0.01}})
+    base = load_params(ROOT / "params.yaml").promote.model_dump()
+    for change, message in (
+        ({"unloadable_champion": "delete"}, "'keep' or 'replace'"),
+        ({"primary_metric": "f1"}, "'balanced_accuracy', 'accuracy' or 'melanoma_sensitivity'"),
+        ({"min_improvment": 0.01}, "Extra inputs are not permitted"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PromotionSettings.model_validate({**base, **change})

@@ -22,12 +22,13 @@ import pytest
 
 from skinlesion.changes import check_for_changes
 from skinlesion.evaluate import evaluate_model, write_metrics
-from skinlesion.oversample import OversampleSettings, oversample_manifest
+from skinlesion.oversample import oversample_manifest
 from skinlesion.promote import PromotionError, promote_from_reports
-from skinlesion.split import SplitSettings, read_manifest, split_dataset, write_manifest
+from skinlesion.settings import parse_params
+from skinlesion.split import read_manifest, split_dataset, write_manifest
 from skinlesion.synth import make_synthetic_dataset
 from skinlesion.train import train_model
-from skinlesion.validation import ValidationSettings, validate_dataset
+from skinlesion.validation import validate_dataset
 from tests.conftest import _free_port, running_mlflow_server, small_params
 
 pytestmark = pytest.mark.model
@@ -37,14 +38,15 @@ NAME = "weekly-classifier"
 def weekly_run(data: Path, work: Path, params: dict[str, Any]) -> dict[str, Any]:
     """One scheduled run: check for changes, then validate, split, oversample, train and
     evaluate each model, and promote. Returns what the run decided."""
-    check = check_for_changes(mlflow.MlflowClient(), NAME, params, data)
+    typed = parse_params(params)
+    check = check_for_changes(mlflow.MlflowClient(), NAME, typed, data)
     if not check.changed:
         return {"trained": False, "reason": check.reason}
-    report = validate_dataset(data, work / "validation", ValidationSettings.from_params(params))
+    report = validate_dataset(data, work / "validation", typed.validate_, typed.data.workers)
     assert report.success, report.describe()
-    manifest = split_dataset(data, SplitSettings.from_params(params))
+    manifest = split_dataset(data, typed.split, typed.data.workers)
     write_manifest(manifest, work / "split.csv", None)
-    oversampled = oversample_manifest(manifest, OversampleSettings.from_params(params))
+    oversampled = oversample_manifest(manifest, typed.oversample)
     oversampled.to_csv(work / "train.csv", index=False)
     for model in params["train"]["models"]:
         train_model(

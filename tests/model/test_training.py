@@ -8,8 +8,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from skinlesion.evaluate import EvalSettings, evaluate_frame, load_model
-from skinlesion.inputs import InputSettings
+from skinlesion.evaluate import evaluate_frame, load_model
+from skinlesion.settings import parse_params
 from skinlesion.split import read_manifest
 from tests.conftest import small_params
 
@@ -50,7 +50,7 @@ def test_model_evaluates_above_chance_on_test_and_probabilities_sum_to_one(train
     test = read_manifest(root / "split.csv").query("split == 'test'")
     small = small_params(params)
     metrics, probs = evaluate_frame(
-        model, test, root / "data", InputSettings.from_params(small), EvalSettings()
+        model, test, root / "data", parse_params(small).input, parse_params(small).evaluate
     )
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert metrics["balanced_accuracy"] > 0.4

@@ -1,0 +1,135 @@
+"""`skinlesion pipeline …`: compile, submit and schedule the Kubeflow training pipeline.
+
+A command group of its own, registered through the ``skinlesion.commands`` entry point
+(pyproject.toml), so that the library (``skinlesion``) never imports the pipeline code:
+the arrows go pipelines -> components -> skinlesion only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skinlesion.cli import ParamsOpt, user_errors
+from skinlesion.params import load_params
+
+app = typer.Typer(
+    help="Kubeflow Pipelines: compile, submit and schedule the training pipeline.",
+    no_args_is_help=True,
+)
+
+HostOpt = Annotated[
+    str, typer.Option("--host", help="KFP API endpoint, e.g. https://kfp.example/pipeline.")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="Override a run parameter: data_uri=s3://... or section.key=value of params.yaml "
+        "(e.g. train.cnn.epochs=80). Repeatable.",
+    ),
+]
+PackageOpt = Annotated[
+    Path | None,
+    typer.Option("--package", help="A compiled pipeline YAML (default: compile params.yaml now)."),
+]
+NamespaceOpt = Annotated[
+    str | None, typer.Option(help="Kubeflow profile namespace (multi-user installations).")
+]
+ExperimentOpt = Annotated[
+    str | None, typer.Option(help="KFP experiment (default: params cluster.schedule.experiment).")
+]
+
+
+@app.command("compile")
+@user_errors
+def pipeline_compile(
+    out: Annotated[Path, typer.Option("--out", help="Pipeline YAML to write.")],
+    cpu_image: Annotated[
+        str | None, typer.Option(help="Image of the CPU steps (default: cluster.images.cpu).")
+    ] = None,
+    gpu_image: Annotated[
+        str | None, typer.Option(help="Image of the training steps (default: cluster.images.gpu).")
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Compile the training pipeline (defaults from params.yaml and its cluster profile)."""
+    from pipelines.training_pipeline import compile_pipeline
+
+    path = compile_pipeline(load_params(params_file), out, cpu_image, gpu_image)
+    typer.echo(f"pipeline written to {path}")
+
+
+@app.command("submit")
+@user_errors
+def pipeline_submit(
+    host: HostOpt,
+    param: ParamOpt = None,
+    package: PackageOpt = None,
+    experiment: ExperimentOpt = None,
+    run_name: Annotated[str | None, typer.Option(help="Name of the run.")] = None,
+    namespace: NamespaceOpt = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option("--cache/--no-cache", help="Override the steps' caching for this run."),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Start one run of the training pipeline on a Kubeflow Pipelines cluster."""
+    import tempfile
+
+    from pipelines.client import submit_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = submit_run(
+            host,
+            load_params(params_file),
+            param or [],
+            Path(tmp),
+            package,
+            experiment,
+            run_name,
+            namespace,
+            cache,
+        )
+    typer.echo(f"run {run.id} submitted: {run.url}")
+
+
+@app.command("schedule")
+@user_errors
+def pipeline_schedule(
+    host: HostOpt,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            help="Six-field cron (seconds first), e.g. '0 0 3 * * 1' "
+            "(default: params cluster.schedule.cron)."
+        ),
+    ] = None,
+    param: ParamOpt = None,
+    package: PackageOpt = None,
+    experiment: ExperimentOpt = None,
+    name: Annotated[str | None, typer.Option(help="Name of the recurring run.")] = None,
+    namespace: NamespaceOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Schedule recurring retraining: one run at a time, missed runs not caught up."""
+    import tempfile
+
+    from pipelines.client import schedule_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = schedule_run(
+            host,
+            load_params(params_file),
+            param or [],
+            Path(tmp),
+            cron,
+            package,
+            experiment,
+            name,
+            namespace,
+        )
+    typer.echo(f"recurring run {job.id} created: {job.url}")

@@ -1,0 +1,52 @@
+"""The melanoma operating point of a trained model, set on validation predictions only
+(:mod:`skinlesion.decision`) and folded into the model's softmax bias."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from skinlesion.decision import fit_recall_floors, offset_grid
+from skinlesion.labels import CLASSES
+from skinlesion.training.fitting import Context
+
+log = logging.getLogger(__name__)
+MEL = CLASSES.index("mel")
+
+
+def set_operating_point(model: Any, ctx: Context) -> dict[str, float]:
+    """Raise melanoma's decision offset until the validation melanoma recall reaches
+    ``train.decision_min_mel_recall`` (never looking at test), folded into the softmax
+    bias of ``model``. Returns the validation metrics at that operating point."""
+    import mlflow
+
+    from skinlesion.models import shift_decisions
+
+    floor = ctx.train.decision_min_mel_recall
+    probs = model.predict(ctx.image_batches(False), verbose=0)
+    grid = offset_grid(ctx.train.decision_offset_max, ctx.train.decision_offset_step)
+    offsets, before, after = fit_recall_floors(probs, ctx.y_val, {MEL: floor}, grid)
+    log.info(
+        "melanoma decision offset %.2f for validation recall >= %.2f: "
+        "validation balanced accuracy %.4f -> %.4f",
+        offsets[MEL],
+        floor,
+        before,
+        after,
+    )
+    mlflow.log_metrics(
+        {"val_balanced_accuracy_argmax": before, "val_balanced_accuracy_operating_point": after}
+    )
+    mlflow.log_dict(
+        {c: float(o) for c, o in zip(CLASSES, offsets, strict=True)}, "decision_offsets.json"
+    )
+    shift_decisions(model, offsets.tolist())
+    decided = (np.log(np.clip(probs, 1e-7, 1.0)) + offsets).argmax(axis=1)
+    mel = ctx.y_val == MEL
+    return {
+        "val_balanced_accuracy": after,
+        "val_mel_recall": float((decided[mel] == MEL).mean()) if mel.any() else float("nan"),
+        "val_accuracy": float((decided == ctx.y_val).mean()),
+    }
