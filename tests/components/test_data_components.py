@@ -123,3 +123,36 @@ def test_split_fails_on_a_folder_without_metadata(tmp_path, params, synth_dir):
             manifest=Dataset(uri=str(tmp_path / "m.csv")),
             summary=Metrics(uri=""),
         )
+
+
+def test_split_component_and_split_command_write_the_same_manifest(synth_dir, tmp_path, params):
+    """The KFP path and the DVC path run one implementation: the same data and params
+    give byte-identical manifests."""
+    from typer.testing import CliRunner
+
+    from skinlesion.cli import app
+    from tests.conftest import write_params
+
+    small = small_params(params)
+    from_component = Dataset(uri=str(tmp_path / "component.csv"))
+    split.python_func(
+        raw_data=Dataset(uri=str(synth_dir)),
+        params=small,
+        manifest=from_component,
+        summary=Metrics(uri=""),
+    )
+    from_command = tmp_path / "command.csv"
+    result = CliRunner().invoke(
+        app,
+        [
+            "split",
+            "--out",
+            str(from_command),
+            "--data-dir",
+            str(synth_dir),
+            "--params",
+            str(write_params(small, tmp_path / "params.yaml")),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert Path(from_component.path).read_bytes() == from_command.read_bytes()

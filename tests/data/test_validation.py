@@ -86,6 +86,55 @@ def _duplicate_image_id(d: Path) -> None:
     _edit_metadata(d, edit)
 
 
+def _age_out_of_range(d: Path) -> None:
+    def edit(m: pd.DataFrame) -> pd.DataFrame:
+        m.loc[2, "age"] = "130"
+        return m
+
+    _edit_metadata(d, edit)
+
+
+def _replace_image(d: Path, image_id: str, mode: str, size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    Image.new(mode, size, 128).save(d / f"images/{image_id}.jpg", "JPEG")
+
+
+def _too_small_image(d: Path) -> None:
+    _replace_image(d, "ISIC_0000003", "RGB", (40, 30))
+
+
+def _greyscale_image(d: Path) -> None:
+    _replace_image(d, "ISIC_0000004", "L", (200, 150))
+
+
+def _many_missing_sexes(d: Path) -> None:
+    def edit(m: pd.DataFrame) -> pd.DataFrame:
+        m.loc[m.index[: len(m) // 5], "sex"] = None  # 20% missing, 5% tolerated
+        return m
+
+    _edit_metadata(d, edit)
+
+
+def _rare_class(d: Path) -> None:
+    def edit(m: pd.DataFrame) -> pd.DataFrame:
+        df_lesions = m.loc[m["dx"] == "df", "lesion_id"].unique()
+        return m[~m["lesion_id"].isin(df_lesions[1:])]  # one dermatofibroma lesion left
+
+    _edit_metadata(d, edit)
+
+
+def _unknown_value(column: str, value: str) -> Callable[[Path], None]:
+    def breakage(d: Path) -> None:
+        def edit(m: pd.DataFrame) -> pd.DataFrame:
+            m.loc[6, column] = value
+            return m
+
+        _edit_metadata(d, edit)
+
+    return breakage
+
+
 @pytest.mark.parametrize(
     ("breakage", "expectation", "offender"),
     [
@@ -95,6 +144,17 @@ def _duplicate_image_id(d: Path) -> None:
         (_missing_column, "expect_table_columns_to_match_set", "localization"),
         (_two_diagnoses, "expect_column_values_to_be_between(diagnoses_per_lesion)", "ISIC_"),
         (_duplicate_image_id, "expect_column_values_to_be_unique(image_id)", "ISIC_0000005"),
+        (_age_out_of_range, "expect_column_values_to_be_between(age_years)", "130"),
+        (_too_small_image, "expect_column_values_to_be_between(image_width)", "ISIC_0000003"),
+        (_greyscale_image, "expect_column_values_to_be_in_set(image_mode)", "ISIC_0000004"),
+        (_many_missing_sexes, "expect_column_values_to_not_be_null(sex)", "ISIC_"),
+        (_rare_class, "expect_column_values_to_be_between(images_in_class)", "ISIC_"),
+        (_unknown_value("sex", "robot"), "expect_column_values_to_be_in_set(sex)", "robot"),
+        (
+            _unknown_value("localization", "elbow"),
+            "expect_column_values_to_be_in_set(localization)",
+            "elbow",
+        ),
     ],
     ids=[
         "truncated-jpeg",
@@ -103,6 +163,13 @@ def _duplicate_image_id(d: Path) -> None:
         "missing-column",
         "lesion-two-diagnoses",
         "duplicate-image-id",
+        "age-out-of-range",
+        "too-small-image",
+        "greyscale-image",
+        "missing-fraction",
+        "class-below-minimum",
+        "unknown-sex",
+        "unknown-site",
     ],
 )
 def test_bad_data_is_rejected_clearly(synth_copy, tmp_path, breakage, expectation, offender):
@@ -119,4 +186,4 @@ def test_bad_data_is_rejected_clearly(synth_copy, tmp_path, breakage, expectatio
 def test_real_data_is_valid(real_data_dir, tmp_path):
     result = _run_validate(real_data_dir, tmp_path)
     assert result.exit_code == 0, result.output
-    assert "8008 rows" in result.output or "rows passed" in result.output
+    assert "data valid: 8008 rows passed" in result.output

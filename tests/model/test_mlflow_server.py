@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,12 @@ def test_run_is_on_the_server_with_params_metrics_and_model(
     import mlflow
 
     write_params(small_params(params, cnn={"epochs": 2}), tmp_path / "p.yaml")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "SKINLESION_PROGRESS": "0"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "SKINLESION_PROGRESS": "0",
+        "SKINLESION_GIT_COMMIT": "0123abcd",  # what an image built at a commit carries
+    }
     root = train_workspace
     result = subprocess.run(
         [
@@ -58,8 +64,12 @@ def test_run_is_on_the_server_with_params_metrics_and_model(
     assert len(runs) == 1
     run = runs[0]
     assert run.data.params["train.cnn.epochs"] == "2"
-    assert run.data.metrics["best_val_balanced_accuracy"] >= 0
-    assert run.data.tags["git_commit"]
+    report = json.loads((tmp_path / "report/metrics.json").read_text())
+    assert run.data.metrics["best_val_balanced_accuracy"] == pytest.approx(
+        report["val_balanced_accuracy"]
+    )
+    assert report["run_id"] == run.info.run_id
+    assert run.data.tags["git_commit"] == "0123abcd"
     models = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id], output_format="list"
     )

@@ -1,4 +1,5 @@
-"""ResNet152V2 transfer: the weights-file path, the ImageNet path's error, two phases."""
+"""ResNet152V2 transfer: the weights-file path, the ImageNet path's error, a head that
+learns, and phase 2 kept only when it beats phase 1 on validation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 import keras
+import pandas as pd
 import pytest
 
 from skinlesion.models import ModelWeightsError, build_backbone
@@ -54,27 +56,57 @@ def test_failed_imagenet_download_says_how_to_use_a_local_file(monkeypatch, tmp_
         build_backbone("imagenet", 32)
 
 
-@pytest.mark.parametrize("fine_tune_epochs", [0, 1], ids=["head-only", "head+fine-tune"])
-def test_resnet_trains_from_weights_file(
-    train_workspace, params, weights_file, fine_tune_epochs, tmp_path
-):
-    small = small_params(
-        params,
-        resnet152v2={
-            "weights": str(weights_file),
-            "fine_tune_epochs": fine_tune_epochs,
-            "fine_tune_from": "conv5_block3",
-        },
-    )
+def _train_resnet(workspace: Path, params: dict, tmp_path: Path, **settings):
+    small = small_params(params, resnet152v2=settings)
     small["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    small["train"]["decision_min_mel_recall"] = 0  # the figures below are the argmax's
     cwd = Path.cwd()
-    os.chdir(train_workspace)
+    os.chdir(workspace)
     try:
-        result = train_model(
+        return train_model(
             "resnet152v2", "train.csv", "data", tmp_path / "r.keras", tmp_path / "report", small
         )
     finally:
         os.chdir(cwd)
-    model = keras.models.load_model(tmp_path / "r.keras")
-    assert model.output_shape == (None, 7)
-    assert result.epochs_run >= 1 + fine_tune_epochs
+
+
+def test_resnet_head_learns_from_a_weights_file(train_workspace, params, weights_file, tmp_path):
+    result = _train_resnet(
+        train_workspace,
+        params,
+        tmp_path,
+        weights=str(weights_file),
+        head_epochs=8,
+        head_lr=0.01,
+        early_stopping_patience=8,
+        fine_tune_epochs=0,
+    )
+    assert keras.models.load_model(tmp_path / "r.keras").output_shape == (None, 7)
+    assert result.epochs_run >= 1
+    assert result.val_balanced_accuracy > 0.4  # chance is 1/7; the classes differ by colour
+
+
+def test_fine_tuning_that_does_not_help_falls_back_to_the_head(
+    train_workspace, params, weights_file, tmp_path, caplog
+):
+    """Phase 2 at a learning rate that wrecks the weights: validation says it did not beat
+    the head, so the saved model is the head's (its figures, its predictions)."""
+    caplog.set_level("INFO")
+    result = _train_resnet(
+        train_workspace,
+        params,
+        tmp_path,
+        weights=str(weights_file),
+        head_epochs=8,
+        head_lr=0.01,
+        early_stopping_patience=8,
+        fine_tune_epochs=1,
+        fine_tune_lr=50.0,
+        fine_tune_from="conv5_block3",
+    )
+    history = pd.read_csv(tmp_path / "report/history.csv")
+    assert len(history) == result.epochs_run >= 2  # both phases ran
+    head_best = history["val_balanced_accuracy"].iloc[:-1].max()
+    assert history["val_balanced_accuracy"].iloc[-1] < head_best  # fine-tuning hurt
+    assert "keeping phase 1" in caplog.text
+    assert result.val_balanced_accuracy == pytest.approx(head_best)
