@@ -14,7 +14,7 @@ from skinlesion.errors import SkinlesionError
 from skinlesion.params import set_dotted
 from skinlesion.settings import Params, parse_params
 
-TOP_LEVEL = ("data_uri",)  # pipeline parameters besides `params`
+TOP_LEVEL = ("data_uri", "data_version")  # pipeline parameters besides `params`
 
 
 class PipelineClientError(SkinlesionError, ValueError):

@@ -77,11 +77,16 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
     models = list(run.train.models)
 
     @dsl.pipeline(name=PIPELINE_NAME)
-    def training_pipeline(params: dict = run_params, data_uri: str = cluster.data_uri):
+    def training_pipeline(
+        params: dict = run_params,
+        data_uri: str = cluster.data_uri,
+        data_version: str = cluster.data_version,
+    ):
         """Validate, split by lesion, oversample, train, evaluate and promote HAM10000
         skin-lesion classifiers (the steps of `dvc repro`, with the same library code).
 
-        1. Fetch data: copy raw HAM10000 from `data_uri` (S3 prefix or a PVC folder).
+        1. Fetch data: copy raw HAM10000 from `data_uri` (S3 prefix or a PVC folder) and
+           record its version; a pinned `data_version` that is not there fails the run.
         2. Check for changes: if data, params, code and image are those of the current
            champion's training, the run ends here ("nothing changed since version N").
         3. Validate data with Great Expectations; invalid data fails the run here.
@@ -95,7 +100,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
            `champion` when it beats the current one on test lesions neither model saw
            (paired bootstrap interval of the difference).
         """
-        fetch = fetch_data(data_uri=data_uri)
+        fetch = fetch_data(data_uri=data_uri, data_version=data_version)
         _step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
         _secrets(fetch, cluster, "s3")
         if cluster.data_pvc:

@@ -8,13 +8,17 @@ makes the same decision from its own hashes (`dvc repro` skips unchanged stages)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skinlesion.data_versions import diff_since_run, list_folder
 from skinlesion.provenance import changed_inputs, run_provenance
 from skinlesion.registry import find_champion
 from skinlesion.settings import Params
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class ChangeCheck:
     reason: str
     champion_version: str | None = None
     current: dict[str, str] = field(default_factory=dict)
+    data_changes: str = ""  # what changed in the data since the champion's training
 
 
 def check_for_changes(
@@ -36,7 +41,8 @@ def check_for_changes(
     cannot tell must not skip training silently, nor train on a broken registry).
     ``training_image`` is the image this run would train in, when the check itself runs in
     another one (the CPU image checks, the GPU image trains)."""
-    current = run_provenance(params, data_dir)
+    listing = list_folder(Path(data_dir), params.data.workers)
+    current = run_provenance(params, listing.version)
     if training_image:
         current["image"] = training_image
     champion = find_champion(client, registered_model)
@@ -46,7 +52,16 @@ def check_for_changes(
     if differing:
         what = ", ".join(differing)
         reason = f"changed since champion version {champion.version}: {what}"
-        return ChangeCheck(True, reason, champion.version, current)
+        changes = ""
+        if "data.version" in differing:
+            diff = diff_since_run(champion.run_id, listing)
+            changes = (
+                diff.describe()
+                if diff is not None
+                else "the champion's training logged no data listing: no diff"
+            )
+            log.info("data since champion version %s: %s", champion.version, changes)
+        return ChangeCheck(True, reason, champion.version, current, changes)
     reason = (
         f"nothing changed since version {champion.version}: same data "
         f"({current['data.version'][:12]}), params ({current['params.hash'][:12]}), code "

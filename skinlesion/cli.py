@@ -131,6 +131,64 @@ def data_synth(
     )
 
 
+@data_app.command("version")
+@user_errors
+def data_version_command(
+    location: Annotated[str, typer.Argument(help="A HAM10000 folder or s3://bucket/prefix.")] = "",
+    params_file: ParamsOpt = None,
+) -> None:
+    """Print the data version of a folder or S3 prefix (default: params data.raw_dir): the
+    version MLflow runs, registered models and pinned pipeline runs name."""
+    from skinlesion.data_versions import data_version
+
+    params = load_params(params_file)
+    typer.echo(data_version(location or params.data.raw_dir, params.data.workers))
+
+
+@data_app.command("publish")
+@user_errors
+def data_publish(
+    to: Annotated[
+        str, typer.Option("--to", help="S3 prefix of published versions, e.g. s3://b/ham10000.")
+    ],
+    data_dir: DataDirOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Validate a HAM10000 folder and upload it to <to>/<version>/, for a pipeline run to
+    pin; invalid data is refused before anything is uploaded."""
+    from skinlesion.publish import publish
+
+    params = load_params(params_file)
+    target = publish(_data_dir(data_dir, params), to, params.validate_, params.data.workers)
+    version = target.rsplit("/", 1)[1]
+    typer.echo(f"published version {version} at {target}")
+    typer.echo(
+        f"pin it: skinlesion pipeline submit --param data_uri={target} "
+        f"--param data_version={version}"
+    )
+
+
+@data_app.command("diff")
+@user_errors
+def data_diff(
+    old: Annotated[str, typer.Argument(help="The earlier folder or s3:// prefix.")],
+    new: Annotated[str, typer.Argument(help="The later folder or s3:// prefix.")],
+    params_file: ParamsOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write JSON here.")] = None,
+) -> None:
+    """What changed between two versions of the data: images added, removed and changed,
+    lesions added and removed, images per class before and after."""
+    from dataclasses import asdict
+
+    from skinlesion.data_versions import diff_locations
+
+    diff = diff_locations(old, new, load_params(params_file).data.workers)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(asdict(diff), indent=2) + "\n")
+    typer.echo(diff.describe())
+
+
 @app.command()
 @user_errors
 def validate(

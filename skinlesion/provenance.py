@@ -14,7 +14,6 @@ import os
 import subprocess
 from pathlib import Path
 
-from skinlesion.dataset import content_hashes, find_metadata, index_images
 from skinlesion.settings import Params
 
 GIT_COMMIT_ENV = "SKINLESION_GIT_COMMIT"  # baked into the step image at build time
@@ -49,27 +48,12 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def data_version(data_dir: str | Path, workers: int) -> str:
-    """A content hash of a HAM10000 folder: its metadata file and every image's name and
-    bytes. Where the folder lives (a DVC workspace, a copy fetched from S3) does not
-    matter, only what it holds."""
-    root = Path(data_dir)
-    digest = hashlib.sha256()
-    metadata = find_metadata(root)
-    digest.update(metadata.name.encode() + b"\0" + metadata.read_bytes())
-    images = sorted(index_images(root).items())
-    hashes = content_hashes(root, [p.as_posix() for _, p in images], workers)
-    for (image_id, _), sha in zip(images, hashes, strict=True):
-        digest.update(f"\n{image_id}:{sha}".encode())
-    return digest.hexdigest()
-
-
-def run_provenance(params: Params, data_dir: str | Path) -> dict[str, str]:
-    """The provenance tags of a run that reads ``data_dir`` with ``params``."""
+def run_provenance(params: Params, data_version: str) -> dict[str, str]:
+    """The provenance tags of a run that reads data of ``data_version`` with ``params``."""
     return {
         "git_commit": git_commit(),
         "params.hash": params_hash(params),
-        "data.version": data_version(data_dir, params.data.workers),
+        "data.version": data_version,
         "image": os.environ.get(IMAGE_ENV) or "none",
         "kfp.run_id": os.environ.get(KFP_RUN_ENV) or "none",
     }

@@ -248,6 +248,7 @@ class ClusterSettings(Section):
 
     overrides: dict[str, Any]
     data_uri: str
+    data_version: str  # "" : whatever data_uri holds (recorded); a version: pinned
     data_pvc: PvcMount | None = None  # None (or absent): read data_uri
     images: dict[Literal["cpu", "gpu"], str]
     resources: dict[str, Resources]

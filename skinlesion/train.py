@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from skinlesion.data_versions import list_folder, log_data_listing
 from skinlesion.inputs import decode_images, labels_of
 from skinlesion.leakage import assert_no_leakage
 from skinlesion.metadata import model_inputs
@@ -137,11 +138,13 @@ def train_model(
         remote=remote,
     )
 
+    listing = list_folder(data_dir, params.data.workers)
     configure_tracking(train_cfg.mlflow_experiment)
     with precision_policy(device.mixed_precision), _start_run(work_dir, model_name) as run:
+        log_data_listing(listing, data_dir)
         mlflow.set_tags(
             {
-                **run_provenance(params, data_dir),
+                **run_provenance(params, listing.version),
                 "model": model_name,
                 "recipe": train_cfg.recipe_of(model_name),
                 "data.manifest_md5": manifest_md5,

@@ -23,8 +23,10 @@ def fake_kfp():
 
 def test_arguments_change_only_what_is_named(settings):
     assert pipeline_arguments(settings, []) == {}
-    arguments = pipeline_arguments(settings, ["train.cnn.epochs=80", "data_uri=s3://b/v2"])
-    assert arguments["data_uri"] == "s3://b/v2"
+    arguments = pipeline_arguments(
+        settings, ["train.cnn.epochs=80", "data_uri=s3://b/v2", "data_version=abc"]
+    )
+    assert arguments["data_uri"] == "s3://b/v2" and arguments["data_version"] == "abc"
     expected = settings.for_cluster().raw()
     expected["train"]["cnn"]["epochs"] = 80
     assert arguments["params"] == expected

@@ -128,6 +128,7 @@ def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, p
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["params"]["defaultValue"] == parse_params(params).for_cluster().raw()
     assert inputs["data_uri"]["defaultValue"] == params["cluster"]["data_uri"]
+    assert inputs["data_version"]["defaultValue"] == params["cluster"]["data_version"]
     run = inputs["params"]["defaultValue"]
     assert run["train"]["resnet152v2"]["weights"] == "imagenet"
     assert run["split"] == params["split"]  # untouched sections are the local ones

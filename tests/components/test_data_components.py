@@ -15,7 +15,10 @@ from components.fetch_data.component import fetch_data
 from components.oversample.component import oversample
 from components.split.component import split
 from components.validate.component import validate
-from skinlesion.storage import StorageError, s3_client
+from skinlesion.data_versions import data_version
+from skinlesion.dataset import DatasetLayoutError
+from skinlesion.publish import DataVersionError
+from skinlesion.storage import s3_client
 from skinlesion.validation import InvalidDataError
 from tests.conftest import small_params
 
@@ -26,28 +29,45 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def test_fetch_data_copies_a_folder(synth_dir, tmp_path):
+def test_fetch_data_copies_a_folder_and_records_its_version(synth_dir, tmp_path):
     raw = Dataset(uri=str(tmp_path / "raw"))
-    fetch_data.python_func(data_uri=str(synth_dir), raw_data=raw)
+    fetch_data.python_func(data_uri=str(synth_dir), data_version="", raw_data=raw)
     assert _files(Path(raw.path)) == _files(synth_dir)
-    assert raw.metadata["files"] == len(_files(synth_dir))
+    assert raw.metadata["version"] == data_version(synth_dir)
 
 
-def test_fetch_data_downloads_an_s3_prefix(s3_env, synth_dir, tmp_path):
+def _upload(synth_dir: Path, bucket: str) -> str:
     client = s3_client()
-    client.create_bucket(Bucket="raw-data")
+    client.create_bucket(Bucket=bucket)
     for name in _files(synth_dir):
-        client.upload_file(str(synth_dir / name), "raw-data", f"ham10000/{name}")
+        client.upload_file(str(synth_dir / name), bucket, f"ham10000/{name}")
+    return f"s3://{bucket}/ham10000"
+
+
+def test_fetch_data_reads_a_pinned_version_of_an_s3_prefix(s3_env, synth_dir, tmp_path):
+    uri = _upload(synth_dir, "raw-data")
+    pinned = data_version(synth_dir)  # the folder's version is the upload's
     raw = Dataset(uri=str(tmp_path / "raw"))
-    fetch_data.python_func(data_uri="s3://raw-data/ham10000", raw_data=raw)
+    fetch_data.python_func(data_uri=uri, data_version=pinned, raw_data=raw)
     assert _files(Path(raw.path)) == _files(synth_dir)
+    assert raw.metadata["version"] == pinned
+
+
+def test_fetch_data_refuses_other_data_than_the_pinned_version(s3_env, synth_dir, tmp_path):
+    uri = _upload(synth_dir, "other-data")
+    raw = Dataset(uri=str(tmp_path / "raw"))
+    with pytest.raises(DataVersionError, match=r"holds data version \w{12}, but this run pins"):
+        fetch_data.python_func(data_uri=uri, data_version="0" * 64, raw_data=raw)
+    assert not Path(raw.path).exists() or not _files(Path(raw.path))  # nothing copied
 
 
 def test_fetch_data_names_an_empty_prefix(s3_env, tmp_path):
     s3_client().create_bucket(Bucket="empty")
-    with pytest.raises(StorageError, match="no objects under s3://empty/ham10000"):
+    with pytest.raises(DatasetLayoutError, match="no HAM10000 metadata under s3://empty/ham10000"):
         fetch_data.python_func(
-            data_uri="s3://empty/ham10000", raw_data=Dataset(uri=str(tmp_path / "raw"))
+            data_uri="s3://empty/ham10000",
+            data_version="",
+            raw_data=Dataset(uri=str(tmp_path / "raw")),
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def weekly_run(data: Path, work: Path, params: dict[str, Any]) -> dict[str, Any]
     decision = promote_from_reports(
         work / "split.csv", data, work / "reports", params["train"]["models"], params
     )
-    return {"trained": True, **decision}
+    return {"trained": True, "data_changes": check.data_changes, **decision}
 
 
 def _registry() -> tuple[list[int], dict[str, str]]:
@@ -111,6 +112,11 @@ def _four_weeks(data, tmp_path, weekly, server, store, port, monkeypatch, capsys
     make_synthetic_dataset(data, n_images=40, seed=12, append=True)  # ~15% new lesions
     week3 = weekly_run(data, tmp_path / "week3", weekly)
     log.append(f"week 3: {week3['reason']}")
+    # The gate re-scored the registered champion itself (loaded from the registry): on
+    # the new test lesions it scores about what it scored on its own week-1 test part.
+    own = tmp_path / "week1" / "reports" / "eval" / week1["challenger"] / "metrics.json"
+    week1_score = json.loads(own.read_text())["balanced_accuracy"]
+    assert week3["comparison"]["champion"] > 0.7 * week1_score > 0.3
     after = read_manifest(tmp_path / "week3" / "split.csv").set_index("image_id")
     assert (after.loc[before["image_id"], "split"].to_numpy() == before["split"]).all()
     new_lesions = set(after["lesion_id"]) - set(before["lesion_id"])
@@ -119,6 +125,9 @@ def _four_weeks(data, tmp_path, weekly, server, store, port, monkeypatch, capsys
     test_lesions = after[after["split"] == "test"]["lesion_id"].nunique()
     assert week3["comparison"]["n_lesions"] == test_lesions  # all unseen by both models
     assert week3["excluded_lesions"] == 0 and "neither model saw" in week3["reason"]
+    # what changed in the data since the champion's training, from its logged listing
+    assert "40 images added, 0 removed, 0 changed" in week3["data_changes"]
+    log.append(f"week 3 data: {week3['data_changes'].splitlines()[0]}")
     assert _registry()[0] == [1, 2, 3, 4]
 
     worse = copy.deepcopy(weekly)
