@@ -27,7 +27,7 @@ PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
 BUILD = $(ENGINE) build --network host -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT)
 
-.PHONY: install repro test lint lock data clean image image-test images pipeline postgres build-ca
+.PHONY: install repro test lint lock data track-data clean image image-test images pipeline postgres build-ca
 
 install: $(VENV)/.installed
 
@@ -45,13 +45,24 @@ lock:
 	uv pip compile -q pyproject.toml --python-version 3.11 -c requirements-dev.lock \
 		-o requirements.lock
 
-# Link the raw data where params.yaml data.raw_dir expects it (a copy works too).
+# The raw data where params.yaml data.raw_dir expects it: the version DVC tracks when
+# data/raw/ham10000.dvc is committed (`make track-data` made it), else a link.
 data: $(RAW_DIR)
 $(RAW_DIR):
-	@test -f "$(HAM10000)/HAM10000_metadata.csv" || { echo "no HAM10000 at $(HAM10000): \
-	set HAM10000=DIR or run 'skinlesion data download --dest $(RAW_DIR)'" >&2; exit 1; }
-	mkdir -p $(dir $(RAW_DIR))
-	ln -sfn "$(abspath $(HAM10000))" $(RAW_DIR)
+	@if [ -f "$(RAW_DIR).dvc" ]; then $(VENV)/bin/dvc pull "$(RAW_DIR).dvc"; else \
+	  test -f "$(HAM10000)/HAM10000_metadata.csv" || { echo "no HAM10000 at $(HAM10000): \
+	  set HAM10000=DIR or run 'skinlesion data download --dest $(RAW_DIR)'" >&2; exit 1; }; \
+	  mkdir -p $(dir $(RAW_DIR)) && ln -sfn "$(abspath $(HAM10000))" $(RAW_DIR); fi
+
+# Put the raw data under DVC: a copy (DVC does not track a link), its .dvc file to commit,
+# then `dvc push` sends it to the remote and `dvc pull` restores it on any clone.
+track-data: install
+	@test -f "$(HAM10000)/HAM10000_metadata.csv" || { echo "no HAM10000 at $(HAM10000)" >&2; \
+	  exit 1; }
+	@if [ -L "$(RAW_DIR)" ]; then rm "$(RAW_DIR)"; fi
+	@test -e "$(RAW_DIR)" || { mkdir -p $(dir $(RAW_DIR)) && cp -r "$(HAM10000)" "$(RAW_DIR)"; }
+	$(VENV)/bin/dvc add "$(RAW_DIR)"
+	@echo "now: git add $(RAW_DIR).dvc $(dir $(RAW_DIR)).gitignore && git commit && dvc push"
 
 repro: install data
 	dvc repro

@@ -128,3 +128,40 @@ def test_a_misspelt_key_stops_dvc_repro_before_any_work(tmp_path, params):
     assert "train.cnn.epoch: unknown key" in output
     assert "train.cnn.epochs: missing" in output
     assert not (repo / "reports/validation/validation.json").exists()
+
+
+def test_tracked_raw_data_goes_to_the_remote_and_a_fresh_clone_reproduces(tmp_path, params, s3_env):
+    """The raw data under DVC: `dvc add` of a copy, `dvc push` to the S3 remote (moto on
+    127.0.0.1); a fresh clone restores exactly that version with `dvc pull` and runs the
+    flow with `dvc repro`."""
+    from skinlesion.data_versions import data_version
+    from skinlesion.storage import bootstrap_buckets
+
+    bootstrap_buckets(["skinlesion-data"])
+    repo, small, env = _repo(tmp_path, params, ["cnn"])
+    dvc = str(Path(sys.executable).parent / "dvc")
+    raw = small["data"]["raw_dir"]
+    version = data_version(repo / raw)
+    shutil.copy(ROOT / ".gitignore", repo)
+    _run([dvc, "remote", "add", "-d", "storage", "s3://skinlesion-data/dvc"], repo, env)
+    _run([dvc, "remote", "modify", "--local", "storage", "endpointurl", s3_env], repo, env)
+    _run([dvc, "add", raw], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example", "commit", "-qm", "data"],
+        repo,
+        env,
+    )
+    assert (repo / f"{raw}.dvc").is_file()  # committed, not ignored
+    assert f"{raw}.dvc" in _run(["git", "ls-files"], repo, env).stdout
+    pushed = _run([dvc, "push"], repo, env)
+    assert "pushed" in pushed.stdout, pushed.stdout + pushed.stderr
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / raw).exists()
+    _run([dvc, "remote", "modify", "--local", "storage", "endpointurl", s3_env], clone, env)
+    _run([dvc, "pull", f"{raw}.dvc"], clone, env)  # what `make data` does on a clone
+    assert data_version(clone / raw) == version
+    result = _run([dvc, "repro"], clone, env)
+    assert "Running stage 'promote'" in result.stdout
