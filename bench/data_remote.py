@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from skinlesion.data_versions import data_version
@@ -63,6 +65,7 @@ def main() -> None:
 
     params = load_params(args.params)
     port = _free_port()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
