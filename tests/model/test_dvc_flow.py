@@ -25,12 +25,16 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
     return result
 
 
-def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def _dvc_repo(tmp_path: Path, small: dict) -> tuple[Path, dict[str, str]]:
+    """A git + DVC repository with the project's dvc.yaml and library, ``small`` as its
+    params and 150 synthetic images at ``data.raw_dir``; and the environment to run in."""
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
     shutil.copytree(ROOT / "skinlesion", repo / "skinlesion")  # stage dependencies
-    small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
     write_params(small, repo / "params.yaml")
     make_synthetic_dataset(repo / small["data"]["raw_dir"], n_images=150, seed=2)
     bin_dir = str(Path(sys.executable).parent)
@@ -42,9 +46,15 @@ def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     _run(["git", "init", "-q"], repo, env)
-    _run([f"{bin_dir}/dvc", "init", "-q"], repo, env)
+    _run([DVC, "init", "-q"], repo, env)
+    return repo, env
 
-    first = _run([f"{bin_dir}/dvc", "repro"], repo, env)
+
+def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
+    small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
+    repo, env = _dvc_repo(tmp_path, small)
+
+    first = _run([DVC, "repro"], repo, env)
     for stage in (
         "validate",
         "split",
@@ -65,33 +75,18 @@ def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
             (repo / f"reports/eval/{model}/metrics.json").read_text()
         )
 
-    second = _run([f"{bin_dir}/dvc", "repro"], repo, env)
+    second = _run([DVC, "repro"], repo, env)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
 
 
 def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, dict]:
     """A DVC repo on synthetic data whose params train ``models``, each a quick CNN."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copytree(ROOT / "skinlesion", repo / "skinlesion")
     small = small_params(params, cnn={"epochs": 1})
     for variant in ("cnn_small", "cnn_tiny"):
         small["train"][variant] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
     small["train"]["models"] = models
-    write_params(small, repo / "params.yaml")
-    make_synthetic_dataset(repo / small["data"]["raw_dir"], n_images=150, seed=2)
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "SKINLESION_PROGRESS": "0",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    _run(["git", "init", "-q"], repo, env)
-    _run([f"{bin_dir}/dvc", "init", "-q"], repo, env)
+    repo, env = _dvc_repo(tmp_path, small)
     return repo, small, env
 
 
@@ -99,15 +94,15 @@ def test_train_models_decides_what_dvc_trains_and_promotes(tmp_path, params):
     """One model, then three (two CNN variants under other names): the per-model stages
     follow `train.models`, and promotion reads every model's reports."""
     repo, small, env = _repo(tmp_path, params, ["cnn"])
-    dvc = str(Path(sys.executable).parent / "dvc")
-    first = _run([dvc, "repro"], repo, env)
+
+    first = _run([DVC, "repro"], repo, env)
     assert "Running stage 'train@cnn'" in first.stdout
     assert "resnet152v2" not in first.stdout
     assert json.loads((repo / "reports/promotion/decision.json").read_text())["promoted"]
 
     small["train"]["models"] = ["cnn", "cnn_small", "cnn_tiny"]
     write_params(small, repo / "params.yaml")
-    second = _run([dvc, "repro"], repo, env)
+    second = _run([DVC, "repro"], repo, env)
     for model in ("cnn_small", "cnn_tiny"):
         assert f"Running stage 'train@{model}'" in second.stdout
         assert f"Running stage 'evaluate@{model}'" in second.stdout
@@ -121,8 +116,8 @@ def test_a_misspelt_key_stops_dvc_repro_before_any_work(tmp_path, params):
     repo, small, env = _repo(tmp_path, params, ["cnn"])
     small["train"]["cnn"]["epoch"] = small["train"]["cnn"].pop("epochs")
     write_params(small, repo / "params.yaml")
-    dvc = str(Path(sys.executable).parent / "dvc")
-    result = subprocess.run([dvc, "repro"], cwd=repo, env=env, capture_output=True, text=True)
+
+    result = subprocess.run([DVC, "repro"], cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "train.cnn.epoch: unknown key" in output
@@ -139,13 +134,13 @@ def test_tracked_raw_data_goes_to_the_remote_and_a_fresh_clone_reproduces(tmp_pa
 
     bootstrap_buckets(["skinlesion-data"])
     repo, small, env = _repo(tmp_path, params, ["cnn"])
-    dvc = str(Path(sys.executable).parent / "dvc")
+
     raw = small["data"]["raw_dir"]
     version = data_version(repo / raw)
     shutil.copy(ROOT / ".gitignore", repo)
-    _run([dvc, "remote", "add", "-d", "storage", "s3://skinlesion-data/dvc"], repo, env)
-    _run([dvc, "remote", "modify", "--local", "storage", "endpointurl", s3_env], repo, env)
-    _run([dvc, "add", raw], repo, env)
+    _run([DVC, "remote", "add", "-d", "storage", "s3://skinlesion-data/dvc"], repo, env)
+    _run([DVC, "remote", "modify", "--local", "storage", "endpointurl", s3_env], repo, env)
+    _run([DVC, "add", raw], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example", "commit", "-qm", "data"],
@@ -154,14 +149,14 @@ def test_tracked_raw_data_goes_to_the_remote_and_a_fresh_clone_reproduces(tmp_pa
     )
     assert (repo / f"{raw}.dvc").is_file()  # committed, not ignored
     assert f"{raw}.dvc" in _run(["git", "ls-files"], repo, env).stdout
-    pushed = _run([dvc, "push"], repo, env)
+    pushed = _run([DVC, "push"], repo, env)
     assert "pushed" in pushed.stdout, pushed.stdout + pushed.stderr
 
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
     assert not (clone / raw).exists()
-    _run([dvc, "remote", "modify", "--local", "storage", "endpointurl", s3_env], clone, env)
-    _run([dvc, "pull", f"{raw}.dvc"], clone, env)  # what `make data` does on a clone
+    _run([DVC, "remote", "modify", "--local", "storage", "endpointurl", s3_env], clone, env)
+    _run([DVC, "pull", f"{raw}.dvc"], clone, env)  # what `make data` does on a clone
     assert data_version(clone / raw) == version
-    result = _run([dvc, "repro"], clone, env)
+    result = _run([DVC, "repro"], clone, env)
     assert "Running stage 'promote'" in result.stdout

@@ -70,16 +70,18 @@ def _train_resnet(workspace: Path, params: dict, tmp_path: Path, **settings):
         os.chdir(cwd)
 
 
+# A head that learns within seconds on the synthetic set (its classes differ by colour).
+HEAD = {"head_epochs": 8, "head_lr": 0.01, "early_stopping_patience": 8}
+
+
 def test_resnet_head_learns_from_a_weights_file(train_workspace, params, weights_file, tmp_path):
     result = _train_resnet(
         train_workspace,
         params,
         tmp_path,
         weights=str(weights_file),
-        head_epochs=8,
-        head_lr=0.01,
-        early_stopping_patience=8,
         fine_tune_epochs=0,
+        **HEAD,
     )
     assert keras.models.load_model(tmp_path / "r.keras").output_shape == (None, 7)
     assert result.epochs_run >= 1
@@ -97,12 +99,10 @@ def test_fine_tuning_that_does_not_help_falls_back_to_the_head(
         params,
         tmp_path,
         weights=str(weights_file),
-        head_epochs=8,
-        head_lr=0.01,
-        early_stopping_patience=8,
         fine_tune_epochs=1,
         fine_tune_lr=50.0,
         fine_tune_from="conv5_block3",
+        **HEAD,
     )
     history = pd.read_csv(tmp_path / "report/history.csv")
     assert len(history) == result.epochs_run >= 2  # both phases ran
