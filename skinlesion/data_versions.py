@@ -67,9 +67,10 @@ class Listing:
         return digest.hexdigest()
 
 
-def file_md5(path: Path) -> str:
+def file_md5(path: str | Path) -> str:
+    """A file's MD5, as DVC and S3 (single-part ETag) record it, read in blocks."""
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
+    with Path(path).open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -7,7 +7,6 @@ cluster), the same code talks to the MLflow server, which proxies artifacts to S
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,6 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
         return out
     return {prefix: value}
-
-
-def file_md5(path: str | Path) -> str:
-    """A file's md5, as DVC would record it (used for the split manifest)."""
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
 class _KerasFlavor:

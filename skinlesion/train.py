@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from skinlesion.data_versions import list_folder, log_data_listing
+from skinlesion.data_versions import file_md5, list_folder, log_data_listing
 from skinlesion.inputs import decode_images, labels_of
 from skinlesion.leakage import assert_no_leakage
 from skinlesion.metadata import model_inputs
@@ -34,7 +34,7 @@ from skinlesion.recipes import recipe
 from skinlesion.settings import Params, as_params
 from skinlesion.split import read_manifest
 from skinlesion.storage import delete_prefix, mirror_from_s3
-from skinlesion.tracking import configure_tracking, file_md5, flatten, log_keras_model
+from skinlesion.tracking import configure_tracking, flatten, log_keras_model
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import precision_policy, select_device
 from skinlesion.training.fitting import Context, balanced_class_weight
