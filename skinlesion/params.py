@@ -86,3 +86,43 @@ def from_pipeline(params: Mapping[str, Any]) -> Params:
         return value
 
     return parse_params(restore(dict(params)), "pipeline parameter `params`")
+
+
+def apply_values(path: str | os.PathLike[str], values: Mapping[str, Any]) -> list[str]:
+    """Write ``values`` (dotted key -> value, e.g. a search's best) into the params file,
+    keeping its comments and layout; the result is validated before anything is written.
+    Returns what changed, as ``key: old -> new`` lines."""
+    from ruamel.yaml import YAML
+
+    file = params_path(path)
+    raw = read_params(file)
+    for key, value in values.items():
+        raw = set_dotted(raw, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+    parse_params(raw, f"{file} with the new values")
+    editor = YAML()  # round-trip mode: comments, order and flow style survive
+    editor.preserve_quotes = True
+    editor.width = 100
+    document = editor.load(file.read_text(encoding="utf-8"))
+    changes = []
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        node = document
+        for part in parents:
+            node = node[part]
+        if node[last] != value:
+            changes.append(f"{key}: {node[last]!r} -> {value!r}")
+            node[last] = _flow(value)
+    with file.open("w", encoding="utf-8") as fh:
+        editor.dump(document, fh)
+    return changes
+
+
+def _flow(value: Any) -> Any:
+    """Lists written inline, like the rest of params.yaml."""
+    if isinstance(value, list):
+        from ruamel.yaml.comments import CommentedSeq
+
+        seq = CommentedSeq(_flow(v) for v in value)
+        seq.fa.set_flow_style()
+        return seq
+    return value

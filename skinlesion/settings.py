@@ -216,6 +216,68 @@ class PromotionSettings(Section):
     unloadable_champion: Literal["keep", "replace"]
 
 
+class Dimension(Section):
+    """One searched key of ``tune.<model>.space``: ``choices``, or a ``low``..``high``
+    range (integers when both ends are, ``log`` for a log scale, ``step`` a grid)."""
+
+    low: int | float | None = None  # the optional keys of a dimension: it is one or the
+    high: int | float | None = None  # other kind, so each leaves the other's keys out
+    log: bool = False
+    step: int | float | None = None
+    choices: Annotated[list[Any], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Dimension:
+        ranged = self.low is not None or self.high is not None
+        if (self.choices is None) == (not ranged):
+            raise ValueError("give either choices or low and high")
+        if ranged:
+            if self.low is None or self.high is None or self.low >= self.high:
+                raise ValueError(f"needs low < high (got {self.low}, {self.high})")
+            if self.log and (self.low <= 0 or self.step is not None):
+                raise ValueError("a log scale needs low > 0 and no step")
+        elif self.log or self.step is not None:
+            raise ValueError("log and step apply to ranges, not choices")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+
+class TuneModelSettings(Section):
+    """``tune.<model>``: the search space of one model section, by dotted params key."""
+
+    space: Annotated[dict[str, Dimension], Field(min_length=1)]
+
+
+class TuneSettings(Section):
+    """``tune``: the Optuna search (``skinlesion.tune``), plus one section per model that
+    can be tuned (extra keys, each a :class:`TuneModelSettings`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, TuneModelSettings]
+
+    trials: Positive  # finished (complete or pruned) trials a study ends with
+    timeout_minutes: Count  # 0: no limit
+    seed: int
+    startup_trials: Count
+    pruner: Literal["median", "halving", "none"]
+    pruner_warmup_epochs: Count
+    baseline_first: bool
+    storage: str  # "": sqlite in work_dir, or $OPTUNA_STORAGE when set
+    work_dir: str
+    heartbeat_seconds: Positive
+    parallel: Positive
+
+    def space(self, model: str) -> dict[str, Dimension]:
+        section = (self.__pydantic_extra__ or {}).get(model)
+        if section is None:
+            tunable = ", ".join(self.__pydantic_extra__ or {}) or "none"
+            raise ParamsError(f"params have no tune.{model}.space (tunable: {tunable})")
+        return section.space
+
+
 class InfraSettings(Section):
     buckets: list[str]
 
@@ -280,6 +342,7 @@ class Params(Section):
     train: TrainSettings
     evaluate: EvalSettings
     promote: PromotionSettings
+    tune: TuneSettings
     infra: InfraSettings
     cluster: ClusterSettings
 
@@ -291,9 +354,11 @@ class Params(Section):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def stages(self) -> dict[str, Any]:
-        """Every section but ``cluster``: what decides a model (hashed for provenance)."""
+        """Every section but ``cluster`` and ``tune``: what decides a model (hashed for
+        provenance; a search's settings do not change a trained model)."""
         raw = self.raw()
         raw.pop("cluster")
+        raw.pop("tune")
         return raw
 
     def for_cluster(self) -> Params:
@@ -333,6 +398,10 @@ def parse_params(raw: Mapping[str, Any], origin: str = "params") -> Params:
     assert params is not None
     for name, section in sections.items():
         params.train.__pydantic_extra__[name] = section  # type: ignore[index]
+    problems = _space_problems(params)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise ParamsError(f"{origin}: {len(problems)} problem(s):\n{listed}")
     return params
 
 
@@ -372,6 +441,23 @@ def _recipe_sections(train: Mapping[str, Any]) -> tuple[dict[str, RecipeSettings
             f"train.models: {m!r} has no train.{m} section" for m in models if m not in train
         ]
     return sections, problems
+
+
+def _space_problems(params: Params) -> list[str]:
+    """Each searched key must be a key of a stage section, and each tuned model a model
+    section of ``train``."""
+    problems: list[str] = []
+    stages = params.stages()
+    for model, section in (params.tune.__pydantic_extra__ or {}).items():
+        if model not in (params.train.__pydantic_extra__ or {}):
+            problems.append(f"tune.{model}: no train.{model} section to tune")
+        for key in section.space:
+            node: Any = stages
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if node is None or isinstance(node, Mapping):
+                problems.append(f"tune.{model}.space.{key}: not a key of params.yaml")
+    return problems
 
 
 def _describe(root: type[BaseModel], error: Any, prefix: tuple[str, ...] = ()) -> str:

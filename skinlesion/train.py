@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,19 @@ def train_model(
     out_model: str | Path,
     report_dir: str | Path,
     params: Params | dict[str, Any],
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    log_model: bool = True,
 ) -> TrainResult:
     """Train the model of section ``train.<model_name>`` on the training rows of the
     (oversampled) manifest, select on its validation rows, save ``out_model`` (.keras) and
-    log everything to MLflow."""
+    log everything to MLflow.
+
+    A search (``skinlesion.tune``) runs each trial through here, so that a trial is the
+    real training: ``on_epoch`` gets each epoch's validation logs (and may stop the run by
+    raising), the MLflow run is named ``run_name`` with extra ``tags`` (nested under the
+    active run, the study's), and ``log_model`` false keeps trials' models out of MLflow."""
     import keras
     import mlflow
 
@@ -136,11 +146,15 @@ def train_model(
         if train_cfg.class_weight == "balanced"
         else None,
         remote=remote,
+        on_epoch=on_epoch,
     )
 
     listing = list_folder(data_dir, params.data.workers)
     configure_tracking(train_cfg.mlflow_experiment)
-    with precision_policy(device.mixed_precision), _start_run(work_dir, model_name) as run:
+    with (
+        precision_policy(device.mixed_precision),
+        _start_run(work_dir, run_name or f"train-{model_name}") as run,
+    ):
         log_data_listing(listing, data_dir)
         mlflow.set_tags(
             {
@@ -149,6 +163,7 @@ def train_model(
                 "recipe": train_cfg.recipe_of(model_name),
                 "data.manifest_md5": manifest_md5,
                 "device": f"{device.gpus} GPU" if device.gpus else "CPU",
+                **(tags or {}),
             }
         )
         mlflow.log_dict(training_lesions(train_rows, val_rows, manifest_md5), LESIONS_ARTIFACT)
@@ -178,9 +193,7 @@ def train_model(
         out = Path(out_model)
         out.parent.mkdir(parents=True, exist_ok=True)
         model.save(out)
-        first = val_idx[:1]
-        example = model_inputs(model, table.images[first].astype("float32"), table.metadata[first])
-        logged = log_keras_model(model, example)
+        model_uri = _log_model(model, table, val_idx[:1]) if log_model else ""
         if history_csv.is_file():
             mlflow.log_artifact(str(history_csv))
             curves = plot_history(history_csv, report / "curves.png")
@@ -190,7 +203,7 @@ def train_model(
             model=model_name,
             model_path=str(out),
             run_id=run.info.run_id,
-            model_uri=logged.model_uri,
+            model_uri=model_uri,
             best_epoch=fitted.keeper.best_epoch,
             epochs_run=fitted.epochs_run,
             resumed_from_epoch=fitted.resumed_from_epoch,
@@ -215,17 +228,25 @@ def train_model(
     return result
 
 
-def _start_run(work_dir: Path, model_name: str) -> Any:
-    """Start (or, after a kill, re-open) this training's MLflow run."""
+def _log_model(model: Any, table: Any, rows: Any) -> str:
+    """Log the model to MLflow with an input example; returns its model URI."""
+    example = model_inputs(model, table.images[rows].astype("float32"), table.metadata[rows])
+    return log_keras_model(model, example).model_uri
+
+
+def _start_run(work_dir: Path, run_name: str) -> Any:
+    """Start (or, after a kill, re-open) this training's MLflow run; nested under the
+    active run when there is one (a study's)."""
     import mlflow
 
     run_file = work_dir / "mlflow_run_id"
+    nested = mlflow.active_run() is not None
     if run_file.is_file():
         try:
-            return mlflow.start_run(run_id=run_file.read_text().strip())
+            return mlflow.start_run(run_id=run_file.read_text().strip(), nested=nested)
         except mlflow.exceptions.MlflowException:
             log.warning("previous MLflow run not found; starting a new one")
-    run = mlflow.start_run(run_name=f"train-{model_name}")
+    run = mlflow.start_run(run_name=run_name, nested=nested)
     run_file.write_text(run.info.run_id)
     return run
 

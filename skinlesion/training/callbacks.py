@@ -45,6 +45,18 @@ def after_epoch(action: Callable[[], None]) -> Any:
     return AfterEpoch()
 
 
+def epoch_hook(action: Callable[[int, dict[str, Any]], None]) -> Any:
+    """Calls ``action(epoch, logs)`` after each epoch; placed last, it sees the validation
+    metrics and may stop training by raising (a search's pruner)."""
+    import keras
+
+    class EpochHook(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            action(epoch, dict(logs or {}))
+
+    return EpochHook()
+
+
 def mlflow_epochs(prefix: str) -> Any:
     """Per-epoch metrics to MLflow, with the epoch as step."""
     import keras

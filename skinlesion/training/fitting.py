@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from skinlesion.storage import mirror_to_s3
 from skinlesion.training.callbacks import (
     after_epoch,
     best_keeper,
+    epoch_hook,
     mlflow_epochs,
     validation_metrics,
 )
@@ -61,6 +63,9 @@ class Context:
     history_csv: Path
     class_weight: dict[int, float] | None
     remote: str | None = None  # s3:// mirror of ``work_dir`` (cluster); None: local only
+    # called with (epoch, logs) after every epoch, once the validation metrics are in the
+    # logs: a search reports to its pruner here, which may stop the run by raising
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None
 
     def save_remote(self) -> None:
         """Mirror the checkpoint folder to S3, when training has a remote copy."""
@@ -155,7 +160,8 @@ def fit_phase(
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
         keras.callbacks.CSVLogger(str(ctx.history_csv), append=ctx.history_csv.exists()),
         mlflow_epochs(f"{phase.name}_" if phase.name != "train" else ""),
-        after_epoch(ctx.save_remote),  # last: after every file of the epoch is written
+        after_epoch(ctx.save_remote),  # after every file of the epoch is written
+        *([epoch_hook(ctx.on_epoch)] if ctx.on_epoch else []),  # may stop the run
     ]
     if phase.schedule == "plateau":
         callbacks.append(
