@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.params import load_params
-from skinlesion.tune import open_study, run_search, search_for, with_values
+from skinlesion.search_space import with_values
+from skinlesion.tune import open_study, run_search, search_for
 from skinlesion.tune_report import best_values, summarize
 
 

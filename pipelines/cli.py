@@ -1,4 +1,5 @@
-"""`skinlesion pipeline …`: compile, submit and schedule the Kubeflow training pipeline.
+"""`skinlesion pipeline …`: compile and submit the Kubeflow training and tuning pipelines,
+and schedule training.
 
 A command group of its own, registered through the ``skinlesion.commands`` entry point
 (pyproject.toml), so that the library (``skinlesion``) never imports the pipeline code:
@@ -16,7 +17,8 @@ from skinlesion.cli import ParamsOpt, user_errors
 from skinlesion.params import load_params
 
 app = typer.Typer(
-    help="Kubeflow Pipelines: compile, submit and schedule the training pipeline.",
+    help="Kubeflow Pipelines: compile and submit the training and tuning pipelines; "
+    "schedule training.",
     no_args_is_help=True,
 )
 
@@ -38,6 +40,14 @@ PackageOpt = Annotated[
 NamespaceOpt = Annotated[
     str | None, typer.Option(help="Kubeflow profile namespace (multi-user installations).")
 ]
+PipelineOpt = Annotated[
+    str,
+    typer.Option(
+        "--pipeline",
+        help="training (validate, train, evaluate, promote) or tuning (an Optuna search on "
+        "GPU workers, then optionally training with the best).",
+    ),
+]
 ExperimentOpt = Annotated[
     str | None, typer.Option(help="KFP experiment (default: params cluster.schedule.experiment).")
 ]
@@ -53,12 +63,14 @@ def pipeline_compile(
     gpu_image: Annotated[
         str | None, typer.Option(help="Image of the training steps (default: cluster.images.gpu).")
     ] = None,
+    pipeline: PipelineOpt = "training",
     params_file: ParamsOpt = None,
 ) -> None:
-    """Compile the training pipeline (defaults from params.yaml and its cluster profile)."""
-    from pipelines.training_pipeline import compile_pipeline
+    """Compile a pipeline (defaults from params.yaml and its cluster profile)."""
+    from pipelines.client import pipeline_kind
 
-    path = compile_pipeline(load_params(params_file), out, cpu_image, gpu_image)
+    kind = pipeline_kind(pipeline)
+    path = kind.compile(load_params(params_file), out, cpu_image, gpu_image)
     typer.echo(f"pipeline written to {path}")
 
 
@@ -75,9 +87,10 @@ def pipeline_submit(
         bool | None,
         typer.Option("--cache/--no-cache", help="Override the steps' caching for this run."),
     ] = None,
+    pipeline: PipelineOpt = "training",
     params_file: ParamsOpt = None,
 ) -> None:
-    """Start one run of the training pipeline on a Kubeflow Pipelines cluster."""
+    """Start one run of a pipeline on a Kubeflow Pipelines cluster."""
     import tempfile
 
     from pipelines.client import submit_run
@@ -93,6 +106,7 @@ def pipeline_submit(
             run_name,
             namespace,
             cache,
+            pipeline,
         )
     typer.echo(f"run {run.id} submitted: {run.url}")
 

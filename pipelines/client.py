@@ -1,20 +1,46 @@
-"""Submitting and scheduling the training pipeline through `kfp.Client`.
+"""Submitting (training or tuning) and scheduling (training) pipelines through `kfp.Client`.
 
 A run's arguments start from the compiled defaults (params.yaml with its cluster profile)
 and change only what ``--param`` names: ``data_uri=...`` sets the pipeline parameter,
 ``section.key=value`` one key of the ``params`` mapping, as `dvc exp run -S` does.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
+import yaml
+
+from pipelines import training_pipeline, tuning_pipeline
 from skinlesion.errors import SkinlesionError
 from skinlesion.params import set_dotted
 from skinlesion.settings import Params, parse_params
 
-TOP_LEVEL = ("data_uri", "data_version")  # pipeline parameters besides `params`
+
+@dataclass(frozen=True)
+class PipelineKind:
+    """A pipeline of the project: its name, how it compiles, and its parameters besides
+    ``params`` (as `--param name=value` sets them)."""
+
+    name: str
+    compile: Callable[..., Path]
+    top_level: tuple[str, ...]
+
+
+PIPELINES = {
+    "training": PipelineKind(
+        training_pipeline.PIPELINE_NAME,
+        training_pipeline.compile_pipeline,
+        ("data_uri", "data_version"),
+    ),
+    "tuning": PipelineKind(
+        tuning_pipeline.PIPELINE_NAME,
+        tuning_pipeline.compile_tuning_pipeline,
+        ("data_uri", "data_version", "model_name", "study", "trials", "train_best"),
+    ),
+}
+TOP_LEVEL = PIPELINES["training"].top_level
 
 
 class PipelineClientError(SkinlesionError, ValueError):
@@ -29,7 +55,15 @@ class Submitted:
     url: str
 
 
-def pipeline_arguments(params: Params, assignments: list[str]) -> dict[str, Any]:
+def pipeline_kind(pipeline: str) -> PipelineKind:
+    if pipeline not in PIPELINES:
+        raise PipelineClientError(f"no pipeline {pipeline!r}; pipelines: {', '.join(PIPELINES)}")
+    return PIPELINES[pipeline]
+
+
+def pipeline_arguments(
+    params: Params, assignments: list[str], pipeline: str = "training"
+) -> dict[str, Any]:
     """Arguments for a run: only the parameters that ``assignments`` change, validated
     like params.yaml (a misspelt key or a bad value is refused before any request)."""
     arguments: dict[str, Any] = {}
@@ -37,8 +71,10 @@ def pipeline_arguments(params: Params, assignments: list[str]) -> dict[str, Any]
     changed = False
     for assignment in assignments:
         key = assignment.split("=", 1)[0].strip()
-        if key in TOP_LEVEL:
-            arguments[key] = assignment.split("=", 1)[1] if "=" in assignment else ""
+        if key in pipeline_kind(pipeline).top_level:
+            value = assignment.split("=", 1)[1] if "=" in assignment else ""
+            typed = yaml.safe_load(value) if key in ("trials", "train_best") else value
+            arguments[key] = typed
         else:
             run_params = set_dotted(run_params, assignment)
             changed = True
@@ -64,13 +100,14 @@ def _client(host: str, namespace: str | None) -> Any:
     return kfp.Client(host=host, namespace=namespace or "kubeflow")
 
 
-def _package(params: Params, package: Path | None, work_dir: Path) -> Path:
+def _package(params: Params, package: Path | None, work_dir: Path, pipeline: str) -> Path:
     """A precompiled package, or one compiled now from params.yaml."""
     if package is not None:
         if not package.is_file():
             raise PipelineClientError(f"pipeline package not found: {package}")
         return package
-    return compile_pipeline(params, work_dir / f"{PIPELINE_NAME}.yaml")
+    kind = pipeline_kind(pipeline)
+    return kind.compile(params, work_dir / f"{kind.name}.yaml")
 
 
 def submit_run(
@@ -83,10 +120,11 @@ def submit_run(
     run_name: str | None = None,
     namespace: str | None = None,
     enable_caching: bool | None = None,
+    pipeline: str = "training",
 ) -> Submitted:
-    """Start one run of the pipeline; returns its id and its page in the KFP UI."""
-    arguments = pipeline_arguments(params, assignments)
-    path = _package(params, package, work_dir)
+    """Start one run of ``pipeline``; returns its id and its page in the KFP UI."""
+    arguments = pipeline_arguments(params, assignments, pipeline)
+    path = _package(params, package, work_dir, pipeline)
     client = _client(host, namespace)
     result = client.create_run_from_pipeline_package(
         str(path),
@@ -116,12 +154,12 @@ def schedule_run(
     schedule = _schedule(params)
     expression = check_cron(cron or schedule["cron"])
     arguments = pipeline_arguments(params, assignments)
-    path = _package(params, package, work_dir)
+    path = _package(params, package, work_dir, "training")
     client = _client(host, namespace)
     found = client.create_experiment(experiment or schedule["experiment"], namespace=namespace)
     job = client.create_recurring_run(
         experiment_id=found.experiment_id,
-        job_name=job_name or f"{PIPELINE_NAME}-scheduled",
+        job_name=job_name or f"{training_pipeline.PIPELINE_NAME}-scheduled",
         cron_expression=expression,
         max_concurrency=1,
         no_catchup=True,

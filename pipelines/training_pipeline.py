@@ -9,7 +9,7 @@ parameter value is written here.
 from pathlib import Path
 from typing import Any
 
-from kfp import compiler, dsl, kubernetes
+from kfp import dsl, kubernetes
 
 from components.check_changes.component import check_changes
 from components.collect_reports.component import collect_reports, start_reports
@@ -21,51 +21,10 @@ from components.promote.component import promote
 from components.split.component import split
 from components.train.component import train
 from components.validate.component import validate
-from skinlesion.settings import ClusterSettings, Params, Resources
+from pipelines.tasks import compile_with_images, on_gpu_nodes, secrets, step
+from skinlesion.settings import ClusterSettings, Params
 
 PIPELINE_NAME = "skinlesion-training"
-
-
-def _resources(task: dsl.PipelineTask, spec: Resources) -> None:
-    """Requests equal to limits, so a task's pod gets what it asked for."""
-    task.set_cpu_request(spec.cpu).set_cpu_limit(spec.cpu)
-    task.set_memory_request(spec.memory).set_memory_limit(spec.memory)
-    if spec.gpus:
-        task.set_accelerator_type(spec.accelerator or "nvidia.com/gpu")
-        task.set_accelerator_limit(spec.gpus)
-
-
-def _secrets(task: dsl.PipelineTask, cluster: ClusterSettings, *names: str) -> None:
-    for name in names:
-        secret = cluster.secrets[name]
-        kubernetes.use_secret_as_env(
-            task, secret_name=secret.name, secret_key_to_env={k: k for k in secret.keys}
-        )
-
-
-def _step(
-    task: dsl.PipelineTask,
-    display_name: str,
-    cluster: ClusterSettings,
-    kind: str = "default",
-    retry: bool = False,
-    cache: bool = True,
-) -> dsl.PipelineTask:
-    """Settings every task gets: a display name, its image, resources, caching, retries."""
-    task.set_display_name(display_name)
-    task.set_container_image(cluster.images["gpu" if kind == "train" else "cpu"])
-    _resources(task, cluster.resources.get(kind, cluster.resources["default"]))
-    task.set_caching_options(cache)
-    if retry and cluster.retries:
-        task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2.0)
-    return task
-
-
-def _on_gpu_nodes(task: dsl.PipelineTask, cluster: ClusterSettings) -> None:
-    for toleration in cluster.tolerations:
-        kubernetes.add_toleration(task, **toleration)
-    for key, value in cluster.gpu_node_selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
 
 
 def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> Any:
@@ -101,8 +60,8 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
            (paired bootstrap interval of the difference).
         """
         fetch = fetch_data(data_uri=data_uri, data_version=data_version)
-        _step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
-        _secrets(fetch, cluster, "s3")
+        step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
+        secrets(fetch, cluster, "s3")
         if cluster.data_pvc:
             kubernetes.mount_pvc(
                 fetch,
@@ -116,17 +75,17 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             training_image=cluster.images["gpu"],
         )
-        _step(changes, "2. Check for changes", cluster, retry=True, cache=False)
-        _secrets(changes, cluster, "mlflow")
+        step(changes, "2. Check for changes", cluster, retry=True, cache=False)
+        secrets(changes, cluster, "mlflow")
         with dsl.If(changes.outputs["Output"] == "changed", name="something-changed"):
             checked = validate(raw_data=raw, params=params)
-            _step(checked, "3. Validate data", cluster)
+            step(checked, "3. Validate data", cluster)
             splitting = split(raw_data=raw, params=params).after(checked)
-            _step(splitting, "4. Split by lesion", cluster)
+            step(splitting, "4. Split by lesion", cluster)
             manifest = splitting.outputs["manifest"]
-            _step(eda(raw_data=raw, manifest=manifest, params=params), "5. Explore data", cluster)
+            step(eda(raw_data=raw, manifest=manifest, params=params), "5. Explore data", cluster)
             resampled = oversample(manifest=manifest, params=params)
-            _step(resampled, "6. Oversample training part", cluster)
+            step(resampled, "6. Oversample training part", cluster)
             collected = None
             for name in models:
                 trained = train(
@@ -137,9 +96,9 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     image=cluster.images["gpu"],
                 )
-                _step(trained, f"7. Train {name}", cluster, kind="train", retry=True)
-                _on_gpu_nodes(trained, cluster)
-                _secrets(trained, cluster, "mlflow", "s3")
+                step(trained, f"7. Train {name}", cluster, kind="train", retry=True)
+                on_gpu_nodes(trained, cluster)
+                secrets(trained, cluster, "mlflow", "s3")
                 scored = evaluate(
                     model_name=name,
                     model=trained.outputs["model"],
@@ -147,7 +106,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     manifest=manifest,
                     params=params,
                 )
-                _step(scored, f"8. Evaluate {name}", cluster, kind="evaluate")
+                step(scored, f"8. Evaluate {name}", cluster, kind="evaluate")
                 own = {
                     "report": trained.outputs["report"],
                     "evaluation": scored.outputs["evaluation"],
@@ -157,11 +116,11 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     if collected is None
                     else collect_reports(model_name=name, earlier=collected, **own)
                 )
-                _step(gathered, f"8. Collect reports of {name}", cluster)
+                step(gathered, f"8. Collect reports of {name}", cluster)
                 collected = gathered.outputs["reports"]
             promotion = promote(raw_data=raw, manifest=manifest, reports=collected, params=params)
-            _step(promotion, "9. Promote in MLflow", cluster, retry=True, cache=False)
-            _secrets(promotion, cluster, "mlflow")
+            step(promotion, "9. Promote in MLflow", cluster, retry=True, cache=False)
+            secrets(promotion, cluster, "mlflow")
 
     return training_pipeline
 
@@ -173,12 +132,4 @@ def compile_pipeline(
     gpu_image: str | None = None,
 ) -> Path:
     """Compile the pipeline to a YAML package that `kfp.Client` and the KFP UI accept."""
-    images = {
-        **params.cluster.images,
-        **{k: v for k, v in (("cpu", cpu_image), ("gpu", gpu_image)) if v},
-    }
-    cluster = params.cluster.model_copy(update={"images": images})
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(params, cluster), str(path))
-    return path
+    return compile_with_images(build_pipeline, params, out, cpu_image, gpu_image)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.params import Params
-from skinlesion.settings import Dimension, deep_merge, parse_params
+from skinlesion.search_space import current_values, suggest, with_values
+from skinlesion.settings import Dimension
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +92,20 @@ def search_for(
 def open_study(params: Params, search: Search, worker: int = 0) -> Any:
     """Create or load the study. Heartbeats let a restarted (or another) worker fail a
     trial whose process died and retry its values once."""
+    import warnings
+
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     tune = params.tune
-    storage = RDBStorage(
-        search.storage,
-        heartbeat_interval=tune.heartbeat_seconds,
-        grace_period=2 * tune.heartbeat_seconds,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():  # heartbeats are marked experimental, yet documented
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(
+            search.storage,
+            heartbeat_interval=tune.heartbeat_seconds,
+            grace_period=2 * tune.heartbeat_seconds,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
     pruner: optuna.pruners.BasePruner
     if tune.pruner == "median":
         pruner = optuna.pruners.MedianPruner(
@@ -124,73 +129,9 @@ def open_study(params: Params, search: Search, worker: int = 0) -> Any:
     )
 
 
-def encode(value: Any) -> Any:
-    """A choice as Optuna stores it: scalars as they are, lists as JSON text."""
-    return (
-        value if value is None or isinstance(value, bool | int | float | str) else json.dumps(value)
-    )
-
-
-def decode(value: Any, dimension: Dimension) -> Any:
-    if dimension.choices is not None and isinstance(value, str):
-        for choice in dimension.choices:
-            if encode(choice) == value:
-                return choice
-    return value
-
-
-def suggest(trial: Any, space: Mapping[str, Dimension]) -> dict[str, Any]:
-    """The trial's value of every searched key, as params values."""
-    values: dict[str, Any] = {}
-    for key, dim in space.items():
-        if dim.choices is not None:
-            picked = trial.suggest_categorical(key, [encode(c) for c in dim.choices])
-            values[key] = decode(picked, dim)
-        elif dim.integer:
-            values[key] = trial.suggest_int(
-                key, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log
-            )
-        else:
-            values[key] = trial.suggest_float(
-                key, float(dim.low), float(dim.high), step=dim.step, log=dim.log
-            )
-    return values
-
-
-def current_values(params: Params, space: Mapping[str, Dimension]) -> dict[str, Any] | None:
-    """The params.yaml value of each searched key, encoded as a trial; None when one lies
-    outside its dimension (the baseline cannot then be a trial of this space)."""
-    raw = params.raw()
-    values: dict[str, Any] = {}
-    for key, dim in space.items():
-        value = _get(raw, key)
-        inside = (
-            encode(value) in [encode(c) for c in dim.choices]
-            if dim.choices is not None
-            else dim.low <= value <= dim.high  # type: ignore[operator]
-        )
-        if not inside:
-            log.warning("baseline skipped: %s = %r lies outside the space", key, value)
-            return None
-        values[key] = encode(value)
-    return values
-
-
-def with_values(params: Params, values: Mapping[str, Any], work_dir: Path) -> Params:
-    """Params of one trial: the trial's values, its own checkpoint folder and no S3 mirror
-    (a trial that dies is retried from the start), validated like params.yaml."""
-    update: dict[str, Any] = {}
-    for key, value in {
-        **values,
-        "train.checkpoint_dir": str(work_dir / "checkpoints"),
-        "train.checkpoint_uri": "",
-    }.items():
-        node = update
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return parse_params(deep_merge(params.raw(), update), "trial values")
+def worker_id() -> str:
+    """This process, as trials record who ran them (pods differ by host name)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def finished_trials(study: Any) -> int:
@@ -238,18 +179,11 @@ def run_search(
     import mlflow
     import optuna
 
-    from skinlesion.tracking import configure_tracking
-
     target = trials or params.tune.trials
     minutes = params.tune.timeout_minutes if timeout_minutes is None else timeout_minutes
     space = params.tune.space(search.model)
-    configure_tracking(params.train.mlflow_experiment)
-    study = open_study(params, search, worker)
-    if params.tune.baseline_first:
-        baseline = current_values(params, space)
-        if baseline is not None:
-            study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
-    parent = _parent_run(study, search)
+    study = prepare_study(params, search, worker)
+    parent = study.user_attrs[PARENT_RUN_ATTR]
     done = finished_trials(study)
     if done >= target:
         log.info("study %s already holds %d finished trials", search.study, done)
@@ -277,6 +211,21 @@ def run_search(
     return study
 
 
+def prepare_study(params: Params, search: Search, worker: int = 0) -> Any:
+    """The study, ready for trials: created when new, the baseline queued as its first
+    trial, and its MLflow parent run made (once; every later worker finds it)."""
+    from skinlesion.tracking import configure_tracking
+
+    configure_tracking(params.train.mlflow_experiment)
+    study = open_study(params, search, worker)
+    if params.tune.baseline_first:
+        baseline = current_values(params, params.tune.space(search.model))
+        if baseline is not None:
+            study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
+    _parent_run(study, search)
+    return study
+
+
 def _objective(
     params: Params,
     search: Search,
@@ -294,7 +243,7 @@ def _objective(
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_id())
         scratch = search.work_dir / "trials" / f"{search.study}-{trial.number}"
         shutil.rmtree(scratch, ignore_errors=True)
         reporter = EpochReporter(trial, monitor)
@@ -370,10 +319,3 @@ def redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _get(raw: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = raw
-    for part in dotted.split("."):
-        node = node[part]
-    return node

@@ -13,7 +13,8 @@ import yaml
 
 from skinlesion.errors import SkinlesionError
 from skinlesion.params import Params
-from skinlesion.tune import PARENT_RUN_ATTR, Search, decode, redact
+from skinlesion.search_space import decode
+from skinlesion.tune import PARENT_RUN_ATTR, Search, redact
 
 log = logging.getLogger(__name__)
 

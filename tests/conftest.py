@@ -131,13 +131,16 @@ def local_conditions(monkeypatch):
     text, ``inputs.parameter_values['pipelinechannel--check-changes-Output'] == 'changed'``,
     which leaves ``[''changed'']``: a syntax error, after which it skips the branch. The
     cluster's backend evaluates the same condition correctly; this shim hands the local
-    evaluator the channel alone, the form its own tests use."""
+    evaluator the channel alone, the form its own tests use. It also spells the CEL
+    booleans of ``flag == true`` the Python way, which the local evaluator needs."""
     from kfp.local.orchestrator import enhanced_dag_orchestrator as dag
 
     original = dag.ConditionEvaluator.evaluate_condition
     wrapped = re.compile(r"inputs\.parameter_values\['(pipelinechannel--[\w-]+)'\]")
+    booleans = re.compile(r"== (true|false)\b")
 
     def evaluate(condition: str, io_store) -> bool:
+        condition = booleans.sub(lambda m: f"== {m[1].capitalize()}", condition)
         return original(wrapped.sub(r"\1", condition), io_store)
 
     monkeypatch.setattr(dag.ConditionEvaluator, "evaluate_condition", staticmethod(evaluate))

@@ -25,6 +25,8 @@ NAMED = {
     "evaluate",
     "promote",
     "predict",
+    "tune",
+    "tune apply",
     "pipeline compile",
     "pipeline submit",
     "pipeline schedule",

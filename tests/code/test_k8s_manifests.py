@@ -136,7 +136,10 @@ def test_network_policies_deny_by_default():
     assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
     postgres = _find(objects, "NetworkPolicy", "postgres-ingress")
     [rule] = postgres["spec"]["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}},
+        {"podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}},
+    ]
 
 
 def test_secret_templates_hold_placeholders_and_the_keys_the_pipeline_reads(params):

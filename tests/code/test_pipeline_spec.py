@@ -209,3 +209,74 @@ def test_a_misspelt_key_stops_compilation_by_name(tmp_path):
     assert result.exit_code == 1
     assert "train.cnn.epoch: unknown key" in result.output
     assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def tuning(tmp_path_factory) -> tuple[dict, dict]:
+    """The tuning pipeline as `skinlesion pipeline compile --pipeline tuning` writes it."""
+    out = tmp_path_factory.mktemp("compiled") / "tuning.yaml"
+    result = CliRunner().invoke(
+        command_line(),
+        [
+            "pipeline",
+            "compile",
+            "--pipeline",
+            "tuning",
+            "--out",
+            str(out),
+            "--params",
+            str(ROOT / "params.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _root_tasks(spec: dict) -> dict[str, dict]:
+    return {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
+
+
+def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
+    spec, platform = tuning
+    named = _root_tasks(spec)
+    workers = [name for name in named if name.startswith("6. Trials, worker")]
+    assert len(workers) == params["tune"]["parallel"]
+    for name in workers:
+        task = named[name]
+        resources = _executor(spec, task)["resources"]
+        assert resources["accelerator"]["resourceCount"] == "1"
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        executor = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
+        assert executor["tolerations"] and executor["nodeSelector"]
+        secrets = sorted(s["secretName"] for s in executor["secretAsEnv"])
+        assert secrets == ["skinlesion-mlflow", "skinlesion-optuna", "skinlesion-s3"]
+        study = task["inputs"]["parameters"]["study"]["taskOutputParameter"]
+        assert study["producerTask"] == "open-study"  # one study, named once
+        assert task["cachingOptions"] == {}  # the study's state lives outside KFP
+    pick = named["7. Pick the best on validation"]
+    root = spec["root"]["dag"]["tasks"]
+    worker_keys = {k for k, t in root.items() if t["taskInfo"]["name"] in workers}
+    assert len(worker_keys) == len(workers)
+    assert set(pick["dependentTasks"]) >= worker_keys  # picks after every worker ended
+    assert "accelerator" not in _executor(spec, pick)["resources"]
+
+
+def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
+    spec, _ = tuning
+    description = spec["pipelineInfo"]["description"]
+    for number in range(1, 9):
+        assert f"\n{number}. " in description
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["trials"]["defaultValue"] == params["tune"]["trials"]
+    assert inputs["train_best"]["defaultValue"] is False
+    root = spec["root"]["dag"]["tasks"]
+    [condition] = [t for t in root.values() if "triggerPolicy" in t]
+    assert "train_best" in condition["triggerPolicy"]["condition"]
+    [nested] = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"].values()
+    handed = nested["inputs"]["parameters"]["params"]["componentInputParameter"]
+    assert handed == "pipelinechannel--best-params-params"  # the pick step's `params`
+    into_condition = condition["inputs"]["parameters"][handed]["taskOutputParameter"]
+    assert into_condition == {"outputParameterKey": "params", "producerTask": "best-params"}
+    training = spec["components"][nested["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"fetch-data", "check-changes"} <= set(training)  # the whole training pipeline

@@ -27,6 +27,7 @@ COMMANDS = {
     "train": ["skinlesion.train"],
     "evaluate": ["skinlesion.evaluate", "skinlesion.evaluation_plots"],
     "promote": ["skinlesion.promote"],
+    "tune": ["skinlesion.tune", "skinlesion.tune_report"],
 }
 NOT_OUTPUT = {"skinlesion/errors.py", "skinlesion/progress.py"}
 MAX_LINES = 350
@@ -89,8 +90,9 @@ def _closure(modules: list[str]) -> set[str]:
     return {str(f.relative_to(ROOT)) for f in seen}
 
 
-def test_every_stage_depends_on_the_modules_its_command_runs():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "tune/dvc.yaml"])
+def test_every_stage_depends_on_the_modules_its_command_runs(dvc_file):
+    stages = yaml.safe_load((ROOT / dvc_file).read_text())["stages"]
     for name, stage in stages.items():
         body = stage.get("do", stage)
         command = re.search(r"skinlesion (\S+)", body["cmd"]).group(1)

@@ -34,6 +34,7 @@ def _dvc_repo(tmp_path: Path, small: dict) -> tuple[Path, dict[str, str]]:
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "tune", repo / "tune", ignore=shutil.ignore_patterns("work"))
     shutil.copytree(ROOT / "skinlesion", repo / "skinlesion")  # stage dependencies
     write_params(small, repo / "params.yaml")
     make_synthetic_dataset(repo / small["data"]["raw_dir"], n_images=150, seed=2)
@@ -52,9 +53,14 @@ def _dvc_repo(tmp_path: Path, small: dict) -> tuple[Path, dict[str, str]]:
 
 def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
     small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
+    small["tune"].update(trials=2, pruner="none")
+    # 16, the current value, lies outside the space: whichever trial wins, applying it
+    # changes train.cnn, and with it the train stage
+    small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 12]}}}
     repo, env = _dvc_repo(tmp_path, small)
 
     first = _run([DVC, "repro"], repo, env)
+    assert "tune" not in first.stdout  # the search is off the default path
     for stage in (
         "validate",
         "split",
@@ -78,6 +84,16 @@ def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
     second = _run([DVC, "repro"], repo, env)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
+
+    searched = _run([DVC, "repro", "tune/dvc.yaml"], repo, env)
+    assert "Running stage 'tune/dvc.yaml:tune@cnn'" in searched.stdout
+    summary = json.loads((repo / "reports/tune/cnn/summary.json").read_text())
+    assert summary["trials"] == {"complete": 2}
+    again = _run([DVC, "repro", "tune/dvc.yaml"], repo, env)
+    assert "Running stage" not in again.stdout
+    _run(["skinlesion", "tune", "apply", "reports/tune/cnn/best_params.yaml"], repo, env)
+    status = _run([DVC, "status"], repo, env)
+    assert "train@cnn" in status.stdout  # applied: the model's params changed
 
 
 def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, dict]:

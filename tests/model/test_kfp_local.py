@@ -66,3 +66,51 @@ def test_pipeline_runs_locally_end_to_end(
     assert check["reason"].startswith(f"nothing changed since version {champion.version}")
     assert not (second / "condition-1").exists()
     assert len(client.search_model_versions("name='kfp-local-classifier'")) == 2
+
+
+def test_tuning_pipeline_runs_locally_and_trains_with_the_best(
+    tmp_path, params, mlflow_server, monkeypatch, local_conditions
+):
+    """Two workers share one study of three tiny trials; the pick step chooses on
+    validation and hands its params to the training pipeline, which trains with them."""
+    import optuna
+
+    from pipelines.tuning_pipeline import build_tuning_pipeline
+
+    data = tmp_path / "ham10000"
+    make_synthetic_dataset(data, n_images=150, seed=2)
+    small = small_params(params, cnn={"epochs": 2})
+    small["train"].update(
+        models=["cnn"], checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="kfp"
+    )
+    small["promote"]["registered_model"] = "kfp-tuned-classifier"
+    small["cluster"]["overrides"] = {}
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    small["tune"].update(
+        trials=3, parallel=2, startup_trials=3, pruner="none", storage=storage,
+        work_dir=str(tmp_path / "tune"),
+    )  # fmt: skip
+    small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 16, 24]}}}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
+    monkeypatch.chdir(tmp_path)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "pipeline_root"),
+        raise_on_error=True,
+    )
+
+    pipeline = build_tuning_pipeline(parse_params(small))
+    pipeline(data_uri=str(data), study="kfp-local", train_best=True)
+
+    study = optuna.load_study(study_name="kfp-local", storage=storage)
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+    [run_dir] = (tmp_path / "pipeline_root").iterdir()
+    summary = json.loads((run_dir / "best-params" / "best" / "summary.json").read_text())
+    assert summary["best_trial"] == study.best_trial.number
+    assert summary["best_value"] == pytest.approx(study.best_value)  # validation only
+    units = summary["best_params"]["train.cnn.dense_units"]
+    client = mlflow.MlflowClient(mlflow_server)
+    challenger = client.get_model_version_by_alias("kfp-tuned-classifier", "challenger")
+    trained = client.get_run(challenger.run_id)
+    assert trained.data.params["train.cnn.dense_units"] == str(units)  # the best, trained

@@ -1,0 +1,47 @@
+"""Tuning step 6: one worker of the search (a GPU task); the workers share the study."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def tune_trials(
+    model_name: str,
+    study: str,
+    worker: int,
+    trials: int,
+    raw_data: Input[Dataset],
+    training_manifest: Input[Dataset],
+    params: dict,
+    kfp_run_id: str,
+    image: str,
+    summary: Output[Metrics],
+):
+    """Run trials of ``study`` until it holds ``trials`` finished ones
+    (``skinlesion.tune.run_search``): each a training of ``model_name`` judged on the
+    validation rows. ``worker`` offsets the sampler's seed, so that parallel workers do
+    not propose the same values. A retried task's dead trial is failed and retried."""
+    import os
+    from pathlib import Path
+
+    from skinlesion.params import from_pipeline
+    from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
+    from skinlesion.tune import finished_trials, run_search, search_for, worker_id
+
+    os.environ[KFP_RUN_ENV] = kfp_run_id
+    os.environ[IMAGE_ENV] = image
+    params = from_pipeline(params)
+    search = search_for(params, model_name, "best", study)
+    found = run_search(
+        params,
+        search,
+        Path(training_manifest.path),
+        Path(raw_data.path),
+        trials,
+        worker=worker,
+    )
+    mine = [t for t in found.trials if t.user_attrs.get("worker") == worker_id()]
+    summary.log_metric("trials_run_here", len(mine))
+    summary.log_metric("finished_trials", finished_trials(found))
