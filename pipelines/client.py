@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from pipelines import training_pipeline, tuning_pipeline
+from pipelines.tasks import compile_with_images
 from skinlesion.errors import SkinlesionError
 from skinlesion.params import set_dotted
 from skinlesion.settings import Params, parse_params
@@ -20,23 +21,33 @@ from skinlesion.settings import Params, parse_params
 
 @dataclass(frozen=True)
 class PipelineKind:
-    """A pipeline of the project: its name, how it compiles, and its parameters besides
+    """A pipeline of the project: its name, what builds it, and its parameters besides
     ``params`` (as `--param name=value` sets them)."""
 
     name: str
-    compile: Callable[..., Path]
+    build: Callable[..., Any]
     top_level: tuple[str, ...]
+
+    def compile(
+        self,
+        params: Params,
+        out: str | Path,
+        cpu_image: str | None = None,
+        gpu_image: str | None = None,
+    ) -> Path:
+        """A YAML package that `kfp.Client` and the KFP UI accept."""
+        return compile_with_images(self.build, params, out, cpu_image, gpu_image)
 
 
 PIPELINES = {
     "training": PipelineKind(
         training_pipeline.PIPELINE_NAME,
-        training_pipeline.compile_pipeline,
+        training_pipeline.build_pipeline,
         ("data_uri", "data_version"),
     ),
     "tuning": PipelineKind(
         tuning_pipeline.PIPELINE_NAME,
-        tuning_pipeline.compile_tuning_pipeline,
+        tuning_pipeline.build_tuning_pipeline,
         ("data_uri", "data_version", "model_name", "study", "trials", "train_best"),
     ),
 }

@@ -6,7 +6,6 @@ sections with the ``cluster.overrides`` merged in, and everything Kubernetes nee
 parameter value is written here.
 """
 
-from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -21,7 +20,7 @@ from components.promote.component import promote
 from components.split.component import split
 from components.train.component import train
 from components.validate.component import validate
-from pipelines.tasks import compile_with_images, on_gpu_nodes, secrets, step
+from pipelines.tasks import on_gpu_nodes, secrets, step
 from skinlesion.settings import ClusterSettings, Params
 
 PIPELINE_NAME = "skinlesion-training"
@@ -123,13 +122,3 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
             secrets(promotion, cluster, "mlflow")
 
     return training_pipeline
-
-
-def compile_pipeline(
-    params: Params,
-    out: str | Path,
-    cpu_image: str | None = None,
-    gpu_image: str | None = None,
-) -> Path:
-    """Compile the pipeline to a YAML package that `kfp.Client` and the KFP UI accept."""
-    return compile_with_images(build_pipeline, params, out, cpu_image, gpu_image)

@@ -9,7 +9,6 @@ ones, the way Optuna runs distributed. Workers are tasks written out at compile 
 not a ``ParallelFor``, so the same pipeline also runs under ``kfp.local``.
 """
 
-from pathlib import Path
 from typing import Any
 
 from kfp import dsl
@@ -21,7 +20,7 @@ from components.oversample.component import oversample
 from components.split.component import split
 from components.tune_trials.component import tune_trials
 from components.validate.component import validate
-from pipelines.tasks import compile_with_images, on_gpu_nodes, secrets, step
+from pipelines.tasks import on_gpu_nodes, secrets, step
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.settings import ClusterSettings, Params, ParamsError
 
@@ -110,13 +109,3 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
             ).set_display_name("8. Train, evaluate and promote with the best")
 
     return tuning_pipeline
-
-
-def compile_tuning_pipeline(
-    params: Params,
-    out: str | Path,
-    cpu_image: str | None = None,
-    gpu_image: str | None = None,
-) -> Path:
-    """Compile the tuning pipeline to a YAML package."""
-    return compile_with_images(build_tuning_pipeline, params, out, cpu_image, gpu_image)

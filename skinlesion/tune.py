@@ -79,6 +79,7 @@ def search_for(
     study: str | None = None,
     storage: str | None = None,
 ) -> Search:
+    """The search of ``model``: its study (named, or after params), storage and folders."""
     params.tune.space(model)  # a clear error when the model has no space
     return Search(
         model=model,
@@ -107,7 +108,8 @@ def open_study(params: Params, search: Search, worker: int = 0) -> Any:
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
     pruner: optuna.pruners.BasePruner
-    if tune.pruner == "median":
+    if tune.pruner == "median":  # from the first finished trial on (the baseline, usually):
+        # a trial behind the median of all trials at the same epoch stops there
         pruner = optuna.pruners.MedianPruner(
             n_startup_trials=1, n_warmup_steps=tune.pruner_warmup_epochs
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.training_pipeline import compile_pipeline
+from pipelines.client import PIPELINES
 from skinlesion.cli import command_line
 from skinlesion.settings import parse_params
 from tests.conftest import ROOT
@@ -34,26 +35,22 @@ STEPS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> tuple[dict, dict]:
-    """(pipeline spec, kubernetes platform spec) as compiled by the CLI."""
-    out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+def _compile(out: Path, *options: str) -> tuple[dict, dict]:
+    """(pipeline spec, kubernetes executors) of `skinlesion pipeline compile`."""
     result = CliRunner().invoke(
         command_line(),
-        [
-            "pipeline",
-            "compile",
-            "--out",
-            str(out),
-            "--params",
-            str(ROOT / "params.yaml"),
-            "--gpu-image",
-            "registry.example/skinlesion:abc-gpu",
-        ],
+        ["pipeline", "compile", "--out", str(out), "--params", str(ROOT / "params.yaml"), *options],
     )
     assert result.exit_code == 0, result.output
     spec, platform = yaml.safe_load_all(out.read_text())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    """The training pipeline, compiled by the CLI with a GPU image of its own."""
+    out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    return _compile(out, "--gpu-image", "registry.example/skinlesion:abc-gpu")
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
@@ -181,7 +178,7 @@ def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
     changed["train"]["models"] = models
     changed["train"]["cnn_small"] = {**params["train"]["cnn"], "recipe": "cnn", "epochs": 3}
     out = tmp_path / "pipeline.yaml"
-    compile_pipeline(parse_params(changed), out)
+    PIPELINES["training"].compile(parse_params(changed), out)
     spec = next(yaml.safe_load_all(out.read_text()))
     named = _by_display_name(spec)
     for model in models:
@@ -214,23 +211,7 @@ def test_a_misspelt_key_stops_compilation_by_name(tmp_path):
 @pytest.fixture(scope="module")
 def tuning(tmp_path_factory) -> tuple[dict, dict]:
     """The tuning pipeline as `skinlesion pipeline compile --pipeline tuning` writes it."""
-    out = tmp_path_factory.mktemp("compiled") / "tuning.yaml"
-    result = CliRunner().invoke(
-        command_line(),
-        [
-            "pipeline",
-            "compile",
-            "--pipeline",
-            "tuning",
-            "--out",
-            str(out),
-            "--params",
-            str(ROOT / "params.yaml"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    spec, platform = yaml.safe_load_all(out.read_text())
-    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return _compile(tmp_path_factory.mktemp("compiled") / "tuning.yaml", "--pipeline", "tuning")
 
 
 def _root_tasks(spec: dict) -> dict[str, dict]:

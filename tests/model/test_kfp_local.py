@@ -19,6 +19,18 @@ from tests.conftest import small_params
 pytestmark = pytest.mark.model
 
 
+def _run_locally(tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfp.local with each step a subprocess in ``tmp_path``, MLflow at the test server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # what the Secret sets
+    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
+    monkeypatch.chdir(tmp_path)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "pipeline_root"),
+        raise_on_error=True,
+    )
+
+
 def test_pipeline_runs_locally_end_to_end(
     tmp_path, params, mlflow_server, monkeypatch, local_conditions
 ):
@@ -28,14 +40,7 @@ def test_pipeline_runs_locally_end_to_end(
     small["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="kfp")
     small["promote"]["registered_model"] = "kfp-local-classifier"
     small["cluster"]["overrides"] = {}  # the pipeline's `params` default is `small` itself
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # what the Secret sets
-    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
-    monkeypatch.chdir(tmp_path)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "pipeline_root"),
-        raise_on_error=True,
-    )
+    _run_locally(tmp_path, mlflow_server, monkeypatch)
 
     pipeline = build_pipeline(parse_params(small))
     pipeline(data_uri=str(data))
@@ -91,14 +96,7 @@ def test_tuning_pipeline_runs_locally_and_trains_with_the_best(
         work_dir=str(tmp_path / "tune"),
     )  # fmt: skip
     small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 16, 24]}}}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
-    monkeypatch.chdir(tmp_path)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "pipeline_root"),
-        raise_on_error=True,
-    )
+    _run_locally(tmp_path, mlflow_server, monkeypatch)
 
     pipeline = build_tuning_pipeline(parse_params(small))
     pipeline(data_uri=str(data), study="kfp-local", train_best=True)
