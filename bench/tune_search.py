@@ -33,7 +33,7 @@ from skinlesion.tune_report import best_values, summarize
 
 def search_phase(args: argparse.Namespace, params: Any, search: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    study = run_search(params, search, args.manifest, args.data_dir, None, args.minutes)
+    study = run_search(params, search, args.manifest, args.data_dir, None, args.minutes * 60)
     summary = summarize(study, params, search)
     trials = [
         {

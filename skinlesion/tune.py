@@ -173,16 +173,17 @@ def run_search(
     manifest: str | Path,
     data_dir: str | Path,
     trials: int | None = None,
-    timeout_minutes: int | None = None,
+    timeout_seconds: float | None = None,
     worker: int = 0,
 ) -> Any:
-    """Run trials until the study holds ``trials`` finished ones (or the time is up);
+    """Run trials until the study holds ``trials`` finished ones, or until no trial may
+    start after ``timeout_seconds`` (default ``tune.timeout_minutes``; 0: no limit);
     returns the study. Safe to run in several processes on one storage."""
     import mlflow
     import optuna
 
     target = trials or params.tune.trials
-    minutes = params.tune.timeout_minutes if timeout_minutes is None else timeout_minutes
+    seconds = params.tune.timeout_minutes * 60 if timeout_seconds is None else timeout_seconds
     space = params.tune.space(search.model)
     study = prepare_study(params, search, worker)
     parent = study.user_attrs[PARENT_RUN_ATTR]
@@ -201,7 +202,7 @@ def run_search(
     with mlflow.start_run(run_id=parent):
         study.optimize(
             objective,
-            timeout=minutes * 60 if minutes else None,
+            timeout=seconds or None,  # 0: no limit
             callbacks=[
                 optuna.study.MaxTrialsCallback(
                     target, states=tuple(optuna.trial.TrialState[s] for s in FINISHED)

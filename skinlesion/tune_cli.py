@@ -34,9 +34,13 @@ def tune(
         int | None,
         typer.Option("--trials", min=1, help="Finished trials to end with (default tune.trials)."),
     ] = None,
-    timeout_minutes: Annotated[
-        int | None,
-        typer.Option("--timeout", min=0, help="Minutes after which no trial starts (0: none)."),
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Seconds after which no trial starts (default tune.timeout_minutes; 0: none).",
+        ),
     ] = None,
     study: Annotated[
         str | None,
@@ -67,9 +71,7 @@ def tune(
 
     params = load_params(params_file)
     search = search_for(params, model, out_dir or Path("reports/tune") / model, study, storage)
-    found = run_search(
-        params, search, manifest, _data_dir(data_dir, params), trials, timeout_minutes
-    )
+    found = run_search(params, search, manifest, _data_dir(data_dir, params), trials, timeout)
     summary = summarize(found, params, search)
     typer.echo(
         f"study {search.study}: {summary['trials']}; best trial {summary['best_trial']} "

@@ -163,3 +163,25 @@ def test_the_search_never_reads_the_test_split(train_workspace, params, tmp_path
     assert asked, "the spy saw no decoding"
     assert not asked & set(manifest.loc[test, "image_id"])
     assert asked == set(manifest.loc[~test, "image_id"])  # train and val, all of them
+
+
+def test_a_timeout_stops_the_search_between_trials(train_workspace, params, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from skinlesion.cli import command_line
+
+    settings = tune_params(params, tmp_path, trials=10, pruner="none")
+    write_params(settings, tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        command_line(),
+        [
+            "tune", "--model", "cnn", "--timeout", "1",
+            "--manifest", str(train_workspace / "train.csv"),
+            "--data-dir", str(train_workspace / "data"),
+            "--params", str(tmp_path / "params.yaml"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "{'complete': 1}" in result.output  # the first trial ends, no second starts
+    assert (tmp_path / "reports" / "tune" / "cnn" / "best_params.yaml").is_file()
