@@ -1,5 +1,6 @@
-"""The built step image on its own: non-root, its CLI, the data steps and one training
-epoch on synthetic data, and validation of the real sample when it is on this machine."""
+"""The built step image on its own: non-root, its CLI, the data steps, one training
+epoch and a one-trial search on synthetic data, and validation of the real sample when
+it is on this machine."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ skinlesion split --data-dir synth --out split.csv
 skinlesion oversample --manifest split.csv --out train.csv
 skinlesion train --model cnn --manifest train.csv --data-dir synth --out cnn.keras \
     --report-dir report --params one-epoch.yaml
+skinlesion tune --model cnn --manifest train.csv --data-dir synth --trials 1 \
+    --params one-epoch.yaml
 """
 
 
@@ -38,6 +41,7 @@ def test_cli_data_steps_and_one_epoch_run_as_non_root(image, params, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0] == "10001"
     assert "120 rows passed" in done.stdout + done.stderr
+    assert "{'complete': 1}; best trial 0" in done.stdout  # the search runs in the image
     report = json.loads((work / "report" / "metrics.json").read_text())
     assert report["epochs_run"] == 1 and (work / "cnn.keras").is_file()
 
