@@ -221,8 +221,22 @@ def running_mlflow_server(
             pytest.fail("mlflow server did not start")
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to a server's process group, SIGKILL when it has not ended within a minute
+    (on a loaded machine the server's workers can take that long to stop)."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @pytest.fixture(scope="module")

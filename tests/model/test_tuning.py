@@ -17,6 +17,7 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
+import sqlalchemy
 
 from skinlesion.settings import parse_params
 from tests.conftest import small_params, write_params
@@ -55,17 +56,19 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
 
 
-def _wait_for_study(storage: str, finished: int, proc: subprocess.Popen, timeout: float):
+def _wait_for_study(database: Path, finished: int, proc: subprocess.Popen, timeout: float):
     deadline = time.monotonic() + timeout
+    storage = f"sqlite:///{database}"
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the search ended before it was killed"
         try:
-            [summary] = optuna.get_all_study_summaries(storage)
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            summaries = optuna.get_all_study_summaries(storage) if database.is_file() else []
+        except sqlalchemy.exc.OperationalError:  # the search holds the file's lock
+            summaries = []
+        if summaries:
+            study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
             if len(_finished(study)) >= finished:
                 return study
-        except (ValueError, KeyError, RuntimeError):
-            pass  # no study yet
         time.sleep(0.5)
     raise AssertionError(f"no {finished} finished trials within {timeout} s")
 
@@ -89,7 +92,7 @@ def test_tune_cli_prunes_tracks_nested_runs_and_continues_after_a_kill(
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
         try:
-            _wait_for_study(storage, 2, first, timeout=600)
+            _wait_for_study(tmp_path / "tune" / "studies.db", 2, first, timeout=600)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
