@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.errors import SkinlesionError
-from skinlesion.inputs import decode_images, labels_of
-from skinlesion.metadata import image_size, model_inputs
+from skinlesion.inference import predict_raw
+from skinlesion.inputs import labels_of, read_images
+from skinlesion.metadata import encode_metadata, image_size
 from skinlesion.metrics import compute_metrics
-from skinlesion.settings import EvalSettings, InputSettings, Params, as_params
+from skinlesion.settings import EvalSettings, Params, as_params
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class ModelFormatError(ModelLoadError):
 
 
 def load_model(reference: str | Path) -> Any:
-    """A ``.keras`` file, or an MLflow model URI (``models:/name@champion``, ``runs:/...``).
+    """A ``.keras`` file, or an MLflow model URI (``models:/name@champion``, ``runs:/...``),
+    as a Keras model that takes raw images (skinlesion.preprocessing).
 
     The files are fetched first and read second, so that a failure to reach the registry
     or its storage (:class:`ModelLoadError`) is never mistaken for a model this code
@@ -57,71 +59,74 @@ def load_model(reference: str | Path) -> Any:
 
 
 def _read_model(ref: str, local: str) -> Any:
-    """Deserialise a model already on disk: an MLflow model folder or a ``.keras`` file."""
+    """Deserialise a model already on disk: an MLflow model folder or a ``.keras`` file.
+
+    A model logged before models carried their preprocessing takes resized tensors; from
+    MLflow it is given the preprocessing its training run used (``input.center_crop``);
+    a bare file of that kind is refused, because nothing says how it was trained."""
     import keras
 
+    from skinlesion.preprocessing import preprocessing_of, register, with_preprocessing
+    from skinlesion.serving_model import keras_file_of
+
+    register()
     try:
         if Path(local).is_dir():
-            import mlflow.keras
+            keras_file = keras_file_of(local)
+            if keras_file is None:  # the Keras flavour of earlier versions
+                import mlflow.keras
 
-            return mlflow.keras.load_model(local)
-        return keras.models.load_model(local)
+                legacy = mlflow.keras.load_model(local)
+                return with_preprocessing(legacy, image_size(legacy), _run_crop(ref, local))
+            local = str(keras_file)
+        model = keras.models.load_model(local)
+    except ModelLoadError:
+        raise
     except Exception as err:  # Keras raises many types for files it cannot read
         raise ModelFormatError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
+    if preprocessing_of(model) is None:
+        raise ModelFormatError(
+            f"{ref} was saved before models carried their own preprocessing, so it is not "
+            "known how its images were cropped; train it again (`dvc repro`) or load it "
+            "from the MLflow run that logged it"
+        )
+    return model
 
 
-def predict_proba(
-    model: Any,
-    images: np.ndarray,
-    batch_size: int,
-    tta: bool,
-    metadata: np.ndarray | None = None,
-) -> np.ndarray:
-    """Class probabilities; with ``tta`` the mean over the identity and three flips.
-    ``metadata`` (encoded, one row per image) goes to a model that takes it; None means
-    unknown."""
-    x = images.astype("float32")
-    views = [x]
-    if tta:
-        views += [x[:, :, ::-1], x[:, ::-1, :], x[:, ::-1, ::-1]]
-    probs = [
-        model.predict(model_inputs(model, v, metadata), batch_size=batch_size, verbose=0)
-        for v in views
-    ]
-    return np.mean(probs, axis=0).astype("float64")
+def _run_crop(ref: str, local: str) -> bool:
+    """``input.center_crop`` of the run that logged an MLflow model folder."""
+    import mlflow
+    from mlflow.models import Model
+
+    run_id = Model.load(local).run_id
+    try:
+        value = mlflow.MlflowClient().get_run(run_id).data.params["input.center_crop"]
+    except Exception as err:  # a missing run or param; MLflow raises several types
+        raise ModelFormatError(
+            f"{ref} predates models that carry their preprocessing and its run "
+            f"({run_id}) does not say how images were cropped; register a model trained "
+            "by this version (the training pipeline or `dvc repro`, then promote)"
+        ) from err
+    log.warning("%s predates self-contained models: crop from its run (%s)", ref, value)
+    return value.strip().lower() == "true"
 
 
 def predict_frame(
-    model: Any,
-    frame: pd.DataFrame,
-    data_dir: str | Path,
-    inputs: InputSettings,
-    settings: EvalSettings,
+    model: Any, frame: pd.DataFrame, data_dir: str | Path, settings: EvalSettings
 ) -> np.ndarray:
-    """Class probabilities of ``model`` for every row of ``frame``, at the model's own
-    input size (the other input settings, centre crop included, stay as given)."""
+    """Class probabilities of ``model`` for every row of ``frame``: each image read from
+    disk as it is and prepared by the model itself."""
     if frame.empty:
         raise ValueError("nothing to evaluate: no rows")
-    size = image_size(model)
-    if size != inputs.image_size:
-        log.info("model expects %dx%d images; resizing to that", size, size)
-        inputs = inputs.model_copy(update={"image_size": size})
-    table = decode_images(data_dir, frame, inputs)
-    rows = table.rows(frame["image_id"])
-    return predict_proba(
-        model, table.images[rows], settings.batch_size, settings.tta, table.metadata[rows]
-    )
+    images = read_images(data_dir, frame)
+    return predict_raw(model, images, encode_metadata(frame), settings.batch_size, settings.tta)
 
 
 def evaluate_frame(
-    model: Any,
-    frame: pd.DataFrame,
-    data_dir: str | Path,
-    inputs: InputSettings,
-    settings: EvalSettings,
+    model: Any, frame: pd.DataFrame, data_dir: str | Path, settings: EvalSettings
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of ``model`` on every row of ``frame``; also returns the probabilities."""
-    probs = predict_frame(model, frame, data_dir, inputs, settings)
+    probs = predict_frame(model, frame, data_dir, settings)
     return compute_metrics(labels_of(frame), probs, frame.reset_index(drop=True), settings), probs
 
 
@@ -173,7 +178,7 @@ def evaluate_model(
             )
     if frame.empty:
         raise EvaluationError(f"nothing to evaluate: no '{split_name}' rows in {manifest}")
-    metrics, probs = evaluate_frame(model, frame, root, params.input, settings)
+    metrics, probs = evaluate_frame(model, frame, root, settings)
     metrics["model"] = str(reference)
     return Evaluation(metrics, labels_of(frame), probs)
 

@@ -12,7 +12,7 @@ without them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pandas as pd
 
 from skinlesion.labels import CLASSES
 from skinlesion.metadata import encode_metadata
+from skinlesion.preprocessing import decode_image_bytes, prepare_images
 from skinlesion.progress import progress
 from skinlesion.settings import AugmentSettings, InputSettings
 
@@ -56,7 +57,8 @@ def _parallelism(workers: int | str) -> int:
 def decode_images(
     data_dir: str | Path, frame: pd.DataFrame, settings: InputSettings, batch_size: int = 256
 ) -> ImageTable:
-    """Decode and resize every distinct image of ``frame`` once, in parallel."""
+    """Decode and resize every distinct image of ``frame`` once, in parallel, with the
+    operations a saved model carries (skinlesion.preprocessing)."""
     import tensorflow as tf
 
     unique = frame.drop_duplicates("image_id")
@@ -64,15 +66,8 @@ def decode_images(
     size = settings.image_size
 
     def load(path: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        if settings.center_crop:
-            shape = tf.shape(image)
-            side = tf.minimum(shape[0], shape[1])
-            image = tf.image.crop_to_bounding_box(
-                image, (shape[0] - side) // 2, (shape[1] - side) // 2, side, side
-            )
-        image = tf.image.resize(image, (size, size), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        image = decode_image_bytes(tf.io.read_file(path))
+        return tf.cast(prepare_images(image, size, settings.center_crop), tf.uint8)
 
     dataset = (
         tf.data.Dataset.from_tensor_slices(paths)
@@ -84,6 +79,25 @@ def decode_images(
     chunks = [b.numpy() for b in progress(dataset, total=n_batches, desc="decoding images")]
     images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
     return ImageTable(images, list(unique["image_id"]), encode_metadata(unique))
+
+
+def read_images(data_dir: str | Path, frame: pd.DataFrame) -> Iterator[np.ndarray]:
+    """Each row's image as it is on disk (uint8 RGB, its own size), decoded in parallel
+    ahead of use, in row order: what a model that carries its preprocessing takes."""
+    import tensorflow as tf
+
+    paths = [str(Path(data_dir) / p) for p in frame["image_path"]]
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .map(
+            lambda path: decode_image_bytes(tf.io.read_file(path)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    for image in progress(dataset, total=len(paths), desc="predicting"):
+        yield image.numpy()
 
 
 def augmentation_layers(settings: AugmentSettings, seed: int) -> list[Any]:

@@ -1,4 +1,5 @@
-"""`skinlesion predict`: class probabilities for images, optional TTA and Grad-CAM overlays."""
+"""`skinlesion predict`: class probabilities for image files, optional TTA and Grad-CAM
+overlays, through the model's own preprocessing."""
 
 from __future__ import annotations
 
@@ -9,21 +10,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from skinlesion.evaluate import predict_proba
+from skinlesion.inference import predict_raw
 from skinlesion.labels import CLASSES
-from skinlesion.metadata import encode_metadata, image_size, model_inputs
+from skinlesion.metadata import encode_metadata, model_inputs
+from skinlesion.preprocessing import PREPARE_LAYER, core_of
 
 
-def load_image(path: str | Path, size: int, center_crop: bool = True) -> np.ndarray:
-    """An RGB image as in training: central square (if ``center_crop``), resized to
-    ``size`` x ``size``, float32 in 0..255."""
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
-    if center_crop:
-        side = min(rgb.size)
-        left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
-        rgb = rgb.crop((left, top, left + side, top + side))
-    return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype="float32")
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file as the model takes it: uint8 RGB at its own size (the model crops
+    and resizes it itself)."""
+    from skinlesion.preprocessing import read_image
+
+    return read_image(Path(path).read_bytes())
 
 
 def last_spatial_layer(model: Any) -> Any:
@@ -38,15 +36,18 @@ def last_spatial_layer(model: Any) -> Any:
 def grad_cam(
     model: Any, image: np.ndarray, class_index: int, metadata: np.ndarray | None = None
 ) -> np.ndarray:
-    """Grad-CAM heatmap in 0..1 for one image (H, W) at the target layer's resolution."""
+    """Grad-CAM heatmap in 0..1 for one raw image at the target layer's resolution,
+    looked for inside the classifier, on the image as the model prepares it."""
     import keras
     import tensorflow as tf
 
-    target = last_spatial_layer(model)
-    probe = keras.Model(model.input, [target.output, model.output])
+    core = core_of(model)
+    prepared = np.asarray(model.get_layer(PREPARE_LAYER)(image[None]))
+    target = last_spatial_layer(core)
+    probe = keras.Model(core.input, [target.output, core.output])
     meta = None if metadata is None else metadata[None]
     with tf.GradientTape() as tape:
-        features, probs = probe(model_inputs(model, image[None], meta), training=False)
+        features, probs = probe(model_inputs(core, prepared, meta), training=False)
         score = probs[:, class_index]
     grads = tape.gradient(score, features)
     weights = tf.reduce_mean(grads, axis=(1, 2))
@@ -76,16 +77,15 @@ def predict_images(
     paths: list[Path],
     tta: bool = False,
     gradcam_dir: Path | None = None,
-    center_crop: bool = True,
     patient: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Per image: probabilities per class, the top class and, optionally, a Grad-CAM PNG.
 
     ``patient`` ({"age", "sex", "localization"}, any of them may be missing) is given to
     a model that takes metadata, for every image; without it the metadata is unknown."""
-    images = np.stack([load_image(p, image_size(model), center_crop) for p in paths])
+    images = [load_image(p) for p in paths]
     metadata = encode_metadata(pd.DataFrame([patient or {}] * len(paths)))
-    probs = predict_proba(model, images, batch_size=32, tta=tta, metadata=metadata)
+    probs = predict_raw(model, images, metadata, batch_size=32, tta=tta)
     results = []
     for path, image, meta, p in zip(paths, images, metadata, probs, strict=True):
         top = int(p.argmax())

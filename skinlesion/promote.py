@@ -316,10 +316,10 @@ def promote_from_reports(
     split = read_manifest(manifest)
     test = split[split["split"] == "test"].drop_duplicates("image_id")
     load = functools.lru_cache(maxsize=4)(load_model)
-    inputs, evaluation = params.input, params.evaluate
+    evaluation = params.evaluate
 
     def predict(uri: str, rows: pd.DataFrame) -> np.ndarray:
-        probs = predict_frame(load(uri), rows, data_dir, inputs, evaluation)
+        probs = predict_frame(load(uri), rows, data_dir, evaluation)
         return probs.argmax(axis=1)
 
     candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)

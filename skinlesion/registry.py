@@ -83,11 +83,20 @@ def register(
     if existing is not None:
         log.info("run %s is already %s version %s", run_id, name, existing.version)
         return existing, False
+    version = create_version(client, name, model_uri, run_id, tags, description)
+    log.info("registered run %s as %s version %s", run_id, name, version.version)
+    return version, True
+
+
+def create_version(
+    client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str
+) -> Any:
+    """A new version of ``name`` from a logged model (``models:/m-...``) or any source."""
     source, model_id = model_uri, None
     if model_uri.startswith("models:/m-"):  # an MLflow 3 logged model
         logged = client.get_logged_model(model_uri.removeprefix("models:/"))
         source, model_id = logged.artifact_location, logged.model_id
-    version = client.create_model_version(
+    return client.create_model_version(
         name,
         source,
         run_id=run_id,
@@ -96,8 +105,6 @@ def register(
         description=description or None,
         await_creation_for=60,
     )
-    log.info("registered run %s as %s version %s", run_id, name, version.version)
-    return version, True
 
 
 def recorded_lesions(client: Any, run_id: str, artifact: str) -> dict[str, list[str]] | None:

@@ -29,13 +29,14 @@ import pandas as pd
 from skinlesion.data_versions import file_md5, list_folder, log_data_listing
 from skinlesion.inputs import decode_images, labels_of
 from skinlesion.leakage import assert_no_leakage
-from skinlesion.metadata import model_inputs
+from skinlesion.preprocessing import with_preprocessing
 from skinlesion.provenance import LESIONS_ARTIFACT, run_provenance
 from skinlesion.recipes import recipe
+from skinlesion.serving_model import log_serving_model
 from skinlesion.settings import Params, as_params
 from skinlesion.split import read_manifest
 from skinlesion.storage import delete_prefix, mirror_from_s3
-from skinlesion.tracking import configure_tracking, flatten, log_keras_model
+from skinlesion.tracking import configure_tracking, flatten
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import precision_policy, select_device
 from skinlesion.training.fitting import Context, balanced_class_weight
@@ -186,14 +187,16 @@ def train_model(
         started = time.perf_counter()
         fitted = fit(settings, ctx)
         seconds = time.perf_counter() - started
-        model = fitted.model
-        tuned = set_operating_point(model, ctx) if train_cfg.decision_min_mel_recall > 0 else {}
+        core = fitted.model
+        tuned = set_operating_point(core, ctx) if train_cfg.decision_min_mel_recall > 0 else {}
         throughput = fitted.epochs_run * len(train_idx) / seconds if seconds else 0.0
 
         out = Path(out_model)
         out.parent.mkdir(parents=True, exist_ok=True)
-        model.save(out)
-        model_uri = _log_model(model, table, val_idx[:1]) if log_model else ""
+        # saved and served with its own preprocessing: raw images in, nothing from params
+        with_preprocessing(core, inputs.image_size, inputs.center_crop).save(out)
+        example = table.images[val_idx[0]]
+        model_uri = log_serving_model(out, example).model_uri if log_model else ""
         if history_csv.is_file():
             mlflow.log_artifact(str(history_csv))
             curves = plot_history(history_csv, report / "curves.png")
@@ -226,12 +229,6 @@ def train_model(
     if remote:
         delete_prefix(remote)
     return result
-
-
-def _log_model(model: Any, table: Any, rows: Any) -> str:
-    """Log the model to MLflow with an input example; returns its model URI."""
-    example = model_inputs(model, table.images[rows].astype("float32"), table.metadata[rows])
-    return log_keras_model(model, example).model_uri
 
 
 def _start_run(work_dir: Path, run_name: str) -> Any:

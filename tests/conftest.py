@@ -85,6 +85,30 @@ def small_params(base: dict, **train_overrides: dict) -> dict:
     return params
 
 
+def log_tiny_model(seed: int = 0, size: int = 16, metadata: bool = False):
+    """A tiny untrained CNN, with its preprocessing, logged to the active MLflow run as
+    training logs a model (its weights depend on ``seed``); returns MLflow's ModelInfo."""
+    import tempfile
+
+    import keras
+    import numpy as np
+
+    from skinlesion.metadata import METADATA_DIM
+    from skinlesion.models import build_cnn
+    from skinlesion.preprocessing import with_preprocessing
+    from skinlesion.serving_model import log_serving_model
+
+    cfg = parse_params(read_params(ROOT / "params.yaml")).train.model("cnn")
+    cfg = cfg.model_copy(update={"filters": [4, 8], "dense_units": 8})
+    keras.utils.set_random_seed(seed)
+    core = build_cnn(cfg, size, metadata_dim=METADATA_DIM if metadata else 0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        with_preprocessing(core, size, center_crop=True).save(path)
+        example = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        return log_serving_model(path, example)
+
+
 def write_params(params: dict, path: Path) -> Path:
     import yaml
 

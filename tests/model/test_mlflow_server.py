@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.metadata import encode_metadata
+from skinlesion.evaluate import load_model
+from skinlesion.labels import CLASSES
+from skinlesion.preprocessing import preprocessing_of
+from skinlesion.serving_model import encode_image
 from tests.conftest import small_params, write_params
 
 pytestmark = pytest.mark.model
@@ -74,12 +77,19 @@ def test_run_is_on_the_server_with_params_metrics_and_model(
         experiment_ids=[run.info.experiment_id], output_format="list"
     )
     assert len(models) == 1
-    loaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
-    assert loaded.output_shape == (None, 7)
-    # The logged signature names both inputs, and the served (pyfunc) model takes them.
-    info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
-    assert [i.name for i in info.signature.inputs.inputs] == ["image", "metadata"]
-    served = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
-    image = np.full((2, 32, 32, 3), 128.0, dtype="float32")
-    probs = np.asarray(served.predict({"image": image, "metadata": encode_metadata(PATIENTS)}))
+    uri = f"models:/{models[0].model_id}"
+    loaded = load_model(uri)  # the Keras model, raw images in, from the server's store
+    assert loaded.output_shape == (None, 7) and preprocessing_of(loaded) == (32, True)
+    # The served (pyfunc) model takes images and the patient's data, as a request does.
+    info = mlflow.models.get_model_info(uri)
+    assert [i.name for i in info.signature.inputs.inputs] == [
+        "image",
+        "age",
+        "sex",
+        "localization",
+    ]
+    served = mlflow.pyfunc.load_model(uri)
+    image = encode_image(np.full((45, 60, 3), 128, dtype="uint8"))
+    answer = served.predict(PATIENTS.assign(image=image))
+    probs = answer[list(CLASSES)].to_numpy()
     assert probs.shape == (2, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)

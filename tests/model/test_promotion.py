@@ -9,28 +9,21 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
 from skinlesion.labels import CLASSES
-from skinlesion.models import build_cnn
 from skinlesion.params import load_params
 from skinlesion.promote import Candidate, PromotionError, promote
 from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.registry import CHALLENGER, CHAMPION, register
 from skinlesion.settings import PromotionSettings
-from skinlesion.tracking import configure_tracking, log_keras_model
-from tests.conftest import ROOT
+from skinlesion.tracking import configure_tracking
+from tests.conftest import ROOT, log_tiny_model
 
 pytestmark = pytest.mark.model
-CFG = (
-    load_params(ROOT / "params.yaml")
-    .train.model("cnn")
-    .model_copy(update={"filters": [4], "dense_units": 4, "dropout": 0.0})
-)
 MEL = CLASSES.index("mel")
 # The test part: 420 lesions of one image each, every class 60 times.
 TEST = pd.DataFrame(
@@ -72,7 +65,7 @@ class Registry:
     ) -> Candidate:
         """A tiny real Keras model logged to the server with its lesion record."""
         with mlflow.start_run() as run:
-            info = log_keras_model(build_cnn(CFG, 16), keras.random.uniform((1, 16, 16, 3)).numpy())
+            info = log_tiny_model()
             mlflow.log_dict(
                 {"train": seen or [f"HAM_R{run.info.run_id}"], "val": []}, LESIONS_ARTIFACT
             )
@@ -238,7 +231,7 @@ def test_uncomparable_champion_is_kept_or_replaced_by_policy(registry):
 
 def _unrecorded_model(registry: Registry, right: float) -> Candidate:
     with mlflow.start_run() as run:
-        info = log_keras_model(build_cnn(CFG, 16), keras.random.uniform((1, 16, 16, 3)).numpy())
+        info = log_tiny_model()
     registry.quality[info.model_uri] = (right, right)
     return Candidate("cnn", info.model_uri, run.info.run_id, {"val_balanced_accuracy": 0.99})
 
