@@ -483,14 +483,77 @@ def predict(
     if model.startswith("models:/") or model.startswith("runs:/"):
         configure_tracking(params.train.mlflow_experiment)
     loaded = load_model(model)
-    crop = params.input.center_crop
     if site is not None and site.strip().lower() not in KNOWN_SITES:
         raise _fail(f"unknown --site {site!r}; one of: {', '.join(KNOWN_SITES)}")
     if sex is not None and sex.strip().lower() not in KNOWN_SEXES:
         raise _fail(f"unknown --sex {sex!r}; one of: {', '.join(KNOWN_SEXES)}")
     patient = {"age": age, "sex": sex, "localization": site}
-    for entry in predict_images(loaded, list(images), tta, gradcam_dir, crop, patient):
+    for entry in predict_images(loaded, list(images), tta, gradcam_dir, patient):
         typer.echo(json.dumps(entry))
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help="MLflow model URI (default: params serve.model, the champion)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serve.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default: serve.workers).")
+    ] = None,
+    follow: Annotated[
+        float | None,
+        typer.Option(
+            help="Re-check the alias every this many seconds and swap in a moved one; "
+            "0: never (default: serve.follow_seconds)."
+        ),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Serve a registered model over HTTP with MLflow's scoring server.
+
+    POST /invocations with {"dataframe_records": [{"image": "<base64 JPEG>", "age": 55,
+    "sex": "female", "localization": "back"}]} (age, sex and site optional) answers with
+    the 7 class probabilities and the decision per image. GET /model says which version
+    serves; /ping is the health check."""
+    from skinlesion.serve import serve as run_server
+    from skinlesion.tracking import configure_tracking
+
+    params = load_params(params_file)
+    settings = params.serve
+    configure_tracking(params.train.mlflow_experiment)
+    run_server(
+        model or settings.model,
+        host or settings.host,
+        port or settings.port,
+        workers or settings.workers,
+        settings.follow_seconds if follow is None else follow,
+        int(settings.max_body_mb * (1 << 20)),
+    )
+
+
+@app.command("upgrade-model")
+@user_errors
+def upgrade_model(
+    model: Annotated[
+        str, typer.Argument(help="models:/<name>/<version> or models:/<name>@<alias>.")
+    ],
+    params_file: ParamsOpt = None,
+) -> None:
+    """Register a version made before models carried their preprocessing again, in the
+    form `skinlesion serve` serves; its aliases move to the new version (same weights)."""
+    import mlflow
+
+    from skinlesion.tracking import configure_tracking
+    from skinlesion.upgrade import upgrade_model as upgrade
+
+    configure_tracking(load_params(params_file).train.mlflow_experiment)
+    done = upgrade(mlflow.MlflowClient(), model)
+    moved = f"; moved {', '.join(done.aliases)}" if done.aliases else ""
+    typer.echo(f"{done.name} version {done.old_version} -> version {done.new_version}{moved}")
 
 
 @infra_app.command("bootstrap-buckets")

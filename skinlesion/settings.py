@@ -216,6 +216,17 @@ class PromotionSettings(Section):
     unloadable_champion: Literal["keep", "replace"]
 
 
+class ServeSettings(Section):
+    """``serve``: the scoring server of `skinlesion serve` (skinlesion.serve)."""
+
+    model: Annotated[str, Field(min_length=1)]  # an MLflow model URI, usually an alias
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    workers: Positive
+    follow_seconds: Annotated[float, Field(ge=0)]  # 0: serve one version, never re-check
+    max_body_mb: Annotated[float, Field(gt=0)]
+
+
 class Dimension(Section):
     """One searched key of ``tune.<model>.space``: ``choices``, or a ``low``..``high``
     range (integers when both ends are, ``log`` for a log scale, ``step`` a grid)."""
@@ -342,6 +353,7 @@ class Params(Section):
     train: TrainSettings
     evaluate: EvalSettings
     promote: PromotionSettings
+    serve: ServeSettings
     tune: TuneSettings
     infra: InfraSettings
     cluster: ClusterSettings
@@ -354,11 +366,11 @@ class Params(Section):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def stages(self) -> dict[str, Any]:
-        """Every section but ``cluster`` and ``tune``: what decides a model (hashed for
-        provenance; a search's settings do not change a trained model)."""
+        """Every section but ``cluster``, ``serve`` and ``tune``: what decides a model
+        (hashed for provenance; how a model is searched for or served does not change it)."""
         raw = self.raw()
-        raw.pop("cluster")
-        raw.pop("tune")
+        for section in ("cluster", "serve", "tune"):
+            raw.pop(section)
         return raw
 
     def for_cluster(self) -> Params:

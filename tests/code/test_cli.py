@@ -25,6 +25,8 @@ NAMED = {
     "evaluate",
     "promote",
     "predict",
+    "serve",
+    "upgrade-model",
     "tune",
     "tune apply",
     "pipeline compile",

@@ -1,0 +1,304 @@
+"""Serving the champion: `skinlesion serve` (MLflow's scoring server) on 127.0.0.1 against a
+real `mlflow server` registry. Parity of every way to predict, bad requests, following
+the alias, and models registered before they carried their preprocessing."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from PIL import Image
+
+from skinlesion.evaluate import load_model, predict_frame
+from skinlesion.labels import CLASSES
+from skinlesion.params import load_params
+from skinlesion.predict import predict_images
+from skinlesion.preprocessing import preprocessing_of
+from skinlesion.serve import ServeError, check_servable
+from tests.conftest import ROOT, _free_port, _stop_group, log_tiny_model
+
+pytestmark = pytest.mark.model
+NAME = "serving-test"
+PATIENT = {"age": 62.0, "sex": "male", "localization": "back"}
+
+
+@pytest.fixture(scope="module")
+def registry(mlflow_server: str) -> Iterator[str]:
+    """Two versions of NAME on the server (different weights), `champion` on version 1."""
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("serving")
+    client = mlflow.MlflowClient()
+    for seed in (1, 2):
+        with mlflow.start_run():
+            info = log_tiny_model(seed=seed, size=24, metadata=True)
+        mlflow.register_model(info.model_uri, NAME)
+    client.set_registered_model_alias(NAME, "champion", "1")
+    mlflow.set_tracking_uri(None)
+    yield mlflow_server
+
+
+@pytest.fixture(scope="module")
+def images(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Ten synthetic JPEGs (200x150) and a tall PNG of odd size, with one patient's
+    metadata on every row (as `predict` gives one patient for all its images)."""
+    catalog = pd.read_csv(synth_dir / "HAM10000_metadata.csv").head(10)
+    folder = tmp_path_factory.mktemp("serving_images")
+    rows = []
+    for image_id in catalog["image_id"]:
+        target = folder / f"{image_id}.jpg"
+        target.write_bytes(next(synth_dir.rglob(f"{image_id}.jpg")).read_bytes())
+        rows.append({"image_id": image_id, "image_path": target.name})
+    pixels = np.random.default_rng(3).integers(0, 255, (131, 97, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "odd.png")
+    rows.append({"image_id": "odd", "image_path": "odd.png"})
+    frame = pd.DataFrame(rows).assign(**PATIENT)
+    frame.attrs["folder"] = folder
+    return frame
+
+
+@pytest.fixture(scope="module")
+def server(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`skinlesion serve` following `champion` every second, on a free port."""
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("serve")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry, "SKINLESION_PROGRESS": "0"}
+    command = [
+        str(Path(sys.executable).with_name("skinlesion")),
+        "serve",
+        "--model",
+        f"models:/{NAME}@champion",
+        "--port",
+        str(port),
+        "--follow",
+        "1",
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
+    log = (workdir / "serve.log").open("w")
+    proc = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"server ended: {(workdir / 'serve.log').read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("skinlesion serve did not start")
+        yield url
+    finally:
+        _stop_group(proc)
+        log.close()
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    folder = frame.attrs["folder"]
+    return [
+        {
+            "image": base64.b64encode((folder / row.image_path).read_bytes()).decode(),
+            **{key: getattr(row, key) for key in PATIENT},
+        }
+        for row in frame.itertuples()
+    ]
+
+
+def _invoke(url: str, payload: object, **kwargs) -> requests.Response:
+    return requests.post(f"{url}/invocations", json=payload, timeout=60, **kwargs)
+
+
+def _probabilities(answer: list[dict]) -> np.ndarray:
+    return np.array([[row[c] for c in CLASSES] for row in answer])
+
+
+def test_evaluate_predict_pyfunc_and_http_give_the_same_probabilities(registry, server, images):
+    mlflow.set_tracking_uri(registry)
+    uri = f"models:/{NAME}/1"
+    model = load_model(uri)
+    assert preprocessing_of(model) == (24, True)  # from the model, not from params.yaml
+    folder = images.attrs["folder"]
+    settings = load_params(ROOT / "params.yaml").evaluate.model_copy(update={"tta": False})
+    evaluated = predict_frame(model, images, folder, settings)
+
+    paths = [folder / p for p in images["image_path"]]
+    predicted = predict_images(model, paths, patient=PATIENT)
+    cli = np.array([[e["probabilities"][c] for c in CLASSES] for e in predicted])
+
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame(_records(images)))
+    response = _invoke(server, {"dataframe_records": _records(images)})
+    assert response.status_code == 200, response.text
+    served = response.json()["predictions"]
+
+    np.testing.assert_allclose(_probabilities(pyfunc.to_dict("records")), evaluated, atol=1e-6)
+    np.testing.assert_allclose(_probabilities(served), evaluated, atol=1e-6)
+    np.testing.assert_allclose(cli, evaluated, atol=1e-4)  # predict rounds to 4 places
+    assert [r["prediction"] for r in served] == [CLASSES[i] for i in evaluated.argmax(1)]
+    assert response.headers["x-model-version"] == "1"
+    # the patient's data counts: unknown metadata gives other probabilities
+    bare = [{"image": r["image"]} for r in _records(images)[:2]]
+    unknown = _probabilities(_invoke(server, {"dataframe_records": bare}).json()["predictions"])
+    assert not np.allclose(unknown, evaluated[:2], atol=1e-6)
+
+
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, images):
+    good = _records(images)[:1]
+    bad = {
+        "not an image": [{**good[0], "image": base64.b64encode(b"hello, not a jpeg").decode()}],
+        "not base64": [{**good[0], "image": "***"}],
+        "unknown sex": [{**good[0], "sex": "robot"}],
+        "age out of range": [{**good[0], "age": -4}],
+        "unknown site": [{**good[0], "localization": "elbow pit"}],
+        "no image column": [{"age": 50}],
+    }
+    expected = {
+        "not an image": "not a readable image",
+        "not base64": "not valid base64",
+        "unknown sex": "sex 'robot' is not one of",
+        "age out of range": "age -4",
+        "unknown site": "localization 'elbow pit' is not one of",
+        "no image column": "image",
+    }
+    for kind, records in bad.items():
+        response = _invoke(server, {"dataframe_records": records})
+        assert response.status_code == 400, (kind, response.status_code, response.text)
+        assert expected[kind] in response.json()["message"], (kind, response.text)
+
+    broken = requests.post(
+        f"{server}/invocations",
+        data=b'{"dataframe_records": [',
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert broken.status_code == 400
+    wrong_type = requests.post(
+        f"{server}/invocations", data=b"x", headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
+    assert wrong_type.status_code == 415
+    huge = {"dataframe_records": [{"image": "A" * (9 << 20)}]}
+    too_large = _invoke(server, huge)
+    assert too_large.status_code == 413 and "bytes" in too_large.json()["message"]
+
+    assert requests.get(f"{server}/ping", timeout=10).ok
+    still = _invoke(server, {"dataframe_records": good})
+    assert still.status_code == 200 and still.json()["predictions"][0]["prediction"] in CLASSES
+
+
+def test_the_served_model_follows_the_alias(registry, server, images):
+    """Promotion moves `champion`; the server swaps in the new version by itself."""
+    described = requests.get(f"{server}/model", timeout=10).json()
+    assert described["version"] == "1" and described["follows_alias"]
+    assert described["load_seconds"] > 0
+    records = _records(images)[:3]
+    before = _probabilities(_invoke(server, {"dataframe_records": records}).json()["predictions"])
+
+    client = mlflow.MlflowClient(registry)
+    client.set_registered_model_alias(NAME, "champion", "2")
+    try:
+        deadline = time.monotonic() + 120
+        while requests.get(f"{server}/model", timeout=10).json()["version"] != "2":
+            assert time.monotonic() < deadline, "the server did not follow the alias"
+            time.sleep(0.5)
+        response = _invoke(server, {"dataframe_records": records})
+        assert response.headers["x-model-version"] == "2"
+        after = _probabilities(response.json()["predictions"])
+        mlflow.set_tracking_uri(registry)
+        expected = mlflow.pyfunc.load_model(f"models:/{NAME}/2").predict(pd.DataFrame(records))
+        np.testing.assert_allclose(after, _probabilities(expected.to_dict("records")), atol=1e-6)
+        assert not np.allclose(after, before, atol=1e-4)
+    finally:
+        client.set_registered_model_alias(NAME, "champion", "1")
+
+
+@pytest.fixture(scope="module")
+def legacy(registry: str) -> tuple[str, object]:
+    """A model as earlier versions registered it: the bare Keras network (20x20 tensors
+    in), from a run that recorded no centre crop."""
+    from skinlesion.models import build_cnn
+
+    mlflow.set_tracking_uri(registry)
+    cfg = load_params(ROOT / "params.yaml").train.model("cnn")
+    core = build_cnn(cfg.model_copy(update={"filters": [4], "dense_units": 4}), 20)
+    with mlflow.start_run():
+        mlflow.log_param("input.center_crop", "False")
+        info = mlflow.keras.log_model(core, name="model")
+    version = mlflow.register_model(info.model_uri, "legacy-model").version
+    mlflow.set_tracking_uri(None)
+    return f"models:/legacy-model/{version}", core
+
+
+def test_a_model_registered_before_it_carried_preprocessing(registry, legacy, tmp_path):
+    """It still loads for evaluation and the gate, with the crop its training run
+    recorded; a bare file of that kind is refused, saying what to do."""
+    from skinlesion.evaluate import ModelFormatError
+    from skinlesion.preprocessing import prepare_images
+
+    uri, core = legacy
+    mlflow.set_tracking_uri(registry)
+    model = load_model(uri)
+    assert preprocessing_of(model) == (20, False)
+    raw = np.random.default_rng(0).integers(0, 255, (2, 150, 200, 3), dtype=np.uint8)
+    expected = core.predict(np.asarray(prepare_images(raw, 20, False)), verbose=0)
+    np.testing.assert_allclose(model.predict(raw, verbose=0), expected, atol=1e-6)
+
+    core.save(tmp_path / "bare.keras")
+    with pytest.raises(ModelFormatError, match="train it again"):
+        load_model(tmp_path / "bare.keras")
+
+
+def test_serving_a_legacy_model_is_refused_before_the_server_starts(registry, legacy):
+    uri, _ = legacy
+    mlflow.set_tracking_uri(registry)
+    with pytest.raises(ServeError, match="registered before models carried their preprocessing"):
+        check_servable(uri)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("skinlesion")),
+            "serve",
+            "--model",
+            uri,
+            "--params",
+            str(ROOT / "params.yaml"),
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": registry},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"skinlesion upgrade-model {uri}" in result.stderr
+
+
+def test_upgrade_model_registers_a_servable_copy_and_moves_the_aliases(registry, legacy):
+    from skinlesion.upgrade import UpgradeError, upgrade_model
+
+    uri, _ = legacy
+    mlflow.set_tracking_uri(registry)
+    client = mlflow.MlflowClient()
+    old = uri.rsplit("/", 1)[-1]
+    client.set_registered_model_alias("legacy-model", "champion", old)
+    done = upgrade_model(client, "models:/legacy-model@champion")
+    assert done.old_version == old and done.aliases == ["champion"]
+    assert done.max_difference <= 1e-5
+    moved = client.get_model_version_by_alias("legacy-model", "champion")
+    assert moved.version == done.new_version and moved.tags["upgraded_from"] == old
+    assert client.get_model_version("legacy-model", old).version == old  # nothing deleted
+    check_servable(f"models:/legacy-model/{done.new_version}")
+    assert preprocessing_of(load_model(f"models:/legacy-model/{done.new_version}")) == (20, False)
+    with pytest.raises(UpgradeError, match="already carries its preprocessing"):
+        upgrade_model(client, "models:/legacy-model@champion")
