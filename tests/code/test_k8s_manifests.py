@@ -155,3 +155,40 @@ def test_secret_templates_hold_placeholders_and_the_keys_the_pipeline_reads(para
                 assert value.startswith("<"), f"{name}.{key} must be a <placeholder>"
     for wanted in params["cluster"]["secrets"].values():
         assert sorted(templates[wanted["name"]]["stringData"]) == sorted(wanted["keys"])
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_serving_follows_the_champion_non_root_probed_and_autoscaled(overlay, params):
+    objects = render(overlay)
+    deployment = _find(objects, "Deployment", "skinlesion-serving")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["skinlesion", "serve"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
+    assert args["model"] == params["serve"]["model"]  # the alias, not a pinned version
+    assert float(args["follow"]) > 0 and args["host"] == "0.0.0.0"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/ping"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    [source] = container["envFrom"]
+    secret = source["secretRef"]["name"]
+    template = _documents((K8S / "secrets" / "serving.template.yaml").read_text())
+    assert [d["metadata"]["name"] for d in template] == [secret]
+    assert "MLFLOW_TRACKING_URI" in template[0]["stringData"]
+
+    hpa = _find(objects, "HorizontalPodAutoscaler", "skinlesion-serving")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "skinlesion-serving"
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert _find(objects, "Service", "skinlesion-serving")["spec"]["ports"][0]["targetPort"] == (
+        "http"
+    )
+    fence = _find(objects, "NetworkPolicy", "serving-ingress")
+    assert [p["port"] for p in fence["spec"]["ingress"][0]["ports"]] == [8080]
+    to_mlflow = _find(objects, "NetworkPolicy", "mlflow-ingress")["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "skinlesion-serving"}}} in (
+        to_mlflow
+    )
