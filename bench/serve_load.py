@@ -1,0 +1,146 @@
+"""Latency and throughput of `skinlesion serve` on 127.0.0.1, at several concurrencies.
+
+Starts the scoring server for a registered model (default: params.yaml ``serve.model``,
+the champion of this checkout's MLflow store), waits until it answers ``/ping``, reads
+its model-load time from ``GET /model``, then sends a bounded number of one-image
+requests (real images with their patients' age, sex and site) at each concurrency and
+writes p50/p95/p99 latency and throughput as JSON (default
+``bench/results/serve_load.json``). Example::
+
+    python bench/serve_load.py --requests 200 --concurrency 1 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+from skinlesion.params import load_params
+from skinlesion.progress import progress
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request_bodies(data_dir: Path, count: int) -> list[dict]:
+    """``count`` one-image requests from the dataset's catalog, images as on disk."""
+    from skinlesion.dataset import load_catalog
+
+    catalog = load_catalog(data_dir).dropna(subset=["image_path"]).head(count)
+    bodies = []
+    for row in catalog.itertuples():
+        image = base64.b64encode((data_dir / row.image_path).read_bytes()).decode()
+        patient = {"age": row.age, "sex": row.sex, "localization": row.localization}
+        known = {k: v for k, v in patient.items() if not pd.isna(v)}
+        bodies.append({"dataframe_records": [{"image": image, **known}]})
+    return bodies
+
+
+def start_server(model: str, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+    """The server process and the seconds until it answered /ping."""
+    command = [
+        str(Path(sys.executable).with_name("skinlesion")),
+        "serve",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--follow",
+        "0",
+    ]
+    log = log_path.open("w")
+    env = {**os.environ, "SKINLESION_PROGRESS": "0"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+    while proc.poll() is None:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).ok:
+                return proc, time.perf_counter() - started
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise SystemExit(f"the server ended: see {log_path}")
+
+
+def measure(url: str, bodies: list[dict], total: int, concurrency: int) -> dict:
+    """Send ``total`` requests, ``concurrency`` at a time; latency percentiles in ms."""
+
+    def one(i: int) -> tuple[float, int]:
+        started = time.perf_counter()
+        response = requests.post(url, json=bodies[i % len(bodies)], timeout=120)
+        return time.perf_counter() - started, response.status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(
+            progress(pool.map(one, range(total)), total=total, desc=f"concurrency {concurrency}")
+        )
+    wall = time.perf_counter() - started
+    latencies = np.array([r[0] for r in results]) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "errors": sum(code != 200 for _, code in results),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+        "throughput_per_s": round(total / wall, 2),
+        "wall_s": round(wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="MLflow model URI (default: params serve.model)")
+    parser.add_argument("--data-dir", type=Path, help="images (default: params data.raw_dir)")
+    parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_load.json"))
+    args = parser.parse_args()
+
+    params = load_params()
+    model = args.model or params.serve.model
+    bodies = request_bodies(args.data_dir or Path(params.data.raw_dir), 64)
+    port = free_port()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    proc, ready_s = start_server(model, port, args.out.with_suffix(".log"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        served = requests.get(f"{base}/model", timeout=10).json()
+        url = f"{base}/invocations"
+        measure(url, bodies, 10, 1)  # warm-up: the first calls trace the graph
+        levels = [measure(url, bodies, args.requests, c) for c in args.concurrency]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    result = {
+        "model": model,
+        "served": served,
+        "server_ready_s": round(ready_s, 1),
+        "model_load_s": served["load_seconds"],
+        "image_bytes_mean": int(np.mean([len(b["dataframe_records"][0]["image"]) for b in bodies])),
+        "levels": levels,
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
