@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from skinlesion.errors import SkinlesionError
 
 log = logging.getLogger(__name__)
 
+# models:/<name>/<version> or models:/<name>@<alias>: a registered model's version
+VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))$")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOCK_SUFFIX = ".promotion-lock"

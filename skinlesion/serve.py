@@ -23,20 +23,19 @@ import asyncio
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from skinlesion.errors import SkinlesionError
+from skinlesion.registry import VERSION_URI
 
 log = logging.getLogger(__name__)
 
 ENV_MODEL = "SKINLESION_SERVE_MODEL"
 ENV_FOLLOW = "SKINLESION_SERVE_FOLLOW_SECONDS"
 ENV_MAX_BODY = "SKINLESION_SERVE_MAX_BODY_BYTES"
-ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
 
 
 class ServeError(SkinlesionError, RuntimeError):
@@ -60,10 +59,9 @@ def resolve(uri: str) -> tuple[str, str]:
     anything else is served as given, with version "" unless it names one."""
     import mlflow
 
-    match = ALIAS_URI.match(uri)
-    if match is None:
-        version = uri.rsplit("/", 1)[-1] if uri.startswith("models:/") else ""
-        return uri, version if version.isdigit() else ""
+    match = VERSION_URI.match(uri)
+    if match is None or not match["alias"]:
+        return uri, match["version"] if match else ""
     try:
         found = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
     except Exception as err:  # registry unreachable or alias missing: MLflow raises several
@@ -156,7 +154,8 @@ class ScoringApp:
         return served, init(model)
 
     def follows(self) -> bool:
-        return self.follow_seconds > 0 and ALIAS_URI.match(self.requested) is not None
+        match = VERSION_URI.match(self.requested)
+        return self.follow_seconds > 0 and match is not None and match["alias"] is not None
 
     def check_alias(self) -> bool:
         """Load and swap in the alias's version if it moved; True when it did."""

@@ -13,7 +13,6 @@ deleted; moving an alias back undoes it.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from skinlesion.errors import SkinlesionError
+from skinlesion.registry import VERSION_URI
 
 log = logging.getLogger(__name__)
-VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))$")
 
 
 class UpgradeError(SkinlesionError, ValueError):
