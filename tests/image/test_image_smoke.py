@@ -1,6 +1,6 @@
 """The built step image on its own: non-root, its CLI, the data steps, one training
-epoch and a one-trial search on synthetic data, and validation of the real sample when
-it is on this machine."""
+epoch, a one-trial search and serving the trained model on synthetic data, and
+validation of the real sample when it is on this machine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REAL_DATA, small_params, write_params
+from tests.conftest import REAL_DATA, _free_port, small_params, write_params
 from tests.image.conftest import docker_run
 
 pytestmark = pytest.mark.image
@@ -28,22 +28,48 @@ skinlesion train --model cnn --manifest train.csv --data-dir synth --out cnn.ker
     --report-dir report --params one-epoch.yaml
 skinlesion tune --model cnn --manifest train.csv --data-dir synth --trials 1 \
     --params one-epoch.yaml
+python - <<'PY'
+import json, mlflow
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+version = mlflow.register_model(json.load(open("report/metrics.json"))["model_uri"], "lesions")
+mlflow.MlflowClient().set_registered_model_alias("lesions", "champion", version.version)
+PY
+skinlesion serve --model models:/lesions@champion --port PORT > serve.log 2>&1 &
+SERVER=$!
+python - <<'PY'
+import base64, glob, time, requests
+url = "http://127.0.0.1:PORT"
+for _ in range(240):
+    try:
+        if requests.get(url + "/ping", timeout=5).ok:
+            break
+    except requests.RequestException:
+        time.sleep(0.5)
+image = base64.b64encode(open(sorted(glob.glob("synth/**/*.jpg", recursive=True))[0], "rb").read())
+row = {"image": image.decode(), "age": 50, "sex": "female", "localization": "back"}
+answer = requests.post(url + "/invocations", json={"dataframe_records": [row]}, timeout=60)
+print("served", answer.status_code, answer.headers.get("x-model-version"), answer.json())
+PY
+kill "$SERVER"
 """
 
 
-def test_cli_data_steps_and_one_epoch_run_as_non_root(image, params, tmp_path):
+def test_cli_data_steps_one_epoch_and_serving_run_as_non_root(image, params, tmp_path):
     work = tmp_path / "work"
     work.mkdir(mode=0o777)
     work.chmod(0o777)  # the image's user (uid 10001) writes here
     one_epoch = small_params(params, cnn={"epochs": 1})
     write_params(one_epoch, work / "one-epoch.yaml")
-    done = docker_run(image, "sh", "-c", STEPS, mounts={str(work): "/work"})
+    steps = STEPS.replace("PORT", str(_free_port()))
+    done = docker_run(image, "sh", "-c", steps, mounts={str(work): "/work"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0] == "10001"
     assert "120 rows passed" in done.stdout + done.stderr
     assert "{'complete': 1}; best trial 0" in done.stdout  # the search runs in the image
     report = json.loads((work / "report" / "metrics.json").read_text())
     assert report["epochs_run"] == 1 and (work / "cnn.keras").is_file()
+    [served] = [line for line in done.stdout.splitlines() if line.startswith("served ")]
+    assert served.startswith("served 200 1 {'predictions': [{'prediction': ")  # the champion
 
 
 def test_params_and_commit_are_in_the_image(image):
