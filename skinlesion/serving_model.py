@@ -39,7 +39,7 @@ class RequestError(ValueError):
 
 def _text(value: Any) -> str | None:
     """A stripped, lower-case string, or None for a missing value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (not isinstance(value, str | bytes) and pd.isna(value)):
         return None
     text = str(value).strip().lower()
     return text or None

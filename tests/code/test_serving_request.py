@@ -29,7 +29,7 @@ def test_a_row_with_every_field_and_one_with_none_are_read():
         {
             "image": [_jpeg(), _jpeg(50, 20)],
             "age": [61, None],
-            "sex": [" Female", None],
+            "sex": [" Female", pd.NA],
             "localization": ["BACK", None],
         }
     )
