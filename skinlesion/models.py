@@ -2,7 +2,9 @@
 
 Both take float RGB images in 0..255 of shape (size, size, 3) and end in a float32
 softmax over the 7 classes (float32 even under mixed precision, for stable losses).
-Normalisation is part of each model, so a saved ``.keras`` file is all a user needs.
+Normalisation is part of each network; cropping and resizing are put in front of it when
+the model is saved (skinlesion.preprocessing), so a saved ``.keras`` file takes raw images
+and is all a user needs.
 With ``metadata_dim`` > 0 a model also takes the encoded patient metadata
 (skinlesion.metadata) as a second input named ``metadata``, joined to the image features
 just before the softmax layer: its logits are the image's plus a linear term in the
