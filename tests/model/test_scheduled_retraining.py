@@ -116,7 +116,8 @@ def _four_weeks(data, tmp_path, weekly, server, store, port, monkeypatch, capsys
     # the new test lesions it scores about what it scored on its own week-1 test part.
     own = tmp_path / "week1" / "reports" / "eval" / week1["challenger"] / "metrics.json"
     week1_score = json.loads(own.read_text())["balanced_accuracy"]
-    assert week3["comparison"]["champion"] > 0.7 * week1_score > 0.3
+    assert week1_score > 0.3  # twice chance: the tiny CPU-trained model varies run to run
+    assert week3["comparison"]["champion"] > 0.7 * week1_score
     after = read_manifest(tmp_path / "week3" / "split.csv").set_index("image_id")
     assert (after.loc[before["image_id"], "split"].to_numpy() == before["split"]).all()
     new_lesions = set(after["lesion_id"]) - set(before["lesion_id"])
