@@ -75,12 +75,13 @@ def check_servable(uri: str) -> Any:
     resized tensors rather than images, is refused with what to do."""
     from mlflow.models import get_model_info
 
+    from skinlesion.serving_model import is_serving_model
+
     try:
         info = get_model_info(uri)
     except Exception as err:  # registry or storage failure
         raise ServeError(f"cannot read {uri}: {type(err).__name__}: {err}") from err
-    loader = info.flavors.get("python_function", {}).get("loader_module", "")
-    if loader != "mlflow.pyfunc.model":
+    if not is_serving_model(info):
         raise ServeError(
             f"{uri} was registered before models carried their preprocessing and takes "
             f"resized tensors, not images. Register it again with `skinlesion upgrade-model "

@@ -77,8 +77,8 @@ def parse_request(frame: pd.DataFrame) -> tuple[list[np.ndarray], pd.DataFrame]:
                     f"row {row}: {column} {value!r} is not one of: {', '.join(vocabulary)}"
                 )
         patient[column] = values
-    ages = pd.to_numeric(pd.Series(frame.get("age", [None] * len(frame))), errors="coerce")
     raw_ages = list(frame.get("age", [None] * len(frame)))
+    ages = pd.to_numeric(pd.Series(raw_ages), errors="coerce")
     for row, (age, raw) in enumerate(zip(ages, raw_ages, strict=True)):
         if _text(raw) is not None and (math.isnan(age) or not 0 <= age <= MAX_AGE):
             raise RequestError(f"row {row}: age {raw!r} is not a number of years in 0..120")
@@ -174,6 +174,13 @@ def log_serving_model(keras_path: str | Path, example_image: np.ndarray) -> Any:
         pip_requirements=requirements(),
         metadata={"skinlesion_version": version("skinlesion"), "needs": "skinlesion"},
     )
+
+
+def is_serving_model(info: Any) -> bool:
+    """Whether MLflow's ModelInfo describes a model of this module (not the Keras flavour
+    that earlier versions logged)."""
+    loader = info.flavors.get("python_function", {}).get("loader_module", "")
+    return loader == "mlflow.pyfunc.model"
 
 
 def keras_file_of(model_dir: str | Path) -> Path | None:

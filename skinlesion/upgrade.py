@@ -57,12 +57,11 @@ def upgrade_model(client: Any, uri: str) -> Upgrade:
     from skinlesion.inference import predict_raw
     from skinlesion.preprocessing import preprocessing_of
     from skinlesion.registry import create_version, registry_lock
-    from skinlesion.serving_model import log_serving_model
+    from skinlesion.serving_model import is_serving_model, log_serving_model
 
     old = _version(client, uri)
     pinned = f"models:/{old.name}/{old.version}"
-    loader = get_model_info(pinned).flavors.get("python_function", {}).get("loader_module")
-    if loader == "mlflow.pyfunc.model":
+    if is_serving_model(get_model_info(pinned)):
         raise UpgradeError(f"{pinned} already carries its preprocessing; nothing to do")
     model = load_model(pinned)  # wrapped with the crop its run recorded
     size, _ = preprocessing_of(model)
