@@ -58,10 +58,10 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
-    from skinlesion.data_versions import data_version
-    from skinlesion.params import load_params
-    from skinlesion.publish import publish
-    from skinlesion.storage import bootstrap_buckets
+    from skinlesion.config.files import load_params
+    from skinlesion.data.publish import publish
+    from skinlesion.data.storage import bootstrap_buckets
+    from skinlesion.data.versions import data_version
 
     params = load_params(args.params)
     port = _free_port()

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import requests
 
-from skinlesion.params import load_params
+from skinlesion.config.files import load_params
 from skinlesion.progress import progress
 
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def request_bodies(data_dir: Path, count: int) -> list[dict]:
     """``count`` one-image requests from the dataset's catalog, images as on disk."""
-    from skinlesion.dataset import load_catalog
+    from skinlesion.data.catalog import load_catalog
 
     catalog = load_catalog(data_dir).dropna(subset=["image_path"]).head(count)
     bodies = []

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skinlesion.dataset import load_catalog
-from skinlesion.inputs import decode_images, labels_of, make_dataset
-from skinlesion.metadata import model_inputs
-from skinlesion.models import build_backbone, build_cnn, build_head, build_resnet152v2
-from skinlesion.params import load_params
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.config.files import load_params
+from skinlesion.data.catalog import load_catalog
+from skinlesion.data.synth import make_synthetic_dataset
+from skinlesion.model.metadata import metadata_width, model_inputs
+from skinlesion.model.networks import build_backbone, build_cnn, build_head, build_resnet152v2
+from skinlesion.training.inputs import decode_images, labels_of, make_dataset
 
 
 def _rate(n_items: int, seconds: float) -> float:
@@ -105,7 +105,7 @@ def main() -> None:
         base.update(bench_pipeline(table, rows, labels, args.batch, settings, args.steps))
         for name in args.models:
             cfg = params.train.model(name)
-            meta = settings.metadata_dim
+            meta = metadata_width(settings.metadata)
             if params.train.recipe_of(name) == "cnn":
                 model = build_cnn(cfg, size, metadata_dim=meta)
             else:

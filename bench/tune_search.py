@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skinlesion.params import load_params
-from skinlesion.search_space import with_values
-from skinlesion.tune import open_study, run_search, search_for
-from skinlesion.tune_report import best_values, summarize
+from skinlesion.config.files import load_params
+from skinlesion.tuning.report import best_values, summarize
+from skinlesion.tuning.space import with_values
+from skinlesion.tuning.study import open_study, run_search, search_for
 
 
 def search_phase(args: argparse.Namespace, params: Any, search: Any) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def search_phase(args: argparse.Namespace, params: Any, search: Any) -> dict[str
 
 def seeds_phase(args: argparse.Namespace, params: Any, search: Any) -> dict[str, Any]:
     """Baseline and best, each trained again with every seed of ``--seeds``."""
-    from skinlesion.train import train_model
+    from skinlesion.training.lifecycle import train_model
 
     study = open_study(params, search)
     best = best_values(study, params, search.model)

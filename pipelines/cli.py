@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from skinlesion.cli import ParamsOpt, user_errors
-from skinlesion.params import load_params
+from skinlesion.cli.options import ParamsOpt, user_errors
+from skinlesion.config.files import load_params
 
 app = typer.Typer(
     help="Kubeflow Pipelines: compile and submit the training and tuning pipelines; "

@@ -14,9 +14,10 @@ import yaml
 
 from pipelines import training_pipeline, tuning_pipeline
 from pipelines.tasks import compile_with_images
+from skinlesion.config.files import set_dotted
+from skinlesion.config.parse import parse_params
+from skinlesion.config.schema import Params
 from skinlesion.errors import SkinlesionError
-from skinlesion.params import set_dotted
-from skinlesion.settings import Params, parse_params
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from skinlesion.settings import ClusterSettings, Params, Resources
+from skinlesion.config.schema import ClusterSettings, Params, Resources
 
 
 def resources(task: dsl.PipelineTask, spec: Resources) -> None:

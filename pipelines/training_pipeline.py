@@ -21,7 +21,7 @@ from components.split.component import split
 from components.train.component import train
 from components.validate.component import validate
 from pipelines.tasks import on_gpu_nodes, secrets, step
-from skinlesion.settings import ClusterSettings, Params
+from skinlesion.config.schema import ClusterSettings, Params
 
 PIPELINE_NAME = "skinlesion-training"
 

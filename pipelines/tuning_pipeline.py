@@ -22,7 +22,7 @@ from components.tune_trials.component import tune_trials
 from components.validate.component import validate
 from pipelines.tasks import on_gpu_nodes, secrets, step
 from pipelines.training_pipeline import build_pipeline
-from skinlesion.settings import ClusterSettings, Params, ParamsError
+from skinlesion.config.schema import ClusterSettings, Params, ParamsError
 
 PIPELINE_NAME = "skinlesion-tuning"
 

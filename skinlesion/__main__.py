@@ -1,5 +1,5 @@
 """`python -m skinlesion` is the same as the `skinlesion` command."""
 
-from skinlesion.cli import run
+from skinlesion.cli.main import run
 
 run()

@@ -14,7 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from skinlesion.settings import Params
+from skinlesion.config.schema import Params
 
 GIT_COMMIT_ENV = "SKINLESION_GIT_COMMIT"  # baked into the step image at build time
 IMAGE_ENV = "SKINLESION_IMAGE"  # set on every pipeline task to the image it runs in

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from skinlesion.params import read_params
+from skinlesion.config.files import read_params
+from skinlesion.config.parse import parse_params
+from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
-from skinlesion.settings import parse_params
-from skinlesion.synth import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SKINLESION_REAL_DATA_DIR", ROOT.parent / "shared/data/ham10000"))
@@ -93,10 +93,10 @@ def log_tiny_model(seed: int = 0, size: int = 16, metadata: bool = False):
     import keras
     import numpy as np
 
-    from skinlesion.metadata import METADATA_DIM
-    from skinlesion.models import build_cnn
-    from skinlesion.preprocessing import with_preprocessing
-    from skinlesion.serving_model import log_serving_model
+    from skinlesion.model.metadata import METADATA_DIM
+    from skinlesion.model.networks import build_cnn
+    from skinlesion.model.preprocessing import with_preprocessing
+    from skinlesion.model.servable import log_serving_model
 
     cfg = parse_params(read_params(ROOT / "params.yaml")).train.model("cnn")
     cfg = cfg.model_copy(update={"filters": [4, 8], "dense_units": 8})
@@ -119,8 +119,8 @@ def write_params(params: dict, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def train_workspace(tmp_path_factory: pytest.TempPathFactory, params: dict) -> Path:
     """A folder with a 280-image synthetic set, its split and its oversampled manifest."""
-    from skinlesion.oversample import oversample_manifest
-    from skinlesion.split import split_dataset, write_manifest
+    from skinlesion.data.oversample import oversample_manifest
+    from skinlesion.data.split import split_dataset, write_manifest
 
     root = tmp_path_factory.mktemp("workspace")
     make_synthetic_dataset(root / "data", n_images=280, seed=4)
@@ -136,7 +136,7 @@ def train_workspace(tmp_path_factory: pytest.TempPathFactory, params: dict) -> P
 @pytest.fixture(scope="session")
 def trained_cnn(train_workspace: Path, params: dict):
     """The CNN trained once on the synthetic workspace (local sqlite MLflow store)."""
-    from skinlesion.train import train_model
+    from skinlesion.training.lifecycle import train_model
 
     cwd = Path.cwd()
     os.chdir(train_workspace)

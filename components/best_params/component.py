@@ -16,7 +16,7 @@ def best_params(
     best: Output[Artifact],
     report: Output[HTML],
 ) -> NamedTuple("Best", params=dict, value=float):
-    """Pick the study's best complete trial (``skinlesion.tune_report``): ``best`` holds
+    """Pick the study's best complete trial (``skinlesion.tuning.report``): ``best`` holds
     best_params.yaml, summary.json, trials.csv and the plots; ``params`` is the run's
     params with the best values applied, what the training pipeline takes."""
     import json
@@ -24,11 +24,11 @@ def best_params(
     from collections import namedtuple
     from pathlib import Path
 
+    from skinlesion.config.files import from_pipeline
     from skinlesion.kfp_outputs import write_html
-    from skinlesion.params import from_pipeline
-    from skinlesion.search_space import with_values
-    from skinlesion.tune import open_study, search_for
-    from skinlesion.tune_report import summarize
+    from skinlesion.tuning.report import summarize
+    from skinlesion.tuning.space import with_values
+    from skinlesion.tuning.study import open_study, search_for
 
     params = from_pipeline(params)
     search = search_for(params, model_name, Path(best.path), study)

@@ -15,7 +15,7 @@ def check_changes(
     check: Output[Artifact],
 ) -> str:
     """Compare data version, params hash, code and the image training would run in
-    (``training_image``) with the champion's training (``skinlesion.changes``). Returns
+    (``training_image``) with the champion's training (``skinlesion.promotion.changes``). Returns
     ``changed`` or ``unchanged``; the pipeline trains and promotes only on ``changed``."""
     import json
     import logging
@@ -24,14 +24,14 @@ def check_changes(
 
     import mlflow
 
-    from skinlesion.changes import check_for_changes
-    from skinlesion.params import from_pipeline
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.promotion.changes import check_for_changes
     from skinlesion.provenance import KFP_RUN_ENV
     from skinlesion.tracking import configure_tracking
 
     os.environ[KFP_RUN_ENV] = kfp_run_id
     params = from_pipeline(params)
-    configure_tracking(params.train.mlflow_experiment)
+    configure_tracking(params.tracking.experiment)
     result = check_for_changes(
         mlflow.MlflowClient(),
         params.promote.registered_model,

@@ -22,10 +22,10 @@ def start_reports(
     reports: Output[Artifact],
 ):
     """``reports`` = ``train/<model_name>/metrics.json`` and ``eval/<model_name>/metrics.json``,
-    the layout of the local ``reports/`` folder (``skinlesion.reports``)."""
+    the layout of the local ``reports/`` folder (``skinlesion.promotion.reports``)."""
     from pathlib import Path
 
-    from skinlesion.reports import add_model_reports
+    from skinlesion.promotion.reports import add_model_reports
 
     add_model_reports(Path(reports.path), model_name, Path(report.path), Path(evaluation.path))
     reports.metadata["models"] = [model_name]
@@ -40,10 +40,10 @@ def collect_reports(
     reports: Output[Artifact],
 ):
     """``reports`` = ``earlier`` (the models gathered so far) plus this model's two
-    metrics files (``skinlesion.reports``)."""
+    metrics files (``skinlesion.promotion.reports``)."""
     from pathlib import Path
 
-    from skinlesion.reports import add_model_reports
+    from skinlesion.promotion.reports import add_model_reports
 
     add_model_reports(
         Path(reports.path),

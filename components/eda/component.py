@@ -8,14 +8,14 @@ from components import PLACEHOLDER_IMAGE
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def eda(raw_data: Input[Dataset], manifest: Input[Dataset], params: dict, report: Output[HTML]):
-    """Class balance, demographics and samples per class (``skinlesion.eda``)."""
+    """Class balance, demographics and samples per class (``skinlesion.data.eda``)."""
     import tempfile
     from pathlib import Path
 
-    from skinlesion.eda import run_eda
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.data.eda import run_eda
+    from skinlesion.data.split import read_manifest
     from skinlesion.kfp_outputs import write_html
-    from skinlesion.params import from_pipeline
-    from skinlesion.split import read_manifest
 
     params = from_pipeline(params)
     with tempfile.TemporaryDirectory() as out_dir:

@@ -18,13 +18,14 @@ def evaluate(
     report: Output[HTML],
     evaluation: Output[Artifact],
 ):
-    """Evaluate (``skinlesion.evaluate``) on the test split: scalar metrics, confusion
+    """Evaluate (``skinlesion.evaluation.evaluate``) on the test split: scalar metrics, confusion
     matrix and melanoma ROC for the UI, an HTML report with every plot, and a folder
     (metrics.json + PNGs) for promotion."""
     from pathlib import Path
 
-    from skinlesion.evaluate import evaluate_model, write_metrics
-    from skinlesion.evaluation_plots import write_plots
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.evaluation.evaluate import evaluate_model, write_metrics
+    from skinlesion.evaluation.plots import write_plots
     from skinlesion.kfp_outputs import (
         MODEL_FILE,
         evaluation_scalars,
@@ -33,7 +34,6 @@ def evaluate(
         summary_text,
         write_html,
     )
-    from skinlesion.params import from_pipeline
 
     params = from_pipeline(params)
     result = evaluate_model(

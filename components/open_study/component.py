@@ -7,11 +7,11 @@ from components import PLACEHOLDER_IMAGE
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def open_study(model_name: str, study: str, params: dict, kfp_run_id: str) -> str:
-    """Create the Optuna study of ``model_name`` (``skinlesion.tune``): its baseline
+    """Create the Optuna study of ``model_name`` (``skinlesion.tuning.study``): its baseline
     trial queued and its MLflow parent run made, once, before the workers start. Returns
     the study's name: ``study``, or ``<model>-<pipeline run id>`` when empty."""
-    from skinlesion.params import from_pipeline
-    from skinlesion.tune import prepare_study, search_for
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.tuning.study import prepare_study, search_for
 
     params = from_pipeline(params)
     search = search_for(params, model_name, "best", study or f"{model_name}-{kfp_run_id}")

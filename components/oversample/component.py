@@ -13,11 +13,11 @@ def oversample(
     training_manifest: Output[Dataset],
     class_counts: Output[Metrics],
 ):
-    """Oversample the training rows (``skinlesion.oversample``); re-checks leakage."""
+    """Oversample the training rows (``skinlesion.data.oversample``); re-checks leakage."""
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.data.oversample import oversample_manifest
+    from skinlesion.data.split import read_manifest
     from skinlesion.kfp_outputs import log_scalars
-    from skinlesion.oversample import oversample_manifest
-    from skinlesion.params import from_pipeline
-    from skinlesion.split import read_manifest
 
     params = from_pipeline(params)
     result = oversample_manifest(read_manifest(manifest.path), params.oversample)

@@ -15,13 +15,13 @@ def promote(
     decision: Output[Artifact],
 ):
     """Register every model of ``train.models`` and move `champion` when the one best on
-    validation wins the gate (``skinlesion.promote``). ``reports`` is the folder that
+    validation wins the gate (``skinlesion.promotion.promote``). ``reports`` is the folder that
     collect_reports gathered, laid out like the local ``reports/``."""
     import json
     from pathlib import Path
 
-    from skinlesion.params import from_pipeline
-    from skinlesion.promote import promote_from_reports
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.promotion.promote import promote_from_reports
 
     params = from_pipeline(params)
     record = promote_from_reports(

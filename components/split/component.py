@@ -10,12 +10,12 @@ from components import PLACEHOLDER_IMAGE
 def split(
     raw_data: Input[Dataset], params: dict, manifest: Output[Dataset], summary: Output[Metrics]
 ):
-    """Write the split manifest (``skinlesion.split``); leakage raises and fails the task."""
+    """Write the split manifest (``skinlesion.data.split``); leakage raises and fails the task."""
     from pathlib import Path
 
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.data.split import split_dataset, split_summary, write_manifest
     from skinlesion.kfp_outputs import log_scalars
-    from skinlesion.params import from_pipeline
-    from skinlesion.split import split_dataset, split_summary, write_manifest
 
     params = from_pipeline(params)
     frame = split_dataset(Path(raw_data.path), params.split, params.data.workers)

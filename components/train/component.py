@@ -19,7 +19,7 @@ def train(
     curves: Output[HTML],
     metrics: Output[Metrics],
 ):
-    """Train ``model_name`` (``skinlesion.train``). ``model`` is a folder holding
+    """Train ``model_name`` (``skinlesion.training.lifecycle``). ``model`` is a folder holding
     ``model.keras``; ``report`` holds metrics.json, history.csv and curves.png.
     ``kfp_run_id`` tags the MLflow run and names the S3 checkpoints, so that a retry of
     this task in the same pipeline run resumes where the last attempt stopped; ``image``
@@ -28,10 +28,10 @@ def train(
     import os
     from pathlib import Path
 
+    from skinlesion.config.files import from_pipeline
     from skinlesion.kfp_outputs import MODEL_FILE, log_scalars, write_html
-    from skinlesion.params import from_pipeline
     from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
-    from skinlesion.train import train_model
+    from skinlesion.training.lifecycle import train_model
 
     os.environ[KFP_RUN_ENV] = kfp_run_id
     os.environ[IMAGE_ENV] = image

@@ -20,15 +20,15 @@ def tune_trials(
     summary: Output[Metrics],
 ):
     """Run trials of ``study`` until it holds ``trials`` finished ones
-    (``skinlesion.tune.run_search``): each a training of ``model_name`` judged on the
+    (``skinlesion.tuning.study.run_search``): each a training of ``model_name`` judged on the
     validation rows. ``worker`` offsets the sampler's seed, so that parallel workers do
     not propose the same values. A retried task's dead trial is failed and retried."""
     import os
     from pathlib import Path
 
-    from skinlesion.params import from_pipeline
+    from skinlesion.config.files import from_pipeline
     from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
-    from skinlesion.tune import finished_trials, run_search, search_for, worker_id
+    from skinlesion.tuning.study import finished_trials, run_search, search_for, worker_id
 
     os.environ[KFP_RUN_ENV] = kfp_run_id
     os.environ[IMAGE_ENV] = image

@@ -14,12 +14,12 @@ def validate(
     data_docs: Output[Artifact],
     summary: Output[Metrics],
 ):
-    """Validate the raw folder (``skinlesion.validation``); fail the task when invalid."""
+    """Validate the raw folder (``skinlesion.data.validation``); fail the task when invalid."""
     from pathlib import Path
 
+    from skinlesion.config.files import from_pipeline
+    from skinlesion.data.validation import validate_dataset
     from skinlesion.kfp_outputs import write_html
-    from skinlesion.params import from_pipeline
-    from skinlesion.validation import validate_dataset
 
     params = from_pipeline(params)
     result = validate_dataset(

@@ -1,3 +1,3 @@
-"""The parts of a training run that every recipe shares: the device, the callbacks, the
-fit loop with checkpoint/resume, the operating point and the training plots. The run's
-lifecycle is :mod:`skinlesion.train`; the models are :mod:`skinlesion.recipes`."""
+"""Training one model: the run's lifecycle (``lifecycle``: resume, fit, save and log), the
+recipes per model, the tf.data inputs, and what every recipe shares (device, callbacks,
+checkpoints, phases of ``fit``, the melanoma operating point, curves)."""

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from skinlesion.inputs import ImageTable, make_dataset
+from skinlesion.config.schema import InputSettings, RecipeSettings, TrainSettings
+from skinlesion.data.storage import mirror_to_s3
 from skinlesion.labels import CLASSES
-from skinlesion.settings import InputSettings, RecipeSettings, TrainSettings
-from skinlesion.storage import mirror_to_s3
 from skinlesion.training.callbacks import (
     after_epoch,
     best_keeper,
@@ -28,6 +27,7 @@ from skinlesion.training.callbacks import (
     validation_metrics,
 )
 from skinlesion.training.device import Device
+from skinlesion.training.inputs import ImageTable, make_dataset
 
 log = logging.getLogger(__name__)
 MEL = CLASSES.index("mel")

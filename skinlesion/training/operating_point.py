@@ -1,5 +1,5 @@
 """The melanoma operating point of a trained model, set on validation predictions only
-(:mod:`skinlesion.decision`) and folded into the model's softmax bias."""
+(:mod:`skinlesion.training.decision`) and folded into the model's softmax bias."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from skinlesion.decision import fit_recall_floors, offset_grid
 from skinlesion.labels import CLASSES
+from skinlesion.training.decision import fit_recall_floors, offset_grid
 from skinlesion.training.fitting import Context
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def set_operating_point(model: Any, ctx: Context) -> dict[str, float]:
     bias of ``model``. Returns the validation metrics at that operating point."""
     import mlflow
 
-    from skinlesion.models import shift_decisions
+    from skinlesion.model.networks import shift_decisions
 
     floor = ctx.train.decision_min_mel_recall
     probs = model.predict(ctx.image_batches(False), verbose=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinlesion.metrics import MEL, bootstrap_intervals
+from skinlesion.evaluation.metrics import MEL, bootstrap_intervals
 
 pytestmark = pytest.mark.code
 

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app, command_line
+from skinlesion.cli.main import command_line
 
 pytestmark = pytest.mark.code
+app = command_line()
 
 # The commands users and the docs rely on: renaming one breaks scripts and DVC stages.
 NAMED = {

@@ -7,9 +7,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from skinlesion.data_versions import data_version, diff_locations, list_folder, list_s3
-from skinlesion.storage import bootstrap_buckets, mirror_to_s3
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.data.storage import bootstrap_buckets, mirror_to_s3
+from skinlesion.data.synth import make_synthetic_dataset
+from skinlesion.data.versions import data_version, diff_locations, list_folder, list_s3
 
 pytestmark = pytest.mark.code
 
@@ -62,7 +62,9 @@ def test_diff_names_images_lesions_and_class_counts(synth_dir, tmp_path):
 def test_publish_validates_then_uploads_one_prefix_per_version(synth_dir, synth_copy, s3_env):
     from typer.testing import CliRunner
 
-    from skinlesion.cli import app
+    from skinlesion.cli.main import command_line
+
+    app = command_line()
     from tests.conftest import ROOT
 
     bootstrap_buckets(["published"])
@@ -85,7 +87,7 @@ def test_publish_validates_then_uploads_one_prefix_per_version(synth_dir, synth_
 
 
 def s3_client_prefixes(bucket: str, prefix: str) -> set[str]:
-    from skinlesion.storage import s3_client
+    from skinlesion.data.storage import s3_client
 
     pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return {o["Key"][len(prefix) :].split("/")[0] for p in pages for o in p.get("Contents", [])}
@@ -96,7 +98,9 @@ def test_diff_command_prints_and_writes_json(synth_dir, synth_copy, tmp_path):
 
     from typer.testing import CliRunner
 
-    from skinlesion.cli import app
+    from skinlesion.cli.main import command_line
+
+    app = command_line()
     from tests.conftest import ROOT
 
     make_synthetic_dataset(synth_copy, 7, seed=11, append=True)

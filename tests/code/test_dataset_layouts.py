@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from skinlesion.dataset import DatasetLayoutError, load_catalog
+from skinlesion.data.catalog import DatasetLayoutError, load_catalog
+from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.labels import CLASSES
-from skinlesion.synth import make_synthetic_dataset
 
 pytestmark = pytest.mark.code
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinlesion.decision import fit_recall_floors, offset_grid
+from skinlesion.training.decision import fit_recall_floors, offset_grid
 
 GRID = offset_grid(4.0, 0.05)
 
@@ -47,8 +47,8 @@ def test_a_floor_on_a_class_absent_from_validation_is_ignored():
 def test_offsets_folded_into_the_softmax_bias_shift_log_probabilities():
     import keras
 
-    from skinlesion.models import build_cnn, shift_decisions
-    from skinlesion.params import load_params
+    from skinlesion.config.files import load_params
+    from skinlesion.model.networks import build_cnn, shift_decisions
     from tests.conftest import ROOT
 
     cnn = load_params(ROOT / "params.yaml").train.model("cnn")

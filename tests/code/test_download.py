@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app
-from skinlesion.dataset import load_catalog
-from skinlesion.download import HAM10000_DOI, DownloadError, download_ham10000
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.cli.main import command_line
+from skinlesion.data.catalog import load_catalog
+from skinlesion.data.download import HAM10000_DOI, DownloadError, download_ham10000
+from skinlesion.data.synth import make_synthetic_dataset
 from tests.fakes.dataverse import FakeDataverse, serve
 
 pytestmark = pytest.mark.code
+app = command_line()
 
 
 def _zip_folder(folder: Path, archive: Path) -> Path:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from skinlesion.gate import GateError, choose_challenger, compare, verdict
-from skinlesion.params import load_params
-from skinlesion.resampling import balanced_accuracy, lesion_counts
-from skinlesion.settings import PromotionSettings
+from skinlesion.config.files import load_params
+from skinlesion.config.schema import PromotionSettings
+from skinlesion.evaluation.resampling import balanced_accuracy, lesion_counts
+from skinlesion.promotion.gate import GateError, choose_challenger, compare, verdict
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code

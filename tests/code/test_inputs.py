@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinlesion.dataset import load_catalog
-from skinlesion.inputs import decode_images, make_dataset
-from skinlesion.params import load_params
-from skinlesion.settings import InputSettings
+from skinlesion.config.files import load_params
+from skinlesion.config.schema import InputSettings
+from skinlesion.data.catalog import load_catalog
+from skinlesion.training.inputs import decode_images, make_dataset
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.metadata import KNOWN_SEXES, KNOWN_SITES, METADATA_DIM, encode_metadata
+from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES, METADATA_DIM, encode_metadata
 
 pytestmark = pytest.mark.code
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from skinlesion.leakage import LeakageError
-from skinlesion.oversample import oversample_manifest, target_counts
-from skinlesion.split import split_dataset
+from skinlesion.data.leakage import LeakageError
+from skinlesion.data.oversample import oversample_manifest, target_counts
+from skinlesion.data.split import split_dataset
 
 pytestmark = pytest.mark.code
 

@@ -8,12 +8,14 @@ import copy
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app
-from skinlesion.params import ParamsError, from_pipeline, set_dotted
-from skinlesion.recipes import RECIPES
-from skinlesion.settings import RECIPE_SETTINGS, deep_merge, parse_params
+from skinlesion.cli.main import command_line
+from skinlesion.config.files import ParamsError, from_pipeline, set_dotted
+from skinlesion.config.parse import parse_params
+from skinlesion.config.schema import RECIPE_SETTINGS, deep_merge
+from skinlesion.training.recipes import RECIPES
 
 pytestmark = pytest.mark.code
+app = command_line()
 
 
 def test_deep_merge_keeps_what_overrides_do_not_name():

@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.client import check_cron, pipeline_arguments
-from skinlesion.cli import command_line
-from skinlesion.params import ParamsError
+from skinlesion.cli.main import command_line
+from skinlesion.config.files import ParamsError
 from tests.conftest import ROOT
 from tests.fakes.kfp_api import API, running_fake_kfp
 

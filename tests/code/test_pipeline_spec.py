@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.client import PIPELINES
-from skinlesion.cli import command_line
-from skinlesion.settings import parse_params
+from skinlesion.cli.main import command_line
+from skinlesion.config.parse import parse_params
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code

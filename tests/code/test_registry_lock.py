@@ -14,7 +14,7 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 
-from skinlesion.registry import RegistryError, find_champion, registry_lock
+from skinlesion.promotion.registry import RegistryError, find_champion, registry_lock
 
 pytestmark = pytest.mark.code
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app
-from skinlesion.storage import StorageError, bootstrap_buckets, s3_client
+from skinlesion.cli.main import command_line
+from skinlesion.data.storage import StorageError, bootstrap_buckets, s3_client
 from tests.conftest import _free_port, running_mlflow_server
 
 pytestmark = pytest.mark.code
+app = command_line()
 BIN = Path(sys.executable).parent
 
 
@@ -50,7 +51,7 @@ def _run(cmd: list[str], cwd: Path) -> str:
 def test_dvc_pushes_the_flows_outputs_and_a_fresh_checkout_pulls_them(s3_env, tmp_path, params):
     """The documented use of the S3 remote: the flow's cached outputs (here the split
     manifest) go up with `dvc push`; a checkout without them gets them with `dvc pull`."""
-    from skinlesion.synth import make_synthetic_dataset
+    from skinlesion.data.synth import make_synthetic_dataset
     from tests.conftest import ROOT, write_params
 
     bootstrap_buckets(["skinlesion-data"])

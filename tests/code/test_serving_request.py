@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skinlesion.serving_model import RequestError, answer, parse_request
+from skinlesion.model.servable import RequestError, answer, parse_request
 
 pytestmark = pytest.mark.code
 
@@ -73,9 +73,14 @@ def test_a_saved_model_prepares_images_as_training_does(synth_dir, settings, tmp
     several sizes through the saved model's first layer."""
     import keras
 
-    from skinlesion.dataset import load_catalog
-    from skinlesion.inputs import decode_images
-    from skinlesion.preprocessing import PREPARE_LAYER, read_image, register, with_preprocessing
+    from skinlesion.data.catalog import load_catalog
+    from skinlesion.model.preprocessing import (
+        PREPARE_LAYER,
+        read_image,
+        register,
+        with_preprocessing,
+    )
+    from skinlesion.training.inputs import decode_images
 
     inputs = settings.input.model_copy(update={"image_size": 24, "center_crop": center_crop})
     frame = load_catalog(synth_dir).head(4)

@@ -8,19 +8,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app
-from skinlesion.leakage import LeakageError, assert_no_leakage
-from skinlesion.settings import SplitSettings
-from skinlesion.split import (
+from skinlesion.cli.main import command_line
+from skinlesion.config.schema import SplitSettings
+from skinlesion.data.leakage import LeakageError, assert_no_leakage
+from skinlesion.data.split import (
     assign_split,
     lesion_groups,
     split_dataset,
     split_position,
 )
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.data.synth import make_synthetic_dataset
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code
+app = command_line()
 SPLIT = SplitSettings(seed=42, val_fraction=0.15, test_fraction=0.15)
 PARAMS = str(ROOT / "params.yaml")
 
@@ -87,7 +88,7 @@ def test_identical_image_in_another_lesion_stays_on_the_same_side(synth_copy):
 def test_planted_leak_fails_the_stage(synth_dir, tmp_path, monkeypatch):
     """Plant the original study's bug, splitting by image instead of by lesion: images of
     one lesion land on both sides, and the split stage must exit non-zero."""
-    import skinlesion.split as split_module
+    import skinlesion.data.split as split_module
 
     monkeypatch.setattr(split_module, "lesion_groups", lambda frame: frame["image_id"])
     out = tmp_path / "manifest.csv"

@@ -10,16 +10,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from skinlesion.cli import command_line
-from skinlesion.params import read_params
-from skinlesion.search_space import (
+from skinlesion.cli.main import command_line
+from skinlesion.config.files import read_params
+from skinlesion.config.parse import parse_params
+from skinlesion.config.schema import ParamsError
+from skinlesion.tuning.space import (
     current_values,
     encode,
     suggest,
     with_values,
 )
-from skinlesion.settings import ParamsError, parse_params
-from skinlesion.tune import default_study_name
+from skinlesion.tuning.study import default_study_name
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.code

@@ -15,11 +15,11 @@ from components.fetch_data.component import fetch_data
 from components.oversample.component import oversample
 from components.split.component import split
 from components.validate.component import validate
-from skinlesion.data_versions import data_version
-from skinlesion.dataset import DatasetLayoutError
-from skinlesion.publish import DataVersionError
-from skinlesion.storage import s3_client
-from skinlesion.validation import InvalidDataError
+from skinlesion.data.catalog import DatasetLayoutError
+from skinlesion.data.publish import DataVersionError
+from skinlesion.data.storage import s3_client
+from skinlesion.data.validation import InvalidDataError
+from skinlesion.data.versions import data_version
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.code
@@ -150,7 +150,9 @@ def test_split_component_and_split_command_write_the_same_manifest(synth_dir, tm
     give byte-identical manifests."""
     from typer.testing import CliRunner
 
-    from skinlesion.cli import app
+    from skinlesion.cli.main import command_line
+
+    app = command_line()
     from tests.conftest import write_params
 
     small = small_params(params)

@@ -16,7 +16,7 @@ from components.evaluate.component import evaluate
 from components.promote.component import promote
 from components.train.component import train
 from skinlesion.labels import CLASSES
-from skinlesion.promote import PromotionError
+from skinlesion.promotion.promote import PromotionError
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model

@@ -15,7 +15,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics
 from components.best_params.component import best_params
 from components.open_study.component import open_study
 from components.tune_trials.component import tune_trials
-from skinlesion.settings import ParamsError
+from skinlesion.config.schema import ParamsError
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from skinlesion.leakage import assert_no_leakage
-from skinlesion.settings import parse_params
-from skinlesion.split import split_dataset
+from skinlesion.config.parse import parse_params
+from skinlesion.data.leakage import assert_no_leakage
+from skinlesion.data.split import split_dataset
 
 pytestmark = pytest.mark.data
 

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app
+from skinlesion.cli.main import command_line
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.data
+app = command_line()
 PARAMS = str(ROOT / "params.yaml")
 
 

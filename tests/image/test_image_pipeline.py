@@ -14,8 +14,8 @@ import pytest
 from kfp import local
 
 from pipelines.training_pipeline import build_pipeline
-from skinlesion.settings import parse_params
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.config.parse import parse_params
+from skinlesion.data.synth import make_synthetic_dataset
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.image
@@ -35,7 +35,8 @@ def test_training_pipeline_runs_in_the_image(
     try:
         make_synthetic_dataset(data, n_images=150, seed=2)
         small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
-        small["train"].update(checkpoint_dir="/tmp/checkpoints", mlflow_experiment="image")
+        small["train"].update(checkpoint_dir="/tmp/checkpoints")
+        small["tracking"]["experiment"] = "image"
         small["promote"]["registered_model"] = MODEL
         small["cluster"].update(overrides={}, images={"cpu": image, "gpu": image})
         local.init(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.data.synth import make_synthetic_dataset
 from tests.conftest import ROOT, small_params, write_params
 
 pytestmark = pytest.mark.model
@@ -145,8 +145,8 @@ def test_tracked_raw_data_goes_to_the_remote_and_a_fresh_clone_reproduces(tmp_pa
     """The raw data under DVC: `dvc add` of a copy, `dvc push` to the S3 remote (moto on
     127.0.0.1); a fresh clone restores exactly that version with `dvc pull` and runs the
     flow with `dvc repro`."""
-    from skinlesion.data_versions import data_version
-    from skinlesion.storage import bootstrap_buckets
+    from skinlesion.data.storage import bootstrap_buckets
+    from skinlesion.data.versions import data_version
 
     bootstrap_buckets(["skinlesion-data"])
     repo, small, env = _repo(tmp_path, params, ["cnn"])

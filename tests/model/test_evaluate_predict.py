@@ -7,9 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion.cli import app
+from skinlesion.cli.main import command_line
 
 pytestmark = pytest.mark.model
+app = command_line()
 
 DOCUMENTED_KEYS = {
     "n_images",

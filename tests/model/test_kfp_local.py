@@ -12,8 +12,8 @@ import pytest
 from kfp import local
 
 from pipelines.training_pipeline import build_pipeline
-from skinlesion.settings import parse_params
-from skinlesion.synth import make_synthetic_dataset
+from skinlesion.config.parse import parse_params
+from skinlesion.data.synth import make_synthetic_dataset
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model
@@ -37,7 +37,8 @@ def test_pipeline_runs_locally_end_to_end(
     data = tmp_path / "ham10000"
     make_synthetic_dataset(data, n_images=150, seed=2)
     small = small_params(params, cnn={"epochs": 2}, resnet152v2={"head_epochs": 1})
-    small["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="kfp")
+    small["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"))
+    small["tracking"]["experiment"] = "kfp"
     small["promote"]["registered_model"] = "kfp-local-classifier"
     small["cluster"]["overrides"] = {}  # the pipeline's `params` default is `small` itself
     _run_locally(tmp_path, mlflow_server, monkeypatch)
@@ -85,9 +86,8 @@ def test_tuning_pipeline_runs_locally_and_trains_with_the_best(
     data = tmp_path / "ham10000"
     make_synthetic_dataset(data, n_images=150, seed=2)
     small = small_params(params, cnn={"epochs": 2})
-    small["train"].update(
-        models=["cnn"], checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="kfp"
-    )
+    small["train"].update(models=["cnn"], checkpoint_dir=str(tmp_path / "checkpoints"))
+    small["tracking"]["experiment"] = "kfp"
     small["promote"]["registered_model"] = "kfp-tuned-classifier"
     small["cluster"]["overrides"] = {}
     storage = f"sqlite:///{tmp_path / 'studies.db'}"

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.evaluate import load_model
 from skinlesion.labels import CLASSES
-from skinlesion.preprocessing import preprocessing_of
-from skinlesion.serving_model import encode_image
+from skinlesion.model.loading import load_model
+from skinlesion.model.preprocessing import preprocessing_of
+from skinlesion.model.servable import encode_image
 from tests.conftest import small_params, write_params
 
 pytestmark = pytest.mark.model

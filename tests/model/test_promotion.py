@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skinlesion.config.files import load_params
+from skinlesion.config.schema import PromotionSettings
 from skinlesion.labels import CLASSES
-from skinlesion.params import load_params
-from skinlesion.promote import Candidate, PromotionError, promote
+from skinlesion.promotion.promote import Candidate, PromotionError, promote
+from skinlesion.promotion.registry import CHALLENGER, CHAMPION, register
 from skinlesion.provenance import LESIONS_ARTIFACT
-from skinlesion.registry import CHALLENGER, CHAMPION, register
-from skinlesion.settings import PromotionSettings
 from skinlesion.tracking import configure_tracking
 from tests.conftest import ROOT, log_tiny_model
 
@@ -194,7 +194,7 @@ def test_concurrent_promotions_leave_a_consistent_registry(registry, registry_se
 def test_uncomparable_champion_is_kept_or_replaced_by_policy(registry):
     """A champion that cannot be loaded, or that recorded no training lesions, cannot be
     scored honestly: `keep` leaves it champion, `replace` promotes the challenger."""
-    from skinlesion.evaluate import ModelFormatError
+    from skinlesion.model.loading import ModelFormatError
 
     registry.run(registry.candidate("cnn", 0.5, 0.5, 0.5))
     scripted = registry.predict
@@ -238,7 +238,7 @@ def _unrecorded_model(registry: Registry, right: float) -> Candidate:
 
 def test_registry_error_is_not_absence(registry, monkeypatch):
     """A failing registry must stop the step, never read as "no champion"."""
-    from skinlesion.evaluate import ModelLoadError
+    from skinlesion.model.loading import ModelLoadError
 
     registry.run(registry.candidate("cnn", 0.5, 0.5, 0.5))
     before = registry.state()

@@ -10,8 +10,8 @@ import keras
 import pandas as pd
 import pytest
 
-from skinlesion.models import ModelWeightsError, build_backbone
-from skinlesion.train import train_model
+from skinlesion.model.networks import ModelWeightsError, build_backbone
+from skinlesion.training.lifecycle import train_model
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model

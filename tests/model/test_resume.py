@@ -100,8 +100,8 @@ def test_retried_cluster_training_resumes_from_s3(
     from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
     from components.train.component import train
+    from skinlesion.data.storage import bootstrap_buckets, s3_client
     from skinlesion.provenance import KFP_RUN_ENV
-    from skinlesion.storage import bootstrap_buckets, s3_client
 
     bootstrap_buckets(["ckpt"])
     cfg = small_params(params, cnn={"epochs": 8, "early_stopping_patience": 50})

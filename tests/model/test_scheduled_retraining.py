@@ -21,15 +21,15 @@ from typing import Any
 import mlflow
 import pytest
 
-from skinlesion.changes import check_for_changes
-from skinlesion.evaluate import evaluate_model, write_metrics
-from skinlesion.oversample import oversample_manifest
-from skinlesion.promote import PromotionError, promote_from_reports
-from skinlesion.settings import parse_params
-from skinlesion.split import read_manifest, split_dataset, write_manifest
-from skinlesion.synth import make_synthetic_dataset
-from skinlesion.train import train_model
-from skinlesion.validation import validate_dataset
+from skinlesion.config.parse import parse_params
+from skinlesion.data.oversample import oversample_manifest
+from skinlesion.data.split import read_manifest, split_dataset, write_manifest
+from skinlesion.data.synth import make_synthetic_dataset
+from skinlesion.data.validation import validate_dataset
+from skinlesion.evaluation.evaluate import evaluate_model, write_metrics
+from skinlesion.promotion.changes import check_for_changes
+from skinlesion.promotion.promote import PromotionError, promote_from_reports
+from skinlesion.training.lifecycle import train_model
 from tests.conftest import _free_port, running_mlflow_server, small_params
 
 pytestmark = pytest.mark.model
@@ -76,7 +76,8 @@ def test_four_weeks_of_unattended_retraining(tmp_path, params, monkeypatch, caps
     data = tmp_path / "ham10000"
     make_synthetic_dataset(data, n_images=260, seed=11)
     weekly = small_params(params, resnet152v2={"head_epochs": 2})
-    weekly["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"), mlflow_experiment="weekly")
+    weekly["train"].update(checkpoint_dir=str(tmp_path / "checkpoints"))
+    weekly["tracking"]["experiment"] = "weekly"
     weekly["promote"].update(registered_model=NAME, min_gate_lesions=10)
     monkeypatch.setenv("SKINLESION_GIT_COMMIT", "c0ffee")  # one image build all month
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -142,7 +143,7 @@ def _four_weeks(data, tmp_path, weekly, server, store, port, monkeypatch, capsys
 
     # The server goes away while the champion is being fetched for the gate.
     state = _registry()
-    import skinlesion.evaluate as evaluate_module
+    import skinlesion.evaluation.evaluate as evaluate_module
 
     original = evaluate_module.load_model
 

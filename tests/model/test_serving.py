@@ -19,12 +19,13 @@ import pytest
 import requests
 from PIL import Image
 
-from skinlesion.evaluate import load_model, predict_frame
+from skinlesion.config.files import load_params
+from skinlesion.evaluation.evaluate import predict_frame
 from skinlesion.labels import CLASSES
-from skinlesion.params import load_params
-from skinlesion.predict import predict_images
-from skinlesion.preprocessing import preprocessing_of
-from skinlesion.serve import ServeError, check_servable
+from skinlesion.model.loading import load_model
+from skinlesion.model.preprocessing import preprocessing_of
+from skinlesion.serving.predict import predict_images
+from skinlesion.serving.server import ServeError, check_servable
 from tests.conftest import ROOT, _free_port, _stop_group, log_tiny_model
 
 pytestmark = pytest.mark.model
@@ -228,7 +229,7 @@ def test_the_served_model_follows_the_alias(registry, server, images):
 def legacy(registry: str) -> tuple[str, object]:
     """A model as earlier versions registered it: the bare Keras network (20x20 tensors
     in), from a run that recorded no centre crop."""
-    from skinlesion.models import build_cnn
+    from skinlesion.model.networks import build_cnn
 
     mlflow.set_tracking_uri(registry)
     cfg = load_params(ROOT / "params.yaml").train.model("cnn")
@@ -244,8 +245,8 @@ def legacy(registry: str) -> tuple[str, object]:
 def test_a_model_registered_before_it_carried_preprocessing(registry, legacy, tmp_path):
     """It still loads for evaluation and the gate, with the crop its training run
     recorded; a bare file of that kind is refused, saying what to do."""
-    from skinlesion.evaluate import ModelFormatError
-    from skinlesion.preprocessing import prepare_images
+    from skinlesion.model.loading import ModelFormatError
+    from skinlesion.model.preprocessing import prepare_images
 
     uri, core = legacy
     mlflow.set_tracking_uri(registry)
@@ -285,7 +286,7 @@ def test_serving_a_legacy_model_is_refused_before_the_server_starts(registry, le
 
 
 def test_upgrade_model_registers_a_servable_copy_and_moves_the_aliases(registry, legacy):
-    from skinlesion.upgrade import UpgradeError, upgrade_model
+    from skinlesion.promotion.upgrade import UpgradeError, upgrade_model
 
     uri, _ = legacy
     mlflow.set_tracking_uri(registry)

@@ -8,9 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from skinlesion.evaluate import evaluate_frame, load_model
-from skinlesion.settings import parse_params
-from skinlesion.split import read_manifest
+from skinlesion.config.parse import parse_params
+from skinlesion.data.split import read_manifest
+from skinlesion.evaluation.evaluate import evaluate_frame
+from skinlesion.model.loading import load_model
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy
 
-from skinlesion.settings import parse_params
+from skinlesion.config.parse import parse_params
 from tests.conftest import small_params, write_params
 
 pytestmark = pytest.mark.model
@@ -121,7 +121,7 @@ def test_tune_cli_prunes_tracks_nested_runs_and_continues_after_a_kill(
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs(
-        [client.get_experiment_by_name(settings["train"]["mlflow_experiment"]).experiment_id]
+        [client.get_experiment_by_name(settings["tracking"]["experiment"]).experiment_id]
     )
     [parent] = [r for r in runs if r.info.run_name.startswith("tune-")]
     trials = [r for r in runs if "tune.trial" in r.data.tags]
@@ -138,8 +138,8 @@ def test_tune_cli_prunes_tracks_nested_runs_and_continues_after_a_kill(
 def test_the_search_never_reads_the_test_split(train_workspace, params, tmp_path, monkeypatch):
     """Plant a test-only signal: every test image replaced by bytes no decoder reads, and
     every test label set to melanoma. The search runs, and never asks for a test image."""
-    import skinlesion.train
-    from skinlesion.tune import run_search, search_for
+    import skinlesion.training.lifecycle
+    from skinlesion.tuning.study import run_search, search_for
 
     data = Path(shutil.copytree(train_workspace / "data", tmp_path / "data"))
     manifest = pd.read_csv(train_workspace / "train.csv")
@@ -151,13 +151,13 @@ def test_the_search_never_reads_the_test_split(train_workspace, params, tmp_path
     manifest.to_csv(tmp_path / "train.csv", index=False)
 
     asked: set[str] = set()
-    decode = skinlesion.train.decode_images
+    decode = skinlesion.training.lifecycle.decode_images
 
     def spy(data_dir, frame, *args, **kwargs):
         asked.update(frame["image_id"])
         return decode(data_dir, frame, *args, **kwargs)
 
-    monkeypatch.setattr(skinlesion.train, "decode_images", spy)
+    monkeypatch.setattr(skinlesion.training.lifecycle, "decode_images", spy)
     monkeypatch.chdir(tmp_path)
     settings = parse_params(tune_params(params, tmp_path, trials=2, pruner="none"))
     search = search_for(settings, "cnn", tmp_path / "out")
@@ -171,7 +171,7 @@ def test_the_search_never_reads_the_test_split(train_workspace, params, tmp_path
 def test_a_timeout_stops_the_search_between_trials(train_workspace, params, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from skinlesion.cli import command_line
+    from skinlesion.cli.main import command_line
 
     settings = tune_params(params, tmp_path, trials=10, pruner="none")
     write_params(settings, tmp_path / "params.yaml")

@@ -1,0 +1,100 @@
+"""The model steps of the flow: train one model, evaluate a model on a split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skinlesion.cli.options import DataDirOpt, ParamsOpt, data_dir_of, fail, user_errors
+from skinlesion.config.files import load_params
+
+app = typer.Typer()
+
+
+@app.command()
+@user_errors
+def train(
+    model: Annotated[
+        str, typer.Option("--model", help="A model section of params train, e.g. cnn.")
+    ],
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            "--manifest", help="Training manifest CSV (oversampled; its val rows select the model)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where the .keras model goes.")],
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="metrics.json, history.csv, curves.png.")
+    ],
+    data_dir: DataDirOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Train one model (CPU or all GPUs), checkpoint each epoch, track in MLflow."""
+    from skinlesion.training.lifecycle import train_model
+
+    params = load_params(params_file)
+    try:
+        result = train_model(
+            model, manifest, data_dir_of(data_dir, params), out, report_dir, params
+        )
+    except ValueError as err:  # a params value the code cannot use
+        raise fail(str(err)) from err
+    typer.echo(
+        f"{model}: best epoch {result.best_epoch}, val balanced accuracy "
+        f"{result.val_balanced_accuracy:.3f}, val melanoma recall "
+        f"{result.val_mel_recall:.3f}; MLflow run {result.run_id}; saved {out}"
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="A .keras file or an MLflow model URI, "
+            "e.g. models:/skin-lesion-classifier@champion.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Metrics JSON to write.")],
+    data_dir: DataDirOpt = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluate only one split of this manifest (else every row of --data-dir)."
+        ),
+    ] = None,
+    split_name: Annotated[str, typer.Option("--split", help="Split of --manifest.")] = "test",
+    plots_dir: Annotated[
+        Path | None, typer.Option(help="Write confusion matrix, ROC and reliability PNGs here.")
+    ] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta", help="Test-time augmentation (default: params evaluate.tta)."
+        ),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Evaluate a model: balanced accuracy, macro AUC, per-class recall, melanoma
+    sensitivity/specificity, calibration, confusion matrix, subgroups."""
+    from skinlesion.evaluation.evaluate import evaluate_model, write_metrics
+    from skinlesion.evaluation.plots import write_plots
+
+    params = load_params(params_file)
+    result = evaluate_model(model, data_dir_of(data_dir, params), params, manifest, split_name, tta)
+    metrics = result.metrics
+    write_metrics(metrics, out)
+    if plots_dir is not None:
+        write_plots(metrics, result.labels, result.probs, plots_dir, Path(model).stem)
+    ci = metrics.get("ci95", {}).get("balanced_accuracy") or []
+    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    typer.echo(
+        f"{metrics['n_images']} images: balanced accuracy {metrics['balanced_accuracy']:.3f}"
+        f"{interval}, macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
+        f"{metrics['melanoma']['sensitivity']:.3f}, accuracy {metrics['accuracy']:.3f}"
+    )

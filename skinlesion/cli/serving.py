@@ -1,0 +1,105 @@
+"""Answering for a model: `predict` for image files, `serve` over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skinlesion.cli.options import ParamsOpt, fail, track, user_errors
+from skinlesion.config.files import load_params
+
+app = typer.Typer()
+
+
+@app.command()
+@user_errors
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image file(s) (JPEG/PNG).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="A .keras file or an MLflow model URI (default: params serve.model)."
+        ),
+    ] = None,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation.")] = False,
+    gradcam_dir: Annotated[
+        Path | None, typer.Option(help="Write a Grad-CAM overlay PNG per image here.")
+    ] = None,
+    age: Annotated[
+        float | None, typer.Option(help="Patient's age in years (models that use metadata).")
+    ] = None,
+    sex: Annotated[str | None, typer.Option(help="Patient's sex: male | female.")] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(help="Body site, as in HAM10000: back, face, lower extremity, ..."),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Class probabilities per image (JSON lines), optionally with Grad-CAM overlays.
+
+    Models trained with `input.metadata` also use the patient's age, sex and body site;
+    leave any of them out when it is not known."""
+    from skinlesion.model.loading import load_model
+    from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES
+    from skinlesion.serving.predict import predict_images
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise fail(f"image(s) not found: {', '.join(missing)}")
+    params = load_params(params_file)
+    model = model or params.serve.model
+    if model.startswith(("models:/", "runs:/")):
+        track(params)
+    loaded = load_model(model)
+    if site is not None and site.strip().lower() not in KNOWN_SITES:
+        raise fail(f"unknown --site {site!r}; one of: {', '.join(KNOWN_SITES)}")
+    if sex is not None and sex.strip().lower() not in KNOWN_SEXES:
+        raise fail(f"unknown --sex {sex!r}; one of: {', '.join(KNOWN_SEXES)}")
+    patient = {"age": age, "sex": sex, "localization": site}
+    for entry in predict_images(loaded, list(images), tta, gradcam_dir, patient):
+        typer.echo(json.dumps(entry))
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help="MLflow model URI (default: params serve.model, the champion)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serve.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default: serve.workers).")
+    ] = None,
+    follow: Annotated[
+        float | None,
+        typer.Option(
+            help="Re-check the alias every this many seconds and swap in a moved one; "
+            "0: never (default: serve.follow_seconds)."
+        ),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Serve a registered model over HTTP with MLflow's scoring server.
+
+    POST /invocations with {"dataframe_records": [{"image": "<base64 JPEG>", "age": 55,
+    "sex": "female", "localization": "back"}]} (age, sex and site optional) answers with
+    the 7 class probabilities and the decision per image. GET /model says which version
+    serves; /ping is the health check."""
+    from skinlesion.serving.server import serve as run_server
+
+    params = load_params(params_file)
+    settings = params.serve
+    track(params)
+    run_server(
+        model or settings.model,
+        host or settings.host,
+        port or settings.port,
+        workers or settings.workers,
+        settings.follow_seconds if follow is None else follow,
+        int(settings.max_body_mb * (1 << 20)),
+    )

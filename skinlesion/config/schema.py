@@ -1,0 +1,389 @@
+"""The typed model of ``params.yaml``: every stage, component and pipeline reads this.
+
+Why a model and not raw dicts: a misspelt key (``train.cnn.epoch``), a wrong type or an
+out-of-range value must stop a run *before* any work, with the key's path and what it
+allows, instead of surfacing as a ``KeyError`` an hour into training or, worse, as a
+silently ignored setting. Values live in one place, ``params.yaml``: the model declares
+types and ranges but no defaults, so a section either holds every key or is refused.
+
+Model sections under ``train`` are recipes (``skinlesion.training.recipes``): ``train.<name>`` is
+trained with the recipe of that name, or with ``recipe: <other>`` for a variant (a second
+CNN under another name). ``train.models`` decides which sections run.
+
+Validation with every problem listed by path is in :mod:`skinlesion.config.parse`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from skinlesion.errors import SkinlesionError
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+LrSchedule = Literal["cosine", "plateau", "constant"]
+Monitor = Literal["val_balanced_accuracy", "val_accuracy", "val_mel_recall", "val_macro_auc"]
+
+
+class ParamsError(SkinlesionError, ValueError):
+    """params.yaml is missing, malformed, or holds a key or value the model refuses."""
+
+
+class Section(BaseModel):
+    """A section of params.yaml: every key required, no unknown key, values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(Section):
+    raw_dir: str
+    workers: Positive  # threads that open, decode and hash images (validate, split)
+
+
+class ValidationSettings(Section):
+    min_width: Positive
+    min_height: Positive
+    age_min: float
+    age_max: float
+    max_missing_fraction: dict[Literal["age", "sex", "localization"], Fraction]
+    min_class_count: Positive
+    offending_rows: Positive
+
+    @model_validator(mode="after")
+    def _age_range(self) -> ValidationSettings:
+        if self.age_min >= self.age_max:
+            raise ValueError(f"age_min ({self.age_min}) must be below age_max ({self.age_max})")
+        return self
+
+
+class SplitSettings(Section):
+    seed: int
+    val_fraction: Annotated[float, Field(gt=0, lt=1)]
+    test_fraction: Annotated[float, Field(gt=0, lt=1)]
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitSettings:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1 (train needs rows)")
+        return self
+
+
+class EdaSettings(Section):
+    samples_per_class: Positive
+    seed: int
+
+
+class OversampleSettings(Section):
+    method: Literal["random"]
+    min_per_class: Count
+    seed: int
+
+
+class AugmentSettings(Section):
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
+    rotation: Fraction  # fraction of a full turn
+    zoom: Annotated[float, Field(ge=0, lt=1)]
+    brightness: Fraction
+    contrast: Fraction
+    saturation: Fraction
+
+
+class InputSettings(Section):
+    image_size: Annotated[int, Field(ge=16, le=1024)]
+    center_crop: bool
+    decode_workers: Positive | Literal["autotune"]
+    augment: AugmentSettings
+    metadata: bool
+    metadata_dropout: Annotated[float, Field(ge=0, lt=1)]
+
+
+class RecipeSettings(Section):
+    """What every recipe section shares. ``recipe`` names the training code; absent, the
+    section's own name is the recipe."""
+
+    recipe: str | None = None  # the one default: a section named after its recipe
+    batch_size: Positive  # per replica; scaled by the number of GPUs
+    lr_schedule: LrSchedule
+    early_stopping_patience: Positive
+    plateau_factor: Annotated[float, Field(gt=0, lt=1)]  # lr_schedule plateau only
+    plateau_patience: Positive
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+
+
+class CnnSettings(RecipeSettings):
+    """The from-scratch CNN of the study (``skinlesion.training.recipes.cnn``)."""
+
+    epochs: Positive
+    lr: Annotated[float, Field(gt=0)]
+    filters: Annotated[list[Positive], Field(min_length=1)]
+    convs_per_block: Positive
+    bn_momentum: Annotated[float, Field(gt=0, lt=1)]
+    dense_units: Positive
+    ema_momentum: Annotated[float, Field(ge=0, lt=1)]  # 0: no weight averaging
+
+
+class ResNetSettings(RecipeSettings):
+    """ImageNet ResNet-152V2, head then fine-tuning (``skinlesion.training.recipes.resnet``)."""
+
+    weights: str  # imagenet | none | path to a backbone weights file
+    cache_features: Literal["auto"] | bool
+    head_epochs: Positive
+    head_lr: Annotated[float, Field(gt=0)]
+    head_dense_units: Positive
+    fine_tune_epochs: Count
+    fine_tune_lr: Annotated[float, Field(gt=0)]
+    fine_tune_from: str
+
+
+# Recipe name -> its section's model. The training code of each is registered under the
+# same name in skinlesion.training.recipes (a test keeps the two in step).
+RECIPE_SETTINGS: dict[str, type[RecipeSettings]] = {
+    "cnn": CnnSettings,
+    "resnet152v2": ResNetSettings,
+}
+
+
+class TrainSettings(Section):
+    """``train``: shared keys, plus one recipe section per model name (extra keys)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    seed: int
+    models: Annotated[list[str], Field(min_length=1)]
+    mixed_precision: Literal["auto"] | bool
+    xla: bool
+    checkpoint_dir: str
+    checkpoint_uri: str  # "" or s3://bucket/prefix
+    monitor: Monitor
+    decision_min_mel_recall: Fraction  # 0: plain argmax
+    decision_offset_max: Annotated[float, Field(gt=0)]  # search range of melanoma's offset
+    decision_offset_step: Annotated[float, Field(gt=0)]
+    class_weight: Literal["balanced", "none"]
+
+    @model_validator(mode="after")
+    def _models(self) -> TrainSettings:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models lists a name twice: {self.models}")
+        if self.checkpoint_uri and not self.checkpoint_uri.startswith("s3://"):
+            raise ValueError(f"checkpoint_uri must be empty or s3://…, not {self.checkpoint_uri!r}")
+        return self
+
+    def model(self, name: str) -> RecipeSettings:
+        """The validated section of model ``name`` (parsed by :func:`parse_params`)."""
+        section = (self.__pydantic_extra__ or {}).get(name)
+        if not isinstance(section, RecipeSettings):
+            raise ParamsError(f"params have no train.{name} section")
+        return section
+
+    def recipe_of(self, name: str) -> str:
+        return self.model(name).recipe or name
+
+
+class TrackingSettings(Section):
+    """``tracking``: the MLflow experiment of every step that tracks or reads the registry
+    (the server itself comes from ``$MLFLOW_TRACKING_URI``, else a local sqlite store)."""
+
+    experiment: Annotated[str, Field(min_length=1)]
+
+
+class EvalSettings(Section):
+    tta: bool
+    calibration_bins: Annotated[int, Field(ge=2)]
+    batch_size: Positive
+    min_subgroup_size: Positive
+    bootstrap: Count  # lesion resamples for ci95; 0: none
+    seed: int  # of those resamples
+
+
+class PromotionSettings(Section):
+    registered_model: Annotated[str, Field(min_length=1)]
+    primary_metric: Literal["balanced_accuracy", "accuracy", "melanoma_sensitivity"]
+    min_improvement: float
+    confidence: Annotated[float, Field(ge=0.5, lt=1)]
+    resamples: Annotated[int, Field(ge=100)]
+    seed: int
+    min_gate_lesions: Positive
+    max_mel_recall_drop: Fraction
+    policy: Literal["auto", "manual"]
+    unloadable_champion: Literal["keep", "replace"]
+
+
+class ServeSettings(Section):
+    """``serve``: the scoring server of `skinlesion serve` (skinlesion.serving.server)."""
+
+    model: Annotated[str, Field(min_length=1)]  # an MLflow model URI, usually an alias
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    workers: Positive
+    follow_seconds: Annotated[float, Field(ge=0)]  # 0: serve one version, never re-check
+    max_body_mb: Annotated[float, Field(gt=0)]
+
+
+class Dimension(Section):
+    """One searched key of ``tune.<model>.space``: ``choices``, or a ``low``..``high``
+    range (integers when both ends are, ``log`` for a log scale, ``step`` a grid)."""
+
+    low: int | float | None = None  # the optional keys of a dimension: it is one or the
+    high: int | float | None = None  # other kind, so each leaves the other's keys out
+    log: bool = False
+    step: int | float | None = None
+    choices: Annotated[list[Any], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Dimension:
+        ranged = self.low is not None or self.high is not None
+        if (self.choices is None) == (not ranged):
+            raise ValueError("give either choices or low and high")
+        if ranged:
+            if self.low is None or self.high is None or self.low >= self.high:
+                raise ValueError(f"needs low < high (got {self.low}, {self.high})")
+            if self.log and (self.low <= 0 or self.step is not None):
+                raise ValueError("a log scale needs low > 0 and no step")
+        elif self.log or self.step is not None:
+            raise ValueError("log and step apply to ranges, not choices")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+
+class TuneModelSettings(Section):
+    """``tune.<model>``: the search space of one model section, by dotted params key."""
+
+    space: Annotated[dict[str, Dimension], Field(min_length=1)]
+
+
+class TuneSettings(Section):
+    """``tune``: the Optuna search (``skinlesion.tuning.study``), plus one section per model that
+    can be tuned (extra keys, each a :class:`TuneModelSettings`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, TuneModelSettings]
+
+    trials: Positive  # finished (complete or pruned) trials a study ends with
+    timeout_minutes: Count  # 0: no limit
+    seed: int
+    startup_trials: Count
+    pruner: Literal["median", "halving", "none"]
+    pruner_warmup_epochs: Count
+    baseline_first: bool
+    storage: str  # "": sqlite in work_dir, or $OPTUNA_STORAGE when set
+    work_dir: str
+    heartbeat_seconds: Positive
+    parallel: Positive
+
+    def space(self, model: str) -> dict[str, Dimension]:
+        section = (self.__pydantic_extra__ or {}).get(model)
+        if section is None:
+            tunable = ", ".join(self.__pydantic_extra__ or {}) or "none"
+            raise ParamsError(f"params have no tune.{model}.space (tunable: {tunable})")
+        return section.space
+
+
+class InfraSettings(Section):
+    buckets: list[str]
+
+
+class Resources(Section):
+    cpu: str
+    memory: str
+    accelerator: str | None = None  # absent: no accelerator
+    gpus: Count = 0
+
+
+class SecretRef(Section):
+    name: str
+    keys: list[str]
+
+
+class Schedule(Section):
+    cron: str
+    experiment: str
+
+
+class PvcMount(Section):
+    name: str
+    mount_path: str
+
+
+class ClusterSettings(Section):
+    """``cluster``: how Kubeflow runs the steps. ``overrides`` is merged over the stage
+    sections for a cluster run and validated as a whole (see :meth:`Params.for_cluster`)."""
+
+    overrides: dict[str, Any]
+    data_uri: str
+    data_version: str  # "" : whatever data_uri holds (recorded); a version: pinned
+    data_pvc: PvcMount | None = None  # None (or absent): read data_uri
+    images: dict[Literal["cpu", "gpu"], str]
+    resources: dict[str, Resources]
+    retries: Count
+    tolerations: list[dict[str, str]]
+    gpu_node_selector: dict[str, str]
+    secrets: dict[str, SecretRef]
+    service_account: str | None = None  # None (or absent): the namespace default
+    schedule: Schedule
+
+    @model_validator(mode="after")
+    def _needed(self) -> ClusterSettings:
+        for mapping, keys in (("resources", ("default",)), ("secrets", ("mlflow", "s3"))):
+            missing = [k for k in keys if k not in getattr(self, mapping)]
+            if missing:
+                raise ValueError(f"{mapping} needs {', '.join(missing)}")
+        return self
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    data: DataSettings
+    validate_: ValidationSettings = Field(alias="validate")
+    split: SplitSettings
+    eda: EdaSettings
+    oversample: OversampleSettings
+    input: InputSettings
+    tracking: TrackingSettings
+    train: TrainSettings
+    evaluate: EvalSettings
+    promote: PromotionSettings
+    serve: ServeSettings
+    tune: TuneSettings
+    infra: InfraSettings
+    cluster: ClusterSettings
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def raw(self) -> dict[str, Any]:
+        """The plain mapping, shaped like params.yaml (what KFP and MLflow receive); unset
+        optional keys are left out, since a pipeline parameter cannot carry a null."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def stages(self) -> dict[str, Any]:
+        """Every section but ``cluster``, ``serve``, ``tracking`` and ``tune``: what decides a
+        model (hashed for provenance; where it is tracked, or how it is searched for or served,
+        does not change it)."""
+        raw = self.raw()
+        for section in ("cluster", "serve", "tracking", "tune"):
+            raw.pop(section)
+        return raw
+
+    def for_cluster(self) -> Params:
+        """The parameters of a Kubeflow run: ``cluster.overrides`` merged over the stages."""
+        from skinlesion.config.parse import parse_params
+
+        return parse_params(deep_merge(self.raw(), self.cluster.overrides), "cluster.overrides")
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``overrides`` merged in, mapping by mapping."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

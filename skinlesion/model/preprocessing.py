@@ -1,0 +1,129 @@
+"""Image preprocessing that the model carries with it.
+
+Training decodes each image once and keeps it at the model's input size
+(skinlesion.training.inputs); a saved model must turn a raw photograph into that same
+tensor wherever it is used, so the operations live in one place, here, and the saved
+model holds them as its first layer (:class:`PrepareImages`): decode
+(``tf.io.decode_image``), central square crop, antialiased resize, rounding to whole
+0..255 values as the uint8 cache of training does. A saved model therefore takes raw
+uint8 RGB images of any size and reads nothing from params.yaml.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from skinlesion.errors import SkinlesionError
+
+PREPARE_LAYER = "prepare_images"
+
+
+class ImageDecodeError(SkinlesionError, ValueError):
+    """Bytes that are not an image this code can read."""
+
+
+def decode_image_bytes(contents: Any) -> Any:
+    """An RGB uint8 tensor (H, W, 3) from encoded image bytes (JPEG, PNG, BMP, GIF)."""
+    import tensorflow as tf
+
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def read_image(contents: bytes) -> Any:
+    """A numpy (H, W, 3) uint8 image from encoded bytes, or :class:`ImageDecodeError`."""
+    import tensorflow as tf
+
+    try:
+        return decode_image_bytes(tf.constant(contents)).numpy()
+    except (tf.errors.InvalidArgumentError, ValueError) as err:
+        raise ImageDecodeError(f"not a readable image ({len(contents)} bytes)") from err
+
+
+def prepare_images(images: Any, size: int, center_crop: bool) -> Any:
+    """One image (H, W, 3) or a batch (N, H, W, 3) to ``size`` x ``size`` float32 values
+    in 0..255: central square first (when ``center_crop``), antialiased bilinear resize,
+    rounded and clipped (the values a uint8 image would hold)."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    if center_crop:
+        shape = tf.shape(images)
+        height, width = shape[-3], shape[-2]
+        side = tf.minimum(height, width)
+        images = tf.image.crop_to_bounding_box(
+            images, (height - side) // 2, (width - side) // 2, side, side
+        )
+    resized = tf.image.resize(tf.cast(images, tf.float32), (size, size), antialias=True)
+    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
+@functools.cache
+def _layer_class() -> type:
+    """The Keras layer class, defined and registered on first use (Keras is imported late
+    everywhere in this package, so that the CLI starts fast)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="skinlesion", name="PrepareImages")
+    class PrepareImages(keras.layers.Layer):
+        """:func:`prepare_images` as a layer: uint8 images of any size in, the model's
+        input out."""
+
+        def __init__(self, size: int, center_crop: bool, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.size = int(size)
+            self.center_crop = bool(center_crop)
+
+        def call(self, images: Any) -> Any:
+            return prepare_images(images, self.size, self.center_crop)
+
+        def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+            return (input_shape[0], self.size, self.size, 3)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "size": self.size, "center_crop": self.center_crop}
+
+    return PrepareImages
+
+
+def register() -> None:
+    """Make saved models that hold :class:`PrepareImages` loadable (call before loading)."""
+    _layer_class()
+
+
+def with_preprocessing(core: Any, size: int, center_crop: bool) -> Any:
+    """The model to save and serve: raw uint8 ``image`` (N, H, W, 3), any H and W, plus the
+    ``metadata`` input if ``core`` takes one -> :func:`prepare_images` -> ``core``."""
+    import keras
+
+    from skinlesion.model.metadata import METADATA_DIM, uses_metadata
+
+    image = keras.Input((None, None, 3), dtype="uint8", name="image")
+    prepared = _layer_class()(size, center_crop, name=PREPARE_LAYER)(image)
+    if not uses_metadata(core):
+        return keras.Model(image, core(prepared), name="skinlesion")
+    metadata = keras.Input((METADATA_DIM,), name="metadata")
+    outputs = core({"image": prepared, "metadata": metadata})
+    return keras.Model({"image": image, "metadata": metadata}, outputs, name="skinlesion")
+
+
+def preprocessing_of(model: Any) -> tuple[int, bool] | None:
+    """(size, center_crop) of a model that carries its preprocessing, else None (a model
+    saved before it did)."""
+    for layer in getattr(model, "layers", []):
+        if layer.name == PREPARE_LAYER:
+            return layer.size, layer.center_crop
+    return None
+
+
+def core_of(model: Any) -> Any:
+    """The classifier inside a self-contained model (what Grad-CAM looks into); a model
+    without preprocessing is its own classifier."""
+    import keras
+
+    if preprocessing_of(model) is None:
+        return model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ValueError("the model holds no classifier")

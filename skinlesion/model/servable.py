@@ -1,0 +1,190 @@
+"""The MLflow model that training logs and promotion registers: what a request meets.
+
+A ``python_function`` model around the saved Keras model (which carries its own
+preprocessing, skinlesion.model.preprocessing). One request row is one image, base64-encoded
+JPEG or PNG bytes in ``image``, with the patient's ``age`` (years), ``sex`` and
+``localization`` (body site) when known. It answers with the class probabilities and
+``prediction``, the decision at the model's melanoma operating point (folded into the
+softmax bias at training, so it is the most probable class). Requests that are not
+images or carry values outside HAM10000's vocabulary are refused with a message that
+names the row and the field: MLflow's scoring server turns that into a 400.
+
+The model needs the skinlesion package where it is loaded (the step image has it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from skinlesion.labels import CLASSES
+from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES
+
+KERAS_ARTIFACT = "keras_model"
+KERAS_FILE = "model.keras"
+MAX_AGE = 120.0
+BATCH_SIZE = 32
+
+
+class RequestError(ValueError):
+    """A request row the model cannot answer; the message says which and why."""
+
+
+def _text(value: Any) -> str | None:
+    """A stripped, lower-case string, or None for a missing value."""
+    if value is None or (not isinstance(value, str | bytes) and pd.isna(value)):
+        return None
+    text = str(value).strip().lower()
+    return text or None
+
+
+def _image(row: int, value: Any) -> np.ndarray:
+    from skinlesion.model.preprocessing import ImageDecodeError, read_image
+
+    if not isinstance(value, str | bytes) or not value:
+        raise RequestError(f"row {row}: 'image' must be a base64-encoded JPEG or PNG")
+    try:
+        raw = value if isinstance(value, bytes) else base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RequestError(f"row {row}: 'image' is not valid base64 ({err})") from err
+    try:
+        return read_image(raw)
+    except ImageDecodeError as err:
+        raise RequestError(f"row {row}: 'image' is {err}") from err
+
+
+def parse_request(frame: pd.DataFrame) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """The images and the patient fields of a request, checked row by row."""
+    if "image" not in frame.columns:
+        raise RequestError("the request has no 'image' column")
+    if frame.empty:
+        raise RequestError("the request has no rows")
+    images = [_image(i, v) for i, v in enumerate(frame["image"])]
+    patient = pd.DataFrame(index=range(len(frame)))
+    columns = {"sex": KNOWN_SEXES, "localization": KNOWN_SITES}
+    for column, vocabulary in columns.items():
+        values = [_text(v) for v in frame.get(column, [None] * len(frame))]
+        for row, value in enumerate(values):
+            if value is not None and value != "unknown" and value not in vocabulary:
+                raise RequestError(
+                    f"row {row}: {column} {value!r} is not one of: {', '.join(vocabulary)}"
+                )
+        patient[column] = values
+    raw_ages = list(frame.get("age", [None] * len(frame)))
+    ages = pd.to_numeric(pd.Series(raw_ages), errors="coerce")
+    for row, (age, raw) in enumerate(zip(ages, raw_ages, strict=True)):
+        if _text(raw) is not None and (math.isnan(age) or not 0 <= age <= MAX_AGE):
+            raise RequestError(f"row {row}: age {raw!r} is not a number of years in 0..120")
+    patient["age"] = ages.to_numpy()
+    return images, patient
+
+
+def answer(probs: np.ndarray) -> pd.DataFrame:
+    """One row per image: ``prediction`` and one probability column per class."""
+    table = pd.DataFrame(probs.astype("float64"), columns=list(CLASSES))
+    table.insert(0, "prediction", [CLASSES[i] for i in probs.argmax(axis=1)])
+    return table
+
+
+class LesionClassifier(mlflow.pyfunc.PythonModel):
+    """The registered model: request rows in, probabilities and decision out."""
+
+    def load_context(self, context: Any) -> None:
+        import keras
+
+        from skinlesion.model.preprocessing import register
+
+        register()
+        self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from skinlesion.model.inference import predict_raw
+        from skinlesion.model.metadata import encode_metadata
+
+        try:
+            images, patient = parse_request(model_input)
+        except RequestError as err:
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from err
+        probs = predict_raw(self.model, images, encode_metadata(patient), BATCH_SIZE)
+        return answer(probs)
+
+
+def signature() -> Any:
+    """Request and answer columns, as the MLflow UI and scoring server show them."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("string", "image"),
+            ColSpec("double", "age", required=False),
+            ColSpec("string", "sex", required=False),
+            ColSpec("string", "localization", required=False),
+        ]
+    )
+    outputs = Schema([ColSpec("string", "prediction"), *(ColSpec("double", c) for c in CLASSES)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def encode_image(image: np.ndarray) -> str:
+    """A uint8 RGB image as base64 JPEG text: how a client sends one."""
+    import tensorflow as tf
+
+    return base64.b64encode(tf.io.encode_jpeg(image, quality=95).numpy()).decode("ascii")
+
+
+def requirements() -> list[str]:
+    """Pinned packages of the model's environment. TensorFlow is whichever distribution
+    provides it here: tensorflow, or tensorflow-cpu in the CPU step image."""
+    from importlib.metadata import packages_distributions, version
+
+    tensorflow = packages_distributions().get("tensorflow", ["tensorflow"])[0]
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "keras", tensorflow, "pillow")]
+
+
+def log_serving_model(keras_path: str | Path, example_image: np.ndarray) -> Any:
+    """Log the saved Keras model as the servable MLflow model of the active run, with its
+    signature and a one-image request as the input example; returns MLflow's ModelInfo."""
+    from importlib.metadata import version
+
+    example = pd.DataFrame(
+        {
+            "image": [encode_image(example_image)],
+            "age": [55.0],
+            "sex": ["female"],
+            "localization": ["back"],
+        }
+    )
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=LesionClassifier(),
+        artifacts={KERAS_ARTIFACT: str(keras_path)},
+        signature=signature(),
+        input_example=example,
+        pip_requirements=requirements(),
+        metadata={"skinlesion_version": version("skinlesion"), "needs": "skinlesion"},
+    )
+
+
+def is_serving_model(info: Any) -> bool:
+    """Whether MLflow's ModelInfo describes a model of this module (not the Keras flavour
+    that earlier versions logged)."""
+    loader = info.flavors.get("python_function", {}).get("loader_module", "")
+    return loader == "mlflow.pyfunc.model"
+
+
+def keras_file_of(model_dir: str | Path) -> Path | None:
+    """The Keras file inside a downloaded MLflow model of this kind, else None (the Keras
+    flavour that earlier versions logged)."""
+    found = sorted((Path(model_dir) / "artifacts").glob("*.keras"))
+    return found[0] if found else None

@@ -1,0 +1,333 @@
+"""Stage 7: MLflow registry promotion with `champion` / `challenger` aliases.
+
+Small named steps, each logged, run unattended every week:
+
+1. choose the challenger among the new models by **validation** figures (``gate``);
+2. look up the champion, failing closed on any registry error (``registry``);
+3. take the test lesions that neither model was trained or selected on (each training run
+   records its lesions), predict them with both models, and compare paired (``gate``);
+4. under the registry lock, check that the champion did not move meanwhile, register the
+   new models (once per training run), alias the challenger and, under the ``auto``
+   policy, move `champion` when the challenger wins.
+
+Nothing is written before step 4, so a failure anywhere earlier (the server gone, a
+model that will not load, too few unseen lesions) leaves the registry as it was. Versions
+are never deleted or overwritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlesion.config.parse import as_params
+from skinlesion.config.schema import Params, PromotionSettings
+from skinlesion.errors import SkinlesionError
+from skinlesion.promotion.candidates import Candidate, PromotionError, load_candidates
+from skinlesion.promotion.gate import (
+    VALIDATION_KEYS,
+    Comparison,
+    GateError,
+    choose_challenger,
+    compare,
+    verdict,
+)
+from skinlesion.promotion.registry import (
+    CHALLENGER,
+    CHAMPION,
+    ensure_registered_model,
+    find_champion,
+    recorded_lesions,
+    register,
+    registry_lock,
+)
+from skinlesion.provenance import LESIONS_ARTIFACT
+from skinlesion.training.inputs import labels_of
+
+log = logging.getLogger(__name__)
+
+# A predictor: model URI and rows -> the predicted class index of each row.
+Predict = Callable[[str, pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Who won and why, in words that go to the log, to version tags and decision.json."""
+
+    challenger: str
+    challenger_version: str | None
+    champion_version: str | None
+    promoted: bool
+    reason: str
+    comparison: dict[str, Any] | None = None
+    excluded_lesions: int = 0
+    registered: list[str] = field(default_factory=list)
+    # every new model that competed, with the validation figure the challenger was chosen by
+    candidates: dict[str, float] = field(default_factory=dict)
+
+
+def gate_rows(test: pd.DataFrame, seen: list[dict[str, list[str]]]) -> tuple[pd.DataFrame, int]:
+    """The test rows whose lesion no model saw in training or selection, and how many test
+    lesions had to be left out."""
+    used: set[str] = set()
+    for record in seen:
+        used.update(record.get("train", []))
+        used.update(record.get("val", []))
+    lesions = test["lesion_id"].astype(str)
+    unseen = ~lesions.isin(used)
+    return test[unseen.to_numpy()], int(lesions[~unseen].nunique())
+
+
+@dataclass(frozen=True)
+class Assessment:
+    wins: bool
+    reason: str
+    comparison: Comparison | None = None
+    excluded_lesions: int = 0
+
+
+def assess(
+    client: Any,
+    settings: PromotionSettings,
+    challenger: Candidate,
+    champion: Any | None,
+    test: pd.DataFrame,
+    predict: Predict,
+) -> Assessment:
+    """Challenger against champion on test lesions neither saw. A champion that cannot be
+    compared is handled by ``settings.unloadable_champion``."""
+    from skinlesion.model.loading import ModelFormatError
+
+    key = settings.primary_metric
+    if champion is None:
+        return Assessment(
+            True, f"no champion yet; challenger {challenger.name} chosen on validation ({key})"
+        )
+    new_seen = recorded_lesions(client, challenger.run_id, LESIONS_ARTIFACT)
+    if new_seen is None:
+        raise PromotionError(
+            f"challenger {challenger.name} (run {challenger.run_id}) recorded no training "
+            f"lesions ({LESIONS_ARTIFACT}): retrain it with this version of skinlesion"
+        )
+    old_seen = recorded_lesions(client, champion.run_id, LESIONS_ARTIFACT)
+    problem = None
+    if old_seen is None:
+        problem = (
+            f"champion version {champion.version} recorded no training lesions, so it cannot "
+            "be scored on data it never saw"
+        )
+    else:
+        rows, excluded = gate_rows(test, [new_seen, old_seen])
+        if excluded:
+            log.warning(
+                "%d test lesions left out of the gate: a model was trained on them", excluded
+            )
+        uri = f"models:/{settings.registered_model}/{champion.version}"
+        try:
+            old_pred = predict(uri, rows) if len(rows) else np.array([], dtype=int)
+        except ModelFormatError as err:
+            why = str(err).splitlines()[0][:300]  # Keras appends whole model configs
+            problem = f"champion version {champion.version} cannot be loaded by this code ({why})"
+        else:
+            new_pred = predict(challenger.model_uri, rows) if len(rows) else old_pred
+            try:
+                comparison = compare(
+                    labels_of(rows),
+                    new_pred,
+                    old_pred,
+                    rows["lesion_id"].astype(str).to_numpy(),
+                    settings,
+                )
+            except GateError as err:
+                raise PromotionError(
+                    f"{err} ({excluded} test lesions were seen in training)"
+                ) from err
+            wins, reason = verdict(comparison, settings)
+            if excluded:
+                reason += f"; {excluded} test lesions left out: a model was trained on them"
+            return Assessment(wins, reason, comparison, excluded)
+    if settings.unloadable_champion == "replace":
+        return Assessment(
+            True,
+            f"{problem}; promote.unloadable_champion is replace: the "
+            f"challenger {challenger.name} is judged without a champion",
+        )
+    return Assessment(
+        False,
+        f"champion stays: {problem}; compare it by hand, or rerun with "
+        "promote.unloadable_champion=replace",
+    )
+
+
+def promote(
+    client: Any,
+    candidates: list[Candidate],
+    settings: PromotionSettings,
+    test: pd.DataFrame,
+    predict: Predict,
+    attempts: int = 3,
+) -> Decision:
+    """Choose the challenger on validation, gate it against the champion on ``test`` (rows
+    with ``image_id``, ``lesion_id``, ``dx``), then write the outcome under the lock."""
+    if not candidates:
+        raise PromotionError("nothing to promote: no candidate models")
+    name = settings.registered_model
+    try:
+        best = choose_challenger({c.name: c.validation for c in candidates}, settings)
+    except GateError as err:
+        raise PromotionError(str(err)) from err
+    challenger = next(c for c in candidates if c.name == best)
+    log.info("challenger: %s, chosen on validation %s", best, settings.primary_metric)
+    for _ in range(attempts):
+        try:
+            champion = find_champion(client, name)
+            if champion is not None and champion.run_id == challenger.run_id:
+                reason = (
+                    f"nothing to do: {best} (run {challenger.run_id}) is champion version "
+                    f"{champion.version} already"
+                )
+                log.info(reason)
+                version = str(champion.version)
+                return Decision(
+                    best, version, version, False, reason, candidates=_scores(candidates, settings)
+                )
+            verdict_ = assess(client, settings, challenger, champion, test, predict)
+        except SkinlesionError as err:  # nothing has been written yet
+            raise PromotionError(f"{err}; the registry is unchanged") from err
+        with registry_lock(client, name):
+            now = find_champion(client, name)
+            if (now and now.version) != (champion and champion.version):
+                log.warning("champion moved during this promotion; judging again")
+                continue
+            return _write(client, settings, candidates, challenger, champion, verdict_)
+    raise PromotionError(f"the champion of {name} kept moving; gave up after {attempts} tries")
+
+
+def _write(
+    client: Any,
+    settings: PromotionSettings,
+    candidates: list[Candidate],
+    challenger: Candidate,
+    champion: Any | None,
+    verdict_: Assessment,
+) -> Decision:
+    """Register, alias and tag: the only writes of a promotion (held under the lock)."""
+    name = settings.registered_model
+    ensure_registered_model(client, name)
+    versions, created = {}, []
+    for candidate in candidates:
+        version, new = register(
+            client,
+            name,
+            candidate.model_uri,
+            candidate.run_id,
+            _version_tags(candidate, settings),
+            candidate.card,
+        )
+        versions[candidate.name] = str(version.version)  # sqlite stores say 1, REST "1"
+        if new:
+            created.append(str(version.version))
+    chosen = versions[challenger.name]
+    client.set_registered_model_alias(name, CHALLENGER, chosen)
+    reason = verdict_.reason
+    promoted = verdict_.wins and settings.policy == "auto"
+    if verdict_.wins and settings.policy == "manual":
+        reason += "; policy is manual: a person moves `champion` in the MLflow UI"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, chosen)
+    client.set_model_version_tag(name, chosen, "promotion", reason[:5000])
+    if verdict_.comparison is not None:
+        c = verdict_.comparison
+        for key, value in {
+            "gate.difference": f"{c.difference:+.4f}",
+            "gate.interval": " to ".join(f"{v:+.4f}" for v in c.interval),
+            "gate.champion_version": str(champion.version),
+            "gate.n_lesions": str(c.n_lesions),
+        }.items():
+            client.set_model_version_tag(name, chosen, key, value)
+    log.info(reason)
+    return Decision(
+        challenger=challenger.name,
+        challenger_version=chosen,
+        champion_version=str(champion.version) if champion else None,
+        promoted=promoted,
+        reason=reason,
+        comparison=verdict_.comparison.as_record() if verdict_.comparison else None,
+        excluded_lesions=verdict_.excluded_lesions,
+        registered=created,
+        candidates=_scores(candidates, settings),
+    )
+
+
+def _scores(candidates: list[Candidate], settings: PromotionSettings) -> dict[str, float]:
+    key = VALIDATION_KEYS[settings.primary_metric]
+    return {c.name: float(c.validation.get(key, math.nan)) for c in candidates}
+
+
+def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str, str]:
+    val_key = VALIDATION_KEYS[settings.primary_metric]
+    return {
+        **candidate.tags,
+        "model": candidate.name,
+        "run_id": candidate.run_id,
+        f"validation.{settings.primary_metric}": _fmt(candidate.validation.get(val_key)),
+        "test.balanced_accuracy": _fmt(candidate.metrics.get("balanced_accuracy")),
+        "test.melanoma_sensitivity": _fmt(
+            (candidate.metrics.get("melanoma") or {}).get("sensitivity")
+        ),
+        "test.macro_auc": _fmt(candidate.metrics.get("macro_auc")),
+    }
+
+
+def _fmt(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(number) else f"{number:.4f}"
+
+
+def promote_from_reports(
+    manifest: str | Path,
+    data_dir: str | Path,
+    reports_dir: str | Path,
+    models: list[str],
+    params: Params | dict[str, Any],
+) -> dict[str, Any]:
+    """The promotion step: candidates from ``reports_dir/{train,eval}/<model>/metrics.json``,
+    gated against the current champion on the test part of ``manifest``, then
+    :func:`promote`. Returns the decision record that the step writes."""
+    import mlflow
+
+    from skinlesion.data.split import read_manifest, split_summary
+    from skinlesion.evaluation.evaluate import predict_frame
+    from skinlesion.model.loading import load_model
+    from skinlesion.tracking import configure_tracking
+
+    params = as_params(params)
+    settings = params.promote
+    configure_tracking(params.tracking.experiment)
+    split = read_manifest(manifest)
+    test = split[split["split"] == "test"].drop_duplicates("image_id")
+    load = functools.lru_cache(maxsize=4)(load_model)
+    evaluation = params.evaluate
+
+    def predict(uri: str, rows: pd.DataFrame) -> np.ndarray:
+        probs = predict_frame(load(uri), rows, data_dir, evaluation)
+        return probs.argmax(axis=1)
+
+    candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)
+    decision = promote(mlflow.MlflowClient(), candidates, settings, test, predict)
+    return {
+        "registered_model": settings.registered_model,
+        "policy": settings.policy,
+        **decision.__dict__,
+    }

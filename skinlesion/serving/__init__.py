@@ -1,0 +1,2 @@
+"""Answering for the champion: the HTTP scoring server that follows its alias (``server``)
+and ``skinlesion predict`` for image files."""

@@ -1,0 +1,101 @@
+"""`skinlesion predict`: class probabilities for image files, optional TTA and Grad-CAM
+overlays, through the model's own preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from skinlesion.labels import CLASSES
+from skinlesion.model.inference import predict_raw
+from skinlesion.model.metadata import encode_metadata, model_inputs
+from skinlesion.model.preprocessing import PREPARE_LAYER, core_of
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file as the model takes it: uint8 RGB at its own size (the model crops
+    and resizes it itself)."""
+    from skinlesion.model.preprocessing import read_image
+
+    return read_image(Path(path).read_bytes())
+
+
+def last_spatial_layer(model: Any) -> Any:
+    """The last layer with a 4-D output: where Grad-CAM looks."""
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4:
+            return layer
+    raise ValueError("the model has no spatial layer for Grad-CAM")
+
+
+def grad_cam(
+    model: Any, image: np.ndarray, class_index: int, metadata: np.ndarray | None = None
+) -> np.ndarray:
+    """Grad-CAM heatmap in 0..1 for one raw image at the target layer's resolution,
+    looked for inside the classifier, on the image as the model prepares it."""
+    import keras
+    import tensorflow as tf
+
+    core = core_of(model)
+    prepared = np.asarray(model.get_layer(PREPARE_LAYER)(image[None]))
+    target = last_spatial_layer(core)
+    probe = keras.Model(core.input, [target.output, core.output])
+    meta = None if metadata is None else metadata[None]
+    with tf.GradientTape() as tape:
+        features, probs = probe(model_inputs(core, prepared, meta), training=False)
+        score = probs[:, class_index]
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2))
+    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def overlay(path: str | Path, cam: np.ndarray, out: Path) -> Path:
+    """The heatmap blended over the original image, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colormaps
+
+    with Image.open(path) as img:
+        base = img.convert("RGB")
+    heat = Image.fromarray(np.uint8(255 * cam)).resize(base.size, Image.BILINEAR)
+    coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
+    blended = 0.6 * np.asarray(base) / 255.0 + 0.4 * coloured
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.uint8(255 * np.clip(blended, 0, 1))).save(out)
+    return out
+
+
+def predict_images(
+    model: Any,
+    paths: list[Path],
+    tta: bool = False,
+    gradcam_dir: Path | None = None,
+    patient: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Per image: probabilities per class, the top class and, optionally, a Grad-CAM PNG.
+
+    ``patient`` ({"age", "sex", "localization"}, any of them may be missing) is given to
+    a model that takes metadata, for every image; without it the metadata is unknown."""
+    images = [load_image(p) for p in paths]
+    metadata = encode_metadata(pd.DataFrame([patient or {}] * len(paths)))
+    probs = predict_raw(model, images, metadata, batch_size=32, tta=tta)
+    results = []
+    for path, image, meta, p in zip(paths, images, metadata, probs, strict=True):
+        top = int(p.argmax())
+        entry: dict[str, Any] = {
+            "image": str(path),
+            "prediction": CLASSES[top],
+            "probabilities": {c: round(float(v), 4) for c, v in zip(CLASSES, p, strict=True)},
+        }
+        if gradcam_dir is not None:
+            cam = grad_cam(model, image, top, meta)
+            entry["gradcam"] = str(overlay(path, cam, gradcam_dir / f"{Path(path).stem}.png"))
+        results.append(entry)
+    return results

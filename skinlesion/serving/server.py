@@ -1,0 +1,276 @@
+"""`skinlesion serve`: MLflow's scoring server for the registered model, following its alias.
+
+The app is MLflow's own (``mlflow.pyfunc.scoring_server``: ``/invocations``, ``/ping``,
+``/health``, ``/version``) around the model of :mod:`skinlesion.model.servable`, with three
+additions around it:
+
+* **Following the alias.** ``models:/name@champion`` is resolved to a version at start and
+  checked again every ``follow_seconds``. When promotion (or a person in the MLflow UI)
+  moves the alias, the new version is loaded beside the serving one and swapped in when
+  it is ready: no restart and no failed request. A version that does not load is logged
+  and skipped; the serving one stays. Polling rather than a registry webhook, because it
+  needs no route from the MLflow server to each replica and no rights to patch
+  Deployments, a missed event cannot leave a replica behind, and every replica, including
+  one started later, converges on its own.
+* **Which model answered.** Every response carries ``X-Model-Version`` (and
+  ``X-Model-Uri``), and ``GET /model`` describes the served model and its load time.
+* **A body limit.** A request body over ``max_body_bytes`` gets 413 before it is parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from skinlesion.errors import SkinlesionError
+from skinlesion.promotion.registry import VERSION_URI
+
+log = logging.getLogger(__name__)
+
+ENV_MODEL = "SKINLESION_SERVE_MODEL"
+ENV_FOLLOW = "SKINLESION_SERVE_FOLLOW_SECONDS"
+ENV_MAX_BODY = "SKINLESION_SERVE_MAX_BODY_BYTES"
+
+
+class ServeError(SkinlesionError, RuntimeError):
+    """The model cannot be served; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded model: what was asked for, what it resolved to, how long it took."""
+
+    requested: str
+    uri: str
+    version: str
+    run_id: str
+    load_seconds: float
+    loaded_at: str
+
+
+def resolve(uri: str) -> tuple[str, str]:
+    """(pinned URI, version) of a model URI: an alias URI becomes ``models:/name/<v>``;
+    anything else is served as given, with version "" unless it names one."""
+    import mlflow
+
+    match = VERSION_URI.match(uri)
+    if match is None or not match["alias"]:
+        return uri, match["version"] if match else ""
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
+    except Exception as err:  # registry unreachable or alias missing: MLflow raises several
+        raise ServeError(f"cannot resolve {uri}: {type(err).__name__}: {err}") from err
+    return f"models:/{match['name']}/{found.version}", str(found.version)
+
+
+def check_servable(uri: str) -> Any:
+    """MLflow's ModelInfo of ``uri`` (pinned) if it is a model of
+    :mod:`skinlesion.model.servable`; a model of the earlier Keras flavour, which takes
+    resized tensors rather than images, is refused with what to do."""
+    from mlflow.models import get_model_info
+
+    from skinlesion.model.servable import is_serving_model
+
+    try:
+        info = get_model_info(uri)
+    except Exception as err:  # registry or storage failure
+        raise ServeError(f"cannot read {uri}: {type(err).__name__}: {err}") from err
+    if not is_serving_model(info):
+        raise ServeError(
+            f"{uri} was registered before models carried their preprocessing and takes "
+            f"resized tensors, not images. Register it again with `skinlesion upgrade-model "
+            f"{uri}` (its aliases follow), or promote a model trained by this version."
+        )
+    return info
+
+
+def load_served(requested: str) -> tuple[ServedModel, Any]:
+    """Resolve, check and load ``requested`` as a pyfunc, timing the load."""
+    import mlflow.pyfunc
+
+    uri, version = resolve(requested)
+    started = time.perf_counter()
+    info = check_servable(uri)
+    model = mlflow.pyfunc.load_model(uri)
+    seconds = time.perf_counter() - started
+    served = ServedModel(
+        requested=requested,
+        uri=uri,
+        version=version,
+        run_id=info.run_id or "",
+        load_seconds=round(seconds, 3),
+        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    log.info("serving %s (version %s), loaded in %.1f s", uri, version or "-", seconds)
+    return served, model
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ScoringApp:
+    """ASGI app: MLflow's scoring app for the current model, swapped when the alias moves."""
+
+    def __init__(self, requested: str, follow_seconds: float, max_body_bytes: int) -> None:
+        self.requested = requested
+        self.follow_seconds = follow_seconds
+        self.max_body_bytes = max_body_bytes
+        self.served, self.app = self._build(requested)
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    @staticmethod
+    def _build(requested: str) -> tuple[ServedModel, Any]:
+        from mlflow.pyfunc.scoring_server import init
+
+        served, model = load_served(requested)
+        return served, init(model)
+
+    def follows(self) -> bool:
+        match = VERSION_URI.match(self.requested)
+        return self.follow_seconds > 0 and match is not None and match["alias"] is not None
+
+    def check_alias(self) -> bool:
+        """Load and swap in the alias's version if it moved; True when it did."""
+        try:
+            _, version = resolve(self.requested)
+            if version == self.served.version:
+                return False
+            served, app = self._build(self.requested)
+        except Exception:  # keep serving what works; the log says why
+            log.exception("alias %s: keeping version %s", self.requested, self.served.version)
+            return False
+        log.info(
+            "alias %s moved: version %s -> %s", self.requested, self.served.version, served.version
+        )
+        self.served, self.app = served, app
+        return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.follow_seconds):
+            self.check_alias()
+
+    def start(self) -> None:
+        if self.follows() and self._follower is None:
+            self._follower = threading.Thread(target=self._follow, name="follow-alias", daemon=True)
+            self._follower.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        served, app = self.served, self.app  # one model for the whole request
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if scope["path"] == "/model" and scope["method"] == "GET":
+            await _respond(send, 200, {**asdict(served), "follows_alias": self.follows()})
+            return
+        body = await _read_body(receive, self.max_body_bytes)
+        if body is None:
+            limit = self.max_body_bytes
+            await _respond(
+                send,
+                413,
+                {"error_code": "REQUEST_TOO_LARGE", "message": f"request body over {limit} bytes"},
+            )
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                await asyncio.Event().wait()  # nothing more will come; as a server would
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def tagged(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"x-model-version", served.version.encode()),
+                        (b"x-model-uri", served.uri.encode()),
+                    ],
+                }
+            await send(message)
+
+        await app(scope, replay, tagged)
+
+
+def create_app() -> ScoringApp:
+    """The app factory uvicorn calls (in each worker): its settings come from the
+    environment that :func:`serve` sets."""
+    return ScoringApp(
+        os.environ[ENV_MODEL],
+        float(os.environ.get(ENV_FOLLOW, "60")),
+        int(os.environ.get(ENV_MAX_BODY, str(8 << 20))),
+    )
+
+
+def serve(
+    model: str,
+    host: str,
+    port: int,
+    workers: int,
+    follow_seconds: float,
+    max_body_bytes: int,
+) -> None:
+    """Run the scoring server in this process (uvicorn) until it is stopped."""
+    import uvicorn
+
+    check_servable(resolve(model)[0])  # a clear error here rather than in each worker
+    os.environ.update(
+        {ENV_MODEL: model, ENV_FOLLOW: str(follow_seconds), ENV_MAX_BODY: str(max_body_bytes)}
+    )
+    uvicorn.run(
+        "skinlesion.serving.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
