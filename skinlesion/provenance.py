@@ -12,18 +12,29 @@ import hashlib
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from skinlesion.config.schema import Params
 
 GIT_COMMIT_ENV = "SKINLESION_GIT_COMMIT"  # baked into the step image at build time
-IMAGE_ENV = "SKINLESION_IMAGE"  # set on every pipeline task to the image it runs in
-KFP_RUN_ENV = "SKINLESION_KFP_RUN_ID"  # set by the components from the run's placeholder
 UNKNOWN = "unknown"
 LESIONS_ARTIFACT = "lesions.json"  # a training run's train/val lesion ids, read by promotion
 
 # The tags that say whether a new training could differ from the champion's.
 INPUT_KEYS: tuple[str, ...] = ("data.version", "params.hash", "git_commit", "image")
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """Where a run happens: the Kubeflow pipeline run and the image its task runs in.
+
+    Both are None on a laptop. The components pass them in from the run's placeholders,
+    as arguments rather than environment variables, so that nothing a step does depends on
+    what an earlier step in the same process left behind."""
+
+    kfp_run_id: str | None = None
+    image: str | None = None
 
 
 def git_commit(root: str | Path = ".") -> str:
@@ -48,14 +59,18 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def run_provenance(params: Params, data_version: str) -> dict[str, str]:
-    """The provenance tags of a run that reads data of ``data_version`` with ``params``."""
+def run_provenance(
+    params: Params, data_version: str, origin: RunOrigin | None = None
+) -> dict[str, str]:
+    """The provenance tags of a run that reads data of ``data_version`` with ``params``,
+    started from ``origin`` (default: a local run)."""
+    origin = origin or RunOrigin()
     return {
         "git_commit": git_commit(),
         "params.hash": params_hash(params),
         "data.version": data_version,
-        "image": os.environ.get(IMAGE_ENV) or "none",
-        "kfp.run_id": os.environ.get(KFP_RUN_ENV) or "none",
+        "image": origin.image or "none",
+        "kfp.run_id": origin.kfp_run_id or "none",
     }
 
 

@@ -18,7 +18,6 @@ import pytest
 from skinlesion.config.files import read_params
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
-from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SKINLESION_REAL_DATA_DIR", ROOT.parent / "shared/data/ham10000"))
@@ -178,8 +177,7 @@ def _isolated_mlflow_uri(monkeypatch: pytest.MonkeyPatch):
     import mlflow
     from mlflow.tracking import fluent
 
-    # KFP components called in-process also set the run id and image for provenance.
-    leaky = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", KFP_RUN_ENV, IMAGE_ENV)
+    leaky = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
     for name in leaky:
         monkeypatch.delenv(name, raising=False)
     yield

@@ -17,29 +17,19 @@ def check_changes(
     """Compare data version, params hash, code and the image training would run in
     (``training_image``) with the champion's training (``skinlesion.promotion.changes``). Returns
     ``changed`` or ``unchanged``; the pipeline trains and promotes only on ``changed``."""
-    import json
     import logging
-    import os
     from pathlib import Path
 
-    import mlflow
-
     from skinlesion.config.files import from_pipeline
-    from skinlesion.promotion.changes import check_for_changes
-    from skinlesion.provenance import KFP_RUN_ENV
-    from skinlesion.tracking import configure_tracking
+    from skinlesion.promotion.changes import run_change_check
+    from skinlesion.provenance import RunOrigin
 
-    os.environ[KFP_RUN_ENV] = kfp_run_id
-    params = from_pipeline(params)
-    configure_tracking(params.tracking.experiment)
-    result = check_for_changes(
-        mlflow.MlflowClient(),
-        params.promote.registered_model,
-        params,
+    result = run_change_check(
+        from_pipeline(params),
         Path(raw_data.path),
-        training_image,
+        Path(check.path),
+        RunOrigin(kfp_run_id, training_image),
     )
     logging.getLogger(__name__).warning(result.reason)
-    Path(check.path).write_text(json.dumps(result.__dict__, indent=2) + "\n", encoding="utf-8")
     check.metadata.update({"changed": result.changed, "reason": result.reason})
     return "changed" if result.changed else "unchanged"

@@ -25,16 +25,13 @@ def train(
     this task in the same pipeline run resumes where the last attempt stopped; ``image``
     (the image this task runs in) tags the run too."""
     import json
-    import os
     from pathlib import Path
 
     from skinlesion.config.files import from_pipeline
     from skinlesion.kfp_outputs import MODEL_FILE, log_scalars, write_html
-    from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
+    from skinlesion.provenance import RunOrigin
     from skinlesion.training.lifecycle import train_model
 
-    os.environ[KFP_RUN_ENV] = kfp_run_id
-    os.environ[IMAGE_ENV] = image
     params = from_pipeline(params)
     report_dir = Path(report.path)
     result = train_model(
@@ -44,6 +41,7 @@ def train(
         Path(model.path) / MODEL_FILE,
         report_dir,
         params,
+        origin=RunOrigin(kfp_run_id, image),
     )
     model.metadata.update(
         {"framework": "keras", "model": model_name, "mlflow_model_uri": result.model_uri}

@@ -23,15 +23,12 @@ def tune_trials(
     (``skinlesion.tuning.study.run_search``): each a training of ``model_name`` judged on the
     validation rows. ``worker`` offsets the sampler's seed, so that parallel workers do
     not propose the same values. A retried task's dead trial is failed and retried."""
-    import os
     from pathlib import Path
 
     from skinlesion.config.files import from_pipeline
-    from skinlesion.provenance import IMAGE_ENV, KFP_RUN_ENV
+    from skinlesion.provenance import RunOrigin
     from skinlesion.tuning.study import finished_trials, run_search, search_for, worker_id
 
-    os.environ[KFP_RUN_ENV] = kfp_run_id
-    os.environ[IMAGE_ENV] = image
     params = from_pipeline(params)
     search = search_for(params, model_name, "best", study)
     found = run_search(
@@ -41,6 +38,7 @@ def tune_trials(
         Path(raw_data.path),
         trials,
         worker=worker,
+        origin=RunOrigin(kfp_run_id, image),
     )
     mine = [t for t in found.trials if t.user_attrs.get("worker") == worker_id()]
     summary.log_metric("trials_run_here", len(mine))

@@ -24,21 +24,10 @@ def check_changes(
 ) -> None:
     """Say whether data, params, code or image differ from the champion's training (what
     a scheduled run checks before it trains anything)."""
-    import mlflow
-
-    from skinlesion.promotion.changes import check_for_changes
+    from skinlesion.promotion.changes import run_change_check
 
     params = load_params(params_file)
-    track(params)
-    check = check_for_changes(
-        mlflow.MlflowClient(),
-        params.promote.registered_model,
-        params,
-        data_dir_of(data_dir, params),
-    )
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(check.__dict__, indent=2) + "\n")
+    check = run_change_check(params, data_dir_of(data_dir, params), out)
     typer.echo(check.reason)
 
 

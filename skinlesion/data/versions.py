@@ -150,13 +150,17 @@ def read_metadata_at(listing: Listing) -> pd.DataFrame:
 
 @dataclass
 class DataDiff:
-    """What changed from ``old`` to ``new``: images, lesions and images per class."""
+    """What changed from ``old`` to ``new``, in rows of the metadata (labelled images, what
+    a split and a training read), lesions and images per class; image files that no row
+    names are counted apart, since no step reads them."""
 
     old_version: str
     new_version: str
-    images_added: list[str] = field(default_factory=list)
-    images_removed: list[str] = field(default_factory=list)
-    images_changed: list[str] = field(default_factory=list)  # same id, other bytes
+    rows_added: list[str] = field(default_factory=list)  # image ids
+    rows_removed: list[str] = field(default_factory=list)
+    rows_changed: list[str] = field(default_factory=list)  # same id: other bytes or row
+    unlabelled_added: list[str] = field(default_factory=list)  # files no row names
+    unlabelled_removed: list[str] = field(default_factory=list)
     lesions_added: int = 0
     lesions_removed: int = 0
     metadata_changed: bool = False
@@ -171,41 +175,65 @@ class DataDiff:
             return f"same data: version {self.new_version[:12]}"
         lines = [
             f"data {self.old_version[:12]} -> {self.new_version[:12]}: "
-            f"{len(self.images_added)} images added, {len(self.images_removed)} removed, "
-            f"{len(self.images_changed)} changed; {self.lesions_added} lesions added, "
+            f"{len(self.rows_added)} labelled images added, {len(self.rows_removed)} removed, "
+            f"{len(self.rows_changed)} changed; {self.lesions_added} lesions added, "
             f"{self.lesions_removed} removed; metadata "
             f"{'changed' if self.metadata_changed else 'unchanged'}"
         ]
+        if self.unlabelled_added or self.unlabelled_removed:
+            lines.append(
+                f"  image files without a metadata row: {len(self.unlabelled_added)} added, "
+                f"{len(self.unlabelled_removed)} removed (no step reads them)"
+            )
         for name, ids in (
-            ("added", self.images_added),
-            ("removed", self.images_removed),
-            ("changed", self.images_changed),
+            ("added", self.rows_added),
+            ("removed", self.rows_removed),
+            ("changed", self.rows_changed),
         ):
             if ids:
                 more = f" (+{len(ids) - limit} more)" if len(ids) > limit else ""
                 lines.append(f"  {name}: {', '.join(ids[:limit])}{more}")
-        lines.append("  images per class (old -> new):")
+        lines.append("  labelled images per class (old -> new):")
         for dx, (old, new) in sorted(self.classes.items()):
             mark = f" ({new - old:+d})" if new != old else ""
             lines.append(f"    {dx:6s} {old:6d} -> {new:6d}{mark}")
         return "\n".join(lines)
 
 
+def _rows_by_image(rows: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    """Each labelled image id -> its metadata row as text (to tell a relabel)."""
+    if "image_id" not in rows:
+        return {}
+    frame = rows.astype(str)
+    return {
+        row[0]: tuple(row)
+        for row in frame[["image_id", *frame.columns.drop("image_id")]].itertuples(index=False)
+    }
+
+
 def diff_listings(
     old: Listing, new: Listing, old_rows: pd.DataFrame, new_rows: pd.DataFrame
 ) -> DataDiff:
     """Compare two listings and their metadata rows."""
-    before, after = set(old.images), set(new.images)
+    old_labelled, new_labelled = _rows_by_image(old_rows), _rows_by_image(new_rows)
+    before, after = set(old_labelled), set(new_labelled)
     old_lesions = set(old_rows.get("lesion_id", pd.Series(dtype=str)).dropna().astype(str))
     new_lesions = set(new_rows.get("lesion_id", pd.Series(dtype=str)).dropna().astype(str))
     old_counts = old_rows["dx"].value_counts() if "dx" in old_rows else pd.Series(dtype=int)
     new_counts = new_rows["dx"].value_counts() if "dx" in new_rows else pd.Series(dtype=int)
+    old_files, new_files = set(old.images) - before, set(new.images) - after
     return DataDiff(
         old_version=old.version,
         new_version=new.version,
-        images_added=sorted(after - before),
-        images_removed=sorted(before - after),
-        images_changed=sorted(i for i in before & after if old.images[i] != new.images[i]),
+        rows_added=sorted(after - before),
+        rows_removed=sorted(before - after),
+        rows_changed=sorted(
+            i
+            for i in before & after
+            if old.images.get(i) != new.images.get(i) or old_labelled[i] != new_labelled[i]
+        ),
+        unlabelled_added=sorted(new_files - old_files),
+        unlabelled_removed=sorted(old_files - new_files),
         lesions_added=len(new_lesions - old_lesions),
         lesions_removed=len(old_lesions - new_lesions),
         metadata_changed=old.metadata_md5 != new.metadata_md5,

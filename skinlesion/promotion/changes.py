@@ -8,15 +8,16 @@ makes the same decision from its own hashes (`dvc repro` skips unchanged stages)
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skinlesion.config.schema import Params
 from skinlesion.data.versions import diff_since_run, list_folder
 from skinlesion.promotion.registry import find_champion
-from skinlesion.provenance import changed_inputs, run_provenance
+from skinlesion.provenance import RunOrigin, changed_inputs, run_provenance
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,14 @@ def check_for_changes(
     registered_model: str,
     params: Params,
     data_dir: str | Path,
-    training_image: str | None = None,
+    origin: RunOrigin | None = None,
 ) -> ChangeCheck:
     """Compare this run's inputs with the champion's; a registry error raises (a run that
     cannot tell must not skip training silently, nor train on a broken registry).
-    ``training_image`` is the image this run would train in, when the check itself runs in
+    ``origin.image`` is the image this run would train in, when the check itself runs in
     another one (the CPU image checks, the GPU image trains)."""
     listing = list_folder(Path(data_dir), params.data.workers)
-    current = run_provenance(params, listing.version)
-    if training_image:
-        current["image"] = training_image
+    current = run_provenance(params, listing.version, origin)
     champion = find_champion(client, registered_model)
     if champion is None:
         return ChangeCheck(True, f"no champion of {registered_model} yet", None, current)
@@ -68,3 +67,23 @@ def check_for_changes(
         f"({current['git_commit'][:12]}) and image ({current['image']})"
     )
     return ChangeCheck(False, reason, champion.version, current)
+
+
+def run_change_check(
+    params: Params, data_dir: str | Path, out: Path | None, origin: RunOrigin | None = None
+) -> ChangeCheck:
+    """The change check as a step runs it, from the CLI or a pipeline task: tracking set up
+    from params, the registered model of ``promote.registered_model``, the result written
+    as JSON to ``out`` when given and logged."""
+    import mlflow
+
+    from skinlesion.tracking import configure_tracking
+
+    configure_tracking(params.tracking.experiment)
+    check = check_for_changes(
+        mlflow.MlflowClient(), params.promote.registered_model, params, data_dir, origin
+    )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(asdict(check), indent=2) + "\n", encoding="utf-8")
+    return check

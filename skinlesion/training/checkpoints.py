@@ -6,12 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
-
-from skinlesion.provenance import KFP_RUN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +33,12 @@ def prepare_work_dir(work_dir: Path, config: dict[str, Any]) -> bool:
     return resuming
 
 
-def remote_checkpoints(base_uri: str | None, model_name: str) -> str | None:
+def remote_checkpoints(base_uri: str | None, model_name: str, kfp_run_id: str | None) -> str | None:
     """The S3 prefix of this training's checkpoints: one per pipeline run and model, so
     that a retried task of the same run finds them and another run does not."""
     if not base_uri:
         return None
     if not str(base_uri).startswith("s3://"):
         raise ValueError(f"train.checkpoint_uri must be an s3:// URI, not {base_uri!r}")
-    run_key = os.environ.get(KFP_RUN_ENV) or "local"
+    run_key = kfp_run_id or "local"
     return f"{str(base_uri).rstrip('/')}/{run_key}/{model_name}"

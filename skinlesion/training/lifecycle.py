@@ -1,4 +1,5 @@
-"""Stage 5: the lifecycle of one training run, whatever the model.
+"""The lifecycle of one training run, whatever the model: resume, log the inputs, fit,
+save and log (one function per step, :func:`train_model` runs them).
 
 * The model is a recipe (``skinlesion.training.recipes``) chosen by the ``train.<name>`` section:
   its own name, or its ``recipe`` key for a variant. ``train.models`` lists what runs.
@@ -34,7 +35,7 @@ from skinlesion.data.storage import delete_prefix, mirror_from_s3
 from skinlesion.data.versions import file_md5, list_folder, log_data_listing
 from skinlesion.model.preprocessing import with_preprocessing
 from skinlesion.model.servable import log_serving_model
-from skinlesion.provenance import LESIONS_ARTIFACT, run_provenance
+from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking, flatten
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import precision_policy, select_device
@@ -77,36 +78,95 @@ def train_model(
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     log_model: bool = True,
+    origin: RunOrigin | None = None,
 ) -> TrainResult:
     """Train the model of section ``train.<model_name>`` on the training rows of the
     (oversampled) manifest, select on its validation rows, save ``out_model`` (.keras) and
     log everything to MLflow.
 
-    A search (``skinlesion.tuning.study``) runs each trial through here, so that a trial is the
-    real training: ``on_epoch`` gets each epoch's validation logs (and may stop the run by
-    raising), the MLflow run is named ``run_name`` with extra ``tags`` (nested under the
-    active run, the study's), and ``log_model`` false keeps trials' models out of MLflow."""
-    import keras
+    A search (``skinlesion.tuning.study``) runs each trial through here, so that a trial is
+    the real training: ``on_epoch`` gets each epoch's validation logs (and may stop the run
+    by raising), the MLflow run is named ``run_name`` with extra ``tags`` (nested under the
+    active run, the study's), and ``log_model`` false keeps trials' models out of MLflow.
+    ``origin`` is the pipeline run and image of a cluster task: it tags the run and names
+    the S3 checkpoints a retried task resumes from."""
     import mlflow
 
     params = as_params(params)
-    train_cfg = params.train
-    settings = train_cfg.model(model_name)
-    fit = recipe(train_cfg.recipe_of(model_name))
-    inputs = params.input
+    origin = origin or RunOrigin()
+    rows = _training_rows(manifest_path)
+    ctx = _resume(model_name, rows, data_dir, Path(report_dir), params, on_epoch, origin)
+    listing = list_folder(data_dir, params.data.workers)
+    configure_tracking(params.tracking.experiment)
+    with (
+        precision_policy(ctx.device.mixed_precision),
+        _start_run(ctx.work_dir, run_name or f"train-{model_name}") as run,
+    ):
+        log_data_listing(listing, data_dir)
+        provenance = run_provenance(params, listing.version, origin)
+        _log_inputs(model_name, ctx, rows, params, {**provenance, **(tags or {})})
+        fitted, tuned, throughput = _fit(model_name, ctx, params)
+        result = _save_and_log(
+            model_name, fitted, tuned, throughput, ctx, Path(out_model), Path(report_dir)
+        )
+        result.run_id = run.info.run_id
+        result.model_uri = (
+            log_serving_model(out_model, ctx.table.images[ctx.val_idx[0]]).model_uri
+            if log_model
+            else ""
+        )
+        mlflow.log_metrics(
+            {
+                "best_val_balanced_accuracy": result.val_balanced_accuracy,
+                "best_val_mel_recall": result.val_mel_recall,
+                "train_images_per_s": result.train_images_per_s,
+            }
+        )
+    (Path(report_dir) / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    shutil.rmtree(ctx.work_dir)  # finished: the next run starts afresh
+    if ctx.remote:
+        delete_prefix(ctx.remote)
+    return result
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The manifest a training reads, checked for leakage, and its train and val rows."""
+
+    manifest_md5: str
+    train: pd.DataFrame
+    val: pd.DataFrame
+
+
+def _training_rows(manifest_path: str | Path) -> _Rows:
     manifest = read_manifest(manifest_path)
     assert_no_leakage(manifest)  # never train on a manifest that leaks
     train_rows = manifest[manifest["split"] == "train"]
     val_rows = manifest[manifest["split"] == "val"]
     if train_rows.empty or val_rows.empty:
         raise ValueError("the manifest needs train and val rows")
+    return _Rows(file_md5(manifest_path), train_rows, val_rows)
 
+
+def _resume(
+    model_name: str,
+    rows: _Rows,
+    data_dir: str | Path,
+    report: Path,
+    params: Params,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None,
+    origin: RunOrigin,
+) -> Context:
+    """Step 1: the device, the checkpoint folder (kept, or restored from S3, only when it
+    holds this very configuration and data) and the decoded images of the run."""
+    import keras
+
+    train_cfg, inputs = params.train, params.input
+    settings = train_cfg.model(model_name)
     keras.utils.set_random_seed(train_cfg.seed)
     device = select_device(train_cfg.mixed_precision)
-    batch_size = settings.batch_size * device.replicas
     work_dir = Path(train_cfg.checkpoint_dir) / model_name
-    manifest_md5 = file_md5(manifest_path)
-    remote = remote_checkpoints(train_cfg.checkpoint_uri, model_name)
+    remote = remote_checkpoints(train_cfg.checkpoint_uri, model_name, origin.kfp_run_id)
     if remote and not work_dir.exists():  # a new pod: take the last epoch from S3
         restored = mirror_from_s3(remote, work_dir)
         if restored:
@@ -120,25 +180,23 @@ def train_model(
             "seed": train_cfg.seed,
             "monitor": train_cfg.monitor,
             "class_weight": train_cfg.class_weight,
-            "manifest": manifest_md5,
+            "manifest": rows.manifest_md5,
         },
     )
-    report = Path(report_dir)
     report.mkdir(parents=True, exist_ok=True)
     history_csv = report / "history.csv"
     if not resuming and history_csv.exists():
         history_csv.unlink()  # a fresh run starts a fresh history; a resumed one appends
 
-    table = decode_images(data_dir, pd.concat([train_rows, val_rows]), inputs)
-    train_idx, val_idx = table.rows(train_rows["image_id"]), table.rows(val_rows["image_id"])
-    y_train = labels_of(train_rows)
-    ctx = Context(
+    table = decode_images(data_dir, pd.concat([rows.train, rows.val]), inputs)
+    y_train = labels_of(rows.train)
+    return Context(
         table=table,
-        train_idx=train_idx,
+        train_idx=table.rows(rows.train["image_id"]),
         y_train=y_train,
-        val_idx=val_idx,
-        y_val=labels_of(val_rows),
-        batch_size=batch_size,
+        val_idx=table.rows(rows.val["image_id"]),
+        y_val=labels_of(rows.val),
+        batch_size=settings.batch_size * device.replicas,
         inputs=inputs,
         train=train_cfg,
         work_dir=work_dir,
@@ -151,85 +209,92 @@ def train_model(
         on_epoch=on_epoch,
     )
 
-    listing = list_folder(data_dir, params.data.workers)
-    configure_tracking(params.tracking.experiment)
-    with (
-        precision_policy(device.mixed_precision),
-        _start_run(work_dir, run_name or f"train-{model_name}") as run,
-    ):
-        log_data_listing(listing, data_dir)
-        mlflow.set_tags(
-            {
-                **run_provenance(params, listing.version),
-                "model": model_name,
-                "recipe": train_cfg.recipe_of(model_name),
-                "data.manifest_md5": manifest_md5,
-                "device": f"{device.gpus} GPU" if device.gpus else "CPU",
-                **(tags or {}),
-            }
-        )
-        mlflow.log_dict(training_lesions(train_rows, val_rows, manifest_md5), LESIONS_ARTIFACT)
-        mlflow.log_params(
-            {
-                k: str(v)[:500]
-                for k, v in {
-                    **flatten(f"train.{model_name}", settings.model_dump(mode="json")),
-                    **flatten("input", inputs.model_dump(mode="json")),
-                    "train.seed": train_cfg.seed,
-                    "train.class_weight": train_cfg.class_weight,
-                    "replicas": device.replicas,
-                    "global_batch_size": batch_size,
-                    "mixed_precision": device.mixed_precision,
-                    "n_train": len(train_idx),
-                    "n_val": len(val_idx),
-                }.items()
-            }
-        )
-        started = time.perf_counter()
-        fitted = fit(settings, ctx)
-        seconds = time.perf_counter() - started
-        core = fitted.model
-        tuned = set_operating_point(core, ctx) if train_cfg.decision_min_mel_recall > 0 else {}
-        throughput = fitted.epochs_run * len(train_idx) / seconds if seconds else 0.0
 
-        out = Path(out_model)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # saved and served with its own preprocessing: raw images in, nothing from params
-        with_preprocessing(core, inputs.image_size, inputs.center_crop).save(out)
-        example = table.images[val_idx[0]]
-        model_uri = log_serving_model(out, example).model_uri if log_model else ""
-        if history_csv.is_file():
-            mlflow.log_artifact(str(history_csv))
-            curves = plot_history(history_csv, report / "curves.png")
-            mlflow.log_artifact(str(curves))
-        best = {**fitted.keeper.best_logs, **tuned}  # at the operating point, when set
-        result = TrainResult(
-            model=model_name,
-            model_path=str(out),
-            run_id=run.info.run_id,
-            model_uri=model_uri,
-            best_epoch=fitted.keeper.best_epoch,
-            epochs_run=fitted.epochs_run,
-            resumed_from_epoch=fitted.resumed_from_epoch,
-            val_balanced_accuracy=float(best.get("val_balanced_accuracy", float("nan"))),
-            val_mel_recall=float(best.get("val_mel_recall", float("nan"))),
-            val_accuracy=float(best.get("val_accuracy", float("nan"))),
-            train_images_per_s=round(throughput, 1),
-            replicas=device.replicas,
-            mixed_precision=device.mixed_precision,
-        )
-        mlflow.log_metrics(
-            {
-                "best_val_balanced_accuracy": result.val_balanced_accuracy,
-                "best_val_mel_recall": result.val_mel_recall,
-                "train_images_per_s": result.train_images_per_s,
-            }
-        )
-    (report / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
-    shutil.rmtree(work_dir)  # finished: the next run starts afresh
-    if remote:
-        delete_prefix(remote)
-    return result
+def _log_inputs(
+    model_name: str, ctx: Context, rows: _Rows, params: Params, tags: Mapping[str, str]
+) -> None:
+    """Step 2: what the run learns from, on the MLflow run: provenance tags, the lesions
+    of train and val (promotion leaves them out of the gate) and the parameters."""
+    import mlflow
+
+    train_cfg = params.train
+    mlflow.set_tags(
+        {
+            "model": model_name,
+            "recipe": train_cfg.recipe_of(model_name),
+            "data.manifest_md5": rows.manifest_md5,
+            "device": f"{ctx.device.gpus} GPU" if ctx.device.gpus else "CPU",
+            **tags,
+        }
+    )
+    lesions = training_lesions(rows.train, rows.val, rows.manifest_md5)
+    mlflow.log_dict(lesions, LESIONS_ARTIFACT)
+    settings = train_cfg.model(model_name).model_dump(mode="json")
+    mlflow.log_params(
+        {
+            k: str(v)[:500]
+            for k, v in {
+                **flatten(f"train.{model_name}", settings),
+                **flatten("input", params.input.model_dump(mode="json")),
+                "train.seed": train_cfg.seed,
+                "train.class_weight": train_cfg.class_weight,
+                "replicas": ctx.device.replicas,
+                "global_batch_size": ctx.batch_size,
+                "mixed_precision": ctx.device.mixed_precision,
+                "n_train": len(ctx.train_idx),
+                "n_val": len(ctx.val_idx),
+            }.items()
+        }
+    )
+
+
+def _fit(model_name: str, ctx: Context, params: Params) -> tuple[Any, dict[str, Any], float]:
+    """Step 3: the recipe's phases, then the melanoma operating point on validation.
+    Returns the fitted model, the validation logs at the operating point and images/s."""
+    train_cfg = params.train
+    fit = recipe(train_cfg.recipe_of(model_name))
+    started = time.perf_counter()
+    fitted = fit(train_cfg.model(model_name), ctx)
+    seconds = time.perf_counter() - started
+    tuned = set_operating_point(fitted.model, ctx) if train_cfg.decision_min_mel_recall > 0 else {}
+    throughput = fitted.epochs_run * len(ctx.train_idx) / seconds if seconds else 0.0
+    return fitted, tuned, throughput
+
+
+def _save_and_log(
+    model_name: str,
+    fitted: Any,
+    tuned: dict[str, Any],
+    throughput: float,
+    ctx: Context,
+    out: Path,
+    report: Path,
+) -> TrainResult:
+    """Step 4: the model saved with its own preprocessing (raw images in, nothing read from
+    params), the curves logged, and the run's figures at the operating point."""
+    import mlflow
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with_preprocessing(fitted.model, ctx.inputs.image_size, ctx.inputs.center_crop).save(out)
+    if ctx.history_csv.is_file():
+        mlflow.log_artifact(str(ctx.history_csv))
+        mlflow.log_artifact(str(plot_history(ctx.history_csv, report / "curves.png")))
+    best = {**fitted.keeper.best_logs, **tuned}  # at the operating point, when set
+    return TrainResult(
+        model=model_name,
+        model_path=str(out),
+        run_id="",
+        model_uri="",
+        best_epoch=fitted.keeper.best_epoch,
+        epochs_run=fitted.epochs_run,
+        resumed_from_epoch=fitted.resumed_from_epoch,
+        val_balanced_accuracy=float(best.get("val_balanced_accuracy", float("nan"))),
+        val_mel_recall=float(best.get("val_mel_recall", float("nan"))),
+        val_accuracy=float(best.get("val_accuracy", float("nan"))),
+        train_images_per_s=round(throughput, 1),
+        replicas=ctx.device.replicas,
+        mixed_precision=ctx.device.mixed_precision,
+    )
 
 
 def _start_run(work_dir: Path, run_name: str) -> Any:

@@ -32,6 +32,7 @@ from typing import Any
 
 from skinlesion.config.files import Params
 from skinlesion.config.schema import Dimension
+from skinlesion.provenance import RunOrigin
 from skinlesion.tuning.space import current_values, suggest, with_values
 
 log = logging.getLogger(__name__)
@@ -175,10 +176,12 @@ def run_search(
     trials: int | None = None,
     timeout_seconds: float | None = None,
     worker: int = 0,
+    origin: RunOrigin | None = None,
 ) -> Any:
     """Run trials until the study holds ``trials`` finished ones, or until no trial may
     start after ``timeout_seconds`` (default ``tune.timeout_minutes``; 0: no limit);
-    returns the study. Safe to run in several processes on one storage."""
+    returns the study. Safe to run in several processes on one storage. ``origin`` (a
+    cluster task's pipeline run and image) tags every trial's run."""
     import mlflow
     import optuna
 
@@ -198,7 +201,7 @@ def run_search(
         target,
         redact(search.storage),
     )
-    objective = _objective(params, search, space, manifest, data_dir)
+    objective = _objective(params, search, space, manifest, data_dir, origin)
     with mlflow.start_run(run_id=parent):
         study.optimize(
             objective,
@@ -235,6 +238,7 @@ def _objective(
     space: Mapping[str, Dimension],
     manifest: str | Path,
     data_dir: str | Path,
+    origin: RunOrigin | None,
 ) -> Any:
     import keras
     import mlflow
@@ -263,6 +267,7 @@ def _objective(
                 run_name=f"trial-{trial.number}",
                 tags={"tune.study": search.study, "tune.trial": str(trial.number)},
                 log_model=False,
+                origin=origin,
             )
         except optuna.TrialPruned:
             if reporter.run_id:

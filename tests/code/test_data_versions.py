@@ -48,25 +48,46 @@ def test_diff_names_images_lesions_and_class_counts(synth_dir, tmp_path):
 
     diff = diff_locations(str(synth_dir), str(grown))
     assert not diff.same and diff.metadata_changed
-    assert diff.images_removed == [removed["image_id"]]
-    assert len(diff.images_added) == 20 and diff.images_changed == []
+    assert diff.rows_removed == [removed["image_id"]]
+    assert len(diff.rows_added) == 20 and diff.rows_changed == []
     assert diff.lesions_added >= 1
     old_total = sum(old for old, _ in diff.classes.values())
     new_total = sum(new for _, new in diff.classes.values())
     assert (old_total, new_total) == (120, 139)
     text = diff.describe()
-    assert "20 images added, 1 removed" in text and "images per class" in text
+    assert "20 labelled images added, 1 removed" in text and "images per class" in text
     assert diff_locations(str(synth_dir), str(synth_dir)).describe().startswith("same data")
+
+
+def test_diff_counts_labelled_rows_and_unlabelled_files_apart(synth_dir, tmp_path):
+    """A folder whose metadata lists fewer images than its images/ holds (7,000 rows over
+    8,008 files, in small): the rows it lost are removed, the files no row names are
+    unlabelled, and a relabelled row is changed although its image bytes are not."""
+    part = tmp_path / "part"
+    shutil.copytree(synth_dir, part)
+    metadata = part / "HAM10000_metadata.csv"
+    rows = pd.read_csv(metadata, dtype=str)
+    kept = rows.iloc[:100].copy()
+    kept.loc[kept.index[0], "dx"] = "mel" if kept.iloc[0]["dx"] != "mel" else "nv"
+    kept.to_csv(metadata, index=False)
+
+    diff = diff_locations(str(synth_dir), str(part))
+    assert sorted(diff.rows_removed) == sorted(rows.iloc[100:]["image_id"])
+    assert diff.rows_added == [] and diff.rows_changed == [rows.iloc[0]["image_id"]]
+    assert sorted(diff.unlabelled_added) == sorted(rows.iloc[100:]["image_id"])
+    assert "20 removed, 1 changed" in diff.describe()
+    assert "without a metadata row: 20 added" in diff.describe()
+    back = diff_locations(str(part), str(synth_dir))
+    assert len(back.rows_added) == 20 and len(back.unlabelled_removed) == 20
 
 
 def test_publish_validates_then_uploads_one_prefix_per_version(synth_dir, synth_copy, s3_env):
     from typer.testing import CliRunner
 
     from skinlesion.cli.main import command_line
-
-    app = command_line()
     from tests.conftest import ROOT
 
+    app = command_line()
     bootstrap_buckets(["published"])
     params = str(ROOT / "params.yaml")
     args = ["data", "publish", "--to", "s3://published/ham10000", "--params", params]
@@ -99,15 +120,14 @@ def test_diff_command_prints_and_writes_json(synth_dir, synth_copy, tmp_path):
     from typer.testing import CliRunner
 
     from skinlesion.cli.main import command_line
-
-    app = command_line()
     from tests.conftest import ROOT
 
+    app = command_line()
     make_synthetic_dataset(synth_copy, 7, seed=11, append=True)
     out = tmp_path / "diff.json"
     params = str(ROOT / "params.yaml")
     args = ["data", "diff", str(synth_dir), str(synth_copy), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--params", params])
     assert result.exit_code == 0, result.output
-    assert "7 images added, 0 removed, 0 changed" in result.output
-    assert len(json.loads(out.read_text())["images_added"]) == 7
+    assert "7 labelled images added, 0 removed, 0 changed" in result.output
+    assert len(json.loads(out.read_text())["rows_added"]) == 7

@@ -151,10 +151,9 @@ def test_split_component_and_split_command_write_the_same_manifest(synth_dir, tm
     from typer.testing import CliRunner
 
     from skinlesion.cli.main import command_line
-
-    app = command_line()
     from tests.conftest import write_params
 
+    app = command_line()
     small = small_params(params)
     from_component = Dataset(uri=str(tmp_path / "component.csv"))
     split.python_func(

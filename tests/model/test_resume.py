@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import small_params, write_params
+from tests.conftest import ROOT, small_params, write_params
 
 pytestmark = pytest.mark.model
 
@@ -101,7 +101,6 @@ def test_retried_cluster_training_resumes_from_s3(
 
     from components.train.component import train
     from skinlesion.data.storage import bootstrap_buckets, s3_client
-    from skinlesion.provenance import KFP_RUN_ENV
 
     bootstrap_buckets(["ckpt"])
     cfg = small_params(params, cnn={"epochs": 8, "early_stopping_patience": 50})
@@ -111,7 +110,7 @@ def test_retried_cluster_training_resumes_from_s3(
     write_params(cfg, tmp_path / "cluster.yaml")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    env = {**os.environ, "SKINLESION_PROGRESS": "0", KFP_RUN_ENV: "run-42"}
+    env = {**os.environ, "SKINLESION_PROGRESS": "0"}
     key = "checkpoints/run-42/cnn/train/backup/training_metadata.json"
     client = s3_client()
 
@@ -122,12 +121,21 @@ def test_retried_cluster_training_resumes_from_s3(
             return -1
         return int(json.loads(body).get("epoch", -1))
 
-    _kill_after(
-        _train_cmd(train_workspace, str(tmp_path / "cluster.yaml")),
-        train_workspace,
-        env,
-        mirrored_epoch,
-    )
+    first_attempt = f"""
+import yaml
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
+from components.train.component import train
+train.python_func(
+    model_name="cnn", raw_data=Dataset(uri={str(train_workspace / "data")!r}),
+    training_manifest=Dataset(uri={str(train_workspace / "train.csv")!r}),
+    params=yaml.safe_load(open({str(tmp_path / "cluster.yaml")!r})), kfp_run_id="run-42",
+    image="registry.example/skinlesion:abc-gpu", model=Model(uri={str(tmp_path / "m1")!r}),
+    report=Artifact(uri={str(tmp_path / "r1")!r}), curves=HTML(uri={str(tmp_path / "c1")!r}),
+    metrics=Metrics(uri=""),
+)
+"""
+    env["PYTHONPATH"] = str(ROOT)  # the first attempt, a pipeline task in its own process
+    _kill_after([sys.executable, "-c", first_attempt], train_workspace, env, mirrored_epoch)
     done = mirrored_epoch() + 1
     run_id = client.get_object(Bucket="ckpt", Key="checkpoints/run-42/cnn/mlflow_run_id")
     run_id = run_id["Body"].read().decode()
