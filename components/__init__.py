@@ -8,3 +8,30 @@ each task's image from ``params.yaml`` (``cluster.images``), as `make images` pu
 """
 
 PLACEHOLDER_IMAGE = "skinlesion"
+
+# The one numbering of the project's steps, by component folder: the pipelines' display
+# names, their docstrings, each component's docstring and README, and the library modules
+# that implement a step all use it (tests/code/test_pipeline_spec.py keeps them in step).
+# The tuning pipeline runs steps 1, 3, 4 and 6, then its own 10 to 12, and can run 7 to 9.
+STEPS: dict[str, tuple[int, str]] = {
+    "fetch_data": (1, "Fetch data"),
+    "check_changes": (2, "Check for changes"),
+    "validate": (3, "Validate data"),
+    "split": (4, "Split by lesion"),
+    "eda": (5, "Explore data"),
+    "oversample": (6, "Oversample training part"),
+    "train": (7, "Train"),
+    "evaluate": (8, "Evaluate"),
+    "collect_reports": (8, "Collect reports of"),
+    "promote": (9, "Promote in MLflow"),
+    "open_study": (10, "Open the study"),
+    "tune_trials": (11, "Trials, worker"),
+    "best_params": (12, "Pick the best on validation"),
+}
+
+
+def step_title(component: str, suffix: object = "") -> str:
+    """The display name of a task of ``component``: its number and title, then ``suffix``
+    (the model, or the worker's index) when one task per model or worker runs."""
+    number, title = STEPS[component]
+    return f"{number}. {title} {suffix}".rstrip()

@@ -10,6 +10,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from components import step_title
 from components.check_changes.component import check_changes
 from components.collect_reports.component import collect_reports, start_reports
 from components.eda.component import eda
@@ -59,7 +60,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
            (paired bootstrap interval of the difference).
         """
         fetch = fetch_data(data_uri=data_uri, data_version=data_version)
-        step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
+        step(fetch, step_title("fetch_data"), cluster, retry=True, cache=False)
         secrets(fetch, cluster, "s3")
         if cluster.data_pvc:
             kubernetes.mount_pvc(
@@ -74,17 +75,18 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             training_image=cluster.images["gpu"],
         )
-        step(changes, "2. Check for changes", cluster, retry=True, cache=False)
+        step(changes, step_title("check_changes"), cluster, retry=True, cache=False)
         secrets(changes, cluster, "mlflow")
         with dsl.If(changes.outputs["Output"] == "changed", name="something-changed"):
             checked = validate(raw_data=raw, params=params)
-            step(checked, "3. Validate data", cluster)
+            step(checked, step_title("validate"), cluster)
             splitting = split(raw_data=raw, params=params).after(checked)
-            step(splitting, "4. Split by lesion", cluster)
+            step(splitting, step_title("split"), cluster)
             manifest = splitting.outputs["manifest"]
-            step(eda(raw_data=raw, manifest=manifest, params=params), "5. Explore data", cluster)
+            explored = eda(raw_data=raw, manifest=manifest, params=params)
+            step(explored, step_title("eda"), cluster)
             resampled = oversample(manifest=manifest, params=params)
-            step(resampled, "6. Oversample training part", cluster)
+            step(resampled, step_title("oversample"), cluster)
             collected = None
             for name in models:
                 trained = train(
@@ -95,7 +97,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     image=cluster.images["gpu"],
                 )
-                step(trained, f"7. Train {name}", cluster, kind="train", retry=True)
+                step(trained, step_title("train", name), cluster, kind="train", retry=True)
                 on_gpu_nodes(trained, cluster)
                 secrets(trained, cluster, "mlflow", "s3")
                 scored = evaluate(
@@ -105,7 +107,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     manifest=manifest,
                     params=params,
                 )
-                step(scored, f"8. Evaluate {name}", cluster, kind="evaluate")
+                step(scored, step_title("evaluate", name), cluster, kind="evaluate")
                 own = {
                     "report": trained.outputs["report"],
                     "evaluation": scored.outputs["evaluation"],
@@ -115,10 +117,10 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     if collected is None
                     else collect_reports(model_name=name, earlier=collected, **own)
                 )
-                step(gathered, f"8. Collect reports of {name}", cluster)
+                step(gathered, step_title("collect_reports", name), cluster)
                 collected = gathered.outputs["reports"]
             promotion = promote(raw_data=raw, manifest=manifest, reports=collected, params=params)
-            step(promotion, "9. Promote in MLflow", cluster, retry=True, cache=False)
+            step(promotion, step_title("promote"), cluster, retry=True, cache=False)
             secrets(promotion, cluster, "mlflow")
 
     return training_pipeline

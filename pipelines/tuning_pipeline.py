@@ -13,6 +13,7 @@ from typing import Any
 
 from kfp import dsl
 
+from components import step_title
 from components.best_params.component import best_params
 from components.fetch_data.component import fetch_data
 from components.open_study.component import open_study
@@ -50,36 +51,39 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
         """Search the hyperparameters of one model on the validation part (never test),
         with trials in parallel on GPU nodes, then hand the best to training.
 
+        The steps carry the numbers of the training pipeline's (2, 5, 7-9 are training's
+        own); the search adds 10 to 12.
+
         1. Fetch data: copy raw HAM10000 from `data_uri` (a pinned `data_version` is checked).
-        2. Validate data with Great Expectations; invalid data fails the run here.
-        3. Split by lesion; a leak fails the run.
-        4. Oversample the training part only.
-        5. Open the study (`study`, or `<model>-<run id>`): the current params are its
+        3. Validate data with Great Expectations; invalid data fails the run here.
+        4. Split by lesion; a leak fails the run.
+        6. Oversample the training part only.
+        10. Open the study (`study`, or `<model>-<run id>`): the current params are its
            first trial, the bar to beat; one MLflow parent run holds every trial.
-        6. Run trials: `tune.parallel` GPU workers share the study until it holds `trials`
+        11. Run trials: `tune.parallel` GPU workers share the study until it holds `trials`
            complete or pruned trials; a trial behind the others is pruned per epoch.
-        7. Pick the best trial on validation: best_params.yaml, summary and plots, and the
+        12. Pick the best trial on validation: best_params.yaml, summary and plots, and the
            run's params with the best values.
-        8. With `train_best`, run the training pipeline on those params (its own change
+        7-9. With `train_best`, run the training pipeline on those params (its own change
            check, evaluation on the lesion-disjoint test part, and gated promotion).
         """
         fetch = fetch_data(data_uri=data_uri, data_version=data_version)
-        step(fetch, "1. Fetch data", cluster, retry=True, cache=False)
+        step(fetch, step_title("fetch_data"), cluster, retry=True, cache=False)
         secrets(fetch, cluster, "s3")
         raw = fetch.outputs["raw_data"]
         checked = validate(raw_data=raw, params=params)
-        step(checked, "2. Validate data", cluster)
+        step(checked, step_title("validate"), cluster)
         splitting = split(raw_data=raw, params=params).after(checked)
-        step(splitting, "3. Split by lesion", cluster)
+        step(splitting, step_title("split"), cluster)
         resampled = oversample(manifest=splitting.outputs["manifest"], params=params)
-        step(resampled, "4. Oversample training part", cluster)
+        step(resampled, step_title("oversample"), cluster)
         opened = open_study(
             model_name=model_name,
             study=study,
             params=params,
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
-        step(opened, "5. Open the study", cluster, retry=True, cache=False)
+        step(opened, step_title("open_study"), cluster, retry=True, cache=False)
         secrets(opened, cluster, "mlflow", *store)
         workers = []
         for index in range(run.tune.parallel):
@@ -95,17 +99,22 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
                 image=cluster.images["gpu"],
             )
             step(
-                worker, f"6. Trials, worker {index}", cluster, kind="train", retry=True, cache=False
+                worker,
+                step_title("tune_trials", index),
+                cluster,
+                kind="train",
+                retry=True,
+                cache=False,
             )
             on_gpu_nodes(worker, cluster)
             secrets(worker, cluster, "mlflow", "s3", *store)
             workers.append(worker)
         chosen = best_params(model_name=model_name, study=opened.output, params=params)
-        step(chosen.after(*workers), "7. Pick the best on validation", cluster, cache=False)
+        step(chosen.after(*workers), step_title("best_params"), cluster, cache=False)
         secrets(chosen, cluster, "mlflow", *store)
         with dsl.If(train_best == True, name="train-best"):  # noqa: E712 (a KFP condition)
             training_pipeline(
                 params=chosen.outputs["params"], data_uri=data_uri, data_version=data_version
-            ).set_display_name("8. Train, evaluate and promote with the best")
+            ).set_display_name("7-9. Train, evaluate and promote with the best")
 
     return tuning_pipeline

@@ -11,22 +11,38 @@ import os
 from pathlib import Path
 from typing import Any
 
+from skinlesion.errors import SkinlesionError
+
 LOCAL_DB = "mlflow.db"
+
+
+class TrackingUnreachable(SkinlesionError, ConnectionError):
+    """The MLflow server (or store) could not be read; this step changed nothing in it."""
 
 
 def configure_tracking(experiment: str, root: str | Path = ".") -> str:
     """Point MLflow at $MLFLOW_TRACKING_URI or the local sqlite store; make sure the
-    experiment exists. Returns the experiment id."""
+    experiment exists. Returns the experiment id.
+
+    A server that cannot be reached ends the step here with one line that names it,
+    before anything is read or written: no traceback, and the registry as it was."""
     import mlflow
 
     base = Path(root).resolve()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base / LOCAL_DB}"
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        mlflow.set_experiment(experiment_id=found.experiment_id)
-        return found.experiment_id
-    experiment_id = mlflow.create_experiment(experiment)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            mlflow.set_experiment(experiment_id=found.experiment_id)
+            return found.experiment_id
+        experiment_id = mlflow.create_experiment(experiment)
+    except Exception as err:  # HTTP, database and MLflow errors alike
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise TrackingUnreachable(
+            f"MLflow at {uri} cannot be reached ({type(err).__name__}: {first}); nothing "
+            "was read or written and the registry is unchanged"
+        ) from err
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

@@ -1,4 +1,4 @@
-"""Tuning step 7: the best trial on validation, as params for the training pipeline."""
+"""Step 12: the best trial on validation, as params for the training pipeline."""
 
 from typing import NamedTuple
 

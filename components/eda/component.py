@@ -1,4 +1,4 @@
-"""Step 3: exploratory data analysis of the split, as an HTML page in the KFP UI."""
+"""Step 5: exploratory data analysis of the split, as an HTML page in the KFP UI."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Output

@@ -1,4 +1,4 @@
-"""Tuning step 5: open the study that the trial workers share."""
+"""Step 10: open the study that the trial workers share."""
 
 from kfp import dsl
 

@@ -1,4 +1,4 @@
-"""Step 4: oversampling of the training part only; val/test rows pass unchanged."""
+"""Step 6: oversampling of the training part only; val/test rows pass unchanged."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output

@@ -1,4 +1,4 @@
-"""Step 2: lesion-grouped, stratified train/val/test split with the leakage check."""
+"""Step 4: lesion-grouped, stratified train/val/test split with the leakage check."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output

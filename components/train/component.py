@@ -1,4 +1,4 @@
-"""Step 5: training of one model (GPU when the task has one), tracked in MLflow."""
+"""Step 7: training of one model (GPU when the task has one), tracked in MLflow."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output

@@ -1,4 +1,4 @@
-"""Step 1: data validation with Great Expectations; invalid data stops the run here."""
+"""Step 3: data validation with Great Expectations; invalid data stops the run here."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output

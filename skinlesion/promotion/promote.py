@@ -1,16 +1,16 @@
-"""Stage 7: MLflow registry promotion with `champion` / `challenger` aliases.
+"""Step 9 of the flow: MLflow registry promotion with `champion` / `challenger` aliases.
 
-Small named steps, each logged, run unattended every week:
+Small named helpers, each logged, run unattended every week:
 
-1. choose the challenger among the new models by **validation** figures (``gate``);
-2. look up the champion, failing closed on any registry error (``registry``);
-3. take the test lesions that neither model was trained or selected on (each training run
+a. choose the challenger among the new models by **validation** figures (``gate``);
+b. look up the champion, failing closed on any registry error (``registry``);
+c. take the test lesions that neither model was trained or selected on (each training run
    records its lesions), predict them with both models, and compare paired (``gate``);
-4. under the registry lock, check that the champion did not move meanwhile, register the
+d. under the registry lock, check that the champion did not move meanwhile, register the
    new models (once per training run), alias the challenger and, under the ``auto``
    policy, move `champion` when the challenger wins.
 
-Nothing is written before step 4, so a failure anywhere earlier (the server gone, a
+Nothing is written before (d), so a failure anywhere earlier (the server gone, a
 model that will not load, too few unseen lesions) leaves the registry as it was. Versions
 are never deleted or overwritten.
 """
@@ -199,7 +199,7 @@ def promote(
                 return Decision(
                     best, version, version, False, reason, candidates=_scores(candidates, settings)
                 )
-            verdict_ = assess(client, settings, challenger, champion, test, predict)
+            assessment = assess(client, settings, challenger, champion, test, predict)
         except SkinlesionError as err:  # nothing has been written yet
             raise PromotionError(f"{err}; the registry is unchanged") from err
         with registry_lock(client, name):
@@ -207,7 +207,7 @@ def promote(
             if (now and now.version) != (champion and champion.version):
                 log.warning("champion moved during this promotion; judging again")
                 continue
-            return _write(client, settings, candidates, challenger, champion, verdict_)
+            return _write(client, settings, candidates, challenger, champion, assessment)
     raise PromotionError(f"the champion of {name} kept moving; gave up after {attempts} tries")
 
 
@@ -217,7 +217,7 @@ def _write(
     candidates: list[Candidate],
     challenger: Candidate,
     champion: Any | None,
-    verdict_: Assessment,
+    assessment: Assessment,
 ) -> Decision:
     """Register, alias and tag: the only writes of a promotion (held under the lock)."""
     name = settings.registered_model
@@ -237,15 +237,15 @@ def _write(
             created.append(str(version.version))
     chosen = versions[challenger.name]
     client.set_registered_model_alias(name, CHALLENGER, chosen)
-    reason = verdict_.reason
-    promoted = verdict_.wins and settings.policy == "auto"
-    if verdict_.wins and settings.policy == "manual":
+    reason = assessment.reason
+    promoted = assessment.wins and settings.policy == "auto"
+    if assessment.wins and settings.policy == "manual":
         reason += "; policy is manual: a person moves `champion` in the MLflow UI"
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, chosen)
     client.set_model_version_tag(name, chosen, "promotion", reason[:5000])
-    if verdict_.comparison is not None:
-        c = verdict_.comparison
+    if assessment.comparison is not None:
+        c = assessment.comparison
         for key, value in {
             "gate.difference": f"{c.difference:+.4f}",
             "gate.interval": " to ".join(f"{v:+.4f}" for v in c.interval),
@@ -260,8 +260,8 @@ def _write(
         champion_version=str(champion.version) if champion else None,
         promoted=promoted,
         reason=reason,
-        comparison=verdict_.comparison.as_record() if verdict_.comparison else None,
-        excluded_lesions=verdict_.excluded_lesions,
+        comparison=assessment.comparison.as_record() if assessment.comparison else None,
+        excluded_lesions=assessment.excluded_lesions,
         registered=created,
         candidates=_scores(candidates, settings),
     )

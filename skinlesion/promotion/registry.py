@@ -40,8 +40,14 @@ def _code(err: Exception) -> str:
 
 
 def _failed(what: str, err: Exception) -> RegistryError:
+    """One line that names the server and says what this step left as it was."""
+    import mlflow
+
     first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-    return RegistryError(f"MLflow registry: {what} failed ({type(err).__name__}: {first})")
+    return RegistryError(
+        f"MLflow registry at {mlflow.get_tracking_uri()}: {what} failed "
+        f"({type(err).__name__}: {first}); the registry is unchanged by this step"
+    )
 
 
 def find_champion(client: Any, name: str) -> Any | None:

@@ -1,5 +1,5 @@
-"""The lifecycle of one training run, whatever the model: resume, log the inputs, fit,
-save and log (one function per step, :func:`train_model` runs them).
+"""Step 7 of the flow: the lifecycle of one training run, whatever the model: resume, log
+the inputs, fit, save and log (a function each; :func:`train_model` runs them).
 
 * The model is a recipe (``skinlesion.training.recipes``) chosen by the ``train.<name>`` section:
   its own name, or its ``recipe`` key for a variant. ``train.models`` lists what runs.
@@ -157,7 +157,7 @@ def _resume(
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
     origin: RunOrigin,
 ) -> Context:
-    """Step 1: the device, the checkpoint folder (kept, or restored from S3, only when it
+    """Resume: the device, the checkpoint folder (kept, or restored from S3, only when it
     holds this very configuration and data) and the decoded images of the run."""
     import keras
 
@@ -213,7 +213,7 @@ def _resume(
 def _log_inputs(
     model_name: str, ctx: Context, rows: _Rows, params: Params, tags: Mapping[str, str]
 ) -> None:
-    """Step 2: what the run learns from, on the MLflow run: provenance tags, the lesions
+    """Log the inputs: what the run learns from, on the MLflow run: provenance tags, the lesions
     of train and val (promotion leaves them out of the gate) and the parameters."""
     import mlflow
 
@@ -249,7 +249,7 @@ def _log_inputs(
 
 
 def _fit(model_name: str, ctx: Context, params: Params) -> tuple[Any, dict[str, Any], float]:
-    """Step 3: the recipe's phases, then the melanoma operating point on validation.
+    """Fit: the recipe's phases, then the melanoma operating point on validation.
     Returns the fitted model, the validation logs at the operating point and images/s."""
     train_cfg = params.train
     fit = recipe(train_cfg.recipe_of(model_name))
@@ -270,7 +270,7 @@ def _save_and_log(
     out: Path,
     report: Path,
 ) -> TrainResult:
-    """Step 4: the model saved with its own preprocessing (raw images in, nothing read from
+    """Save and log: the model saved with its own preprocessing (raw images in, nothing read from
     params), the curves logged, and the run's figures at the operating point."""
     import mlflow
 

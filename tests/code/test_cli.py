@@ -105,3 +105,22 @@ def test_eda_writes_plots(synth_dir, tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "eda").glob("*.png"))
     assert len(pngs) == 6
     assert "samples_per_class.png" in (tmp_path / "eda/summary.md").read_text()
+
+
+@pytest.mark.parametrize("command", [["check-changes"], ["upgrade-model", "models:/m@champion"]])
+def test_an_unreachable_registry_is_one_line_that_names_it(command, monkeypatch, synth_dir):
+    """No traceback: the server's address, and that the registry is as it was."""
+    from tests.conftest import ROOT, _free_port
+
+    server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    args = [*command, "--params", str(ROOT / "params.yaml")]
+    if command[0] == "check-changes":
+        args += ["--data-dir", str(synth_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.exception.__class__ is SystemExit
+    [line] = [text for text in result.output.splitlines() if text.strip()]
+    assert f"MLflow at {server} cannot be reached" in line
+    assert line.endswith("the registry is unchanged")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -123,12 +124,28 @@ def test_secrets_reach_only_the_steps_that_need_them(compiled):
 def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, params):
     spec, _ = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["params"]["defaultValue"] == parse_params(params).for_cluster().raw()
+    default = inputs["params"]["defaultValue"]
+    overridden = dict(_leaves(params["cluster"]["overrides"]))
+    assert overridden, "the cluster profile overrides something"
+    sent = dict(_leaves(default))
+    for path, value in _leaves(params):  # each key: the cluster's value, else params.yaml's
+        if path[0] != "cluster" and value is not None:
+            assert sent[path] == overridden.get(path, value), path
+    assert all(sent[path] == value for path, value in overridden.items())
     assert inputs["data_uri"]["defaultValue"] == params["cluster"]["data_uri"]
     assert inputs["data_version"]["defaultValue"] == params["cluster"]["data_version"]
     run = inputs["params"]["defaultValue"]
     assert run["train"]["resnet152v2"]["weights"] == "imagenet"
     assert run["split"] == params["split"]  # untouched sections are the local ones
+
+
+def _leaves(tree: dict, prefix: tuple = ()):
+    """(key path, value) of every leaf of a nested mapping."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
 
 
 def test_external_side_effects_are_not_cached(compiled):
@@ -221,7 +238,7 @@ def _root_tasks(spec: dict) -> dict[str, dict]:
 def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
     spec, platform = tuning
     named = _root_tasks(spec)
-    workers = [name for name in named if name.startswith("6. Trials, worker")]
+    workers = [name for name in named if name.startswith("11. Trials, worker")]
     assert len(workers) == params["tune"]["parallel"]
     for name in workers:
         task = named[name]
@@ -235,7 +252,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
         study = task["inputs"]["parameters"]["study"]["taskOutputParameter"]
         assert study["producerTask"] == "open-study"  # one study, named once
         assert task["cachingOptions"] == {}  # the study's state lives outside KFP
-    pick = named["7. Pick the best on validation"]
+    pick = named["12. Pick the best on validation"]
     root = spec["root"]["dag"]["tasks"]
     worker_keys = {k for k, t in root.items() if t["taskInfo"]["name"] in workers}
     assert len(worker_keys) == len(workers)
@@ -246,7 +263,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
 def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     spec, _ = tuning
     description = spec["pipelineInfo"]["description"]
-    for number in range(1, 9):
+    for number in ("1", "3", "4", "6", "10", "11", "12", "7-9"):
         assert f"\n{number}. " in description
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["trials"]["defaultValue"] == params["tune"]["trials"]
@@ -261,3 +278,38 @@ def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     assert into_condition == {"outputParameterKey": "params", "producerTask": "best-params"}
     training = spec["components"][nested["componentRef"]["name"]]["dag"]["tasks"]
     assert {"fetch-data", "check-changes"} <= set(training)  # the whole training pipeline
+
+
+def test_one_numbering_of_steps_everywhere(compiled, tuning):
+    """Display names, both pipelines' docstrings, each component's docstring and README,
+    and the library modules that implement a step give a step the number of STEPS."""
+    from components import STEPS
+
+    for folder, (number, _) in STEPS.items():
+        source = (ROOT / "components" / folder / "component.py").read_text()
+        assert source.startswith(f'"""Step {number}'), folder
+        readme = (ROOT / "components" / folder / "README.md").read_text().splitlines()[0]
+        assert f"step {number}" in readme, (folder, readme)
+    for spec, _ in (compiled, tuning):
+        description = spec["pipelineInfo"]["description"]
+        listed = re.findall(r"^\s*(\d+)\. ", description, flags=re.M)
+        assert listed, description
+        for name in _root_tasks(spec):
+            number, _, title = name.partition(". ")
+            if "-" not in number:  # the nested training pipeline: 7-9
+                assert any(t[0] == int(number) and title.startswith(t[1]) for t in STEPS.values())
+        for number in listed:
+            assert int(number) in {n for n, _ in STEPS.values()}
+    library = {
+        "skinlesion/data/validation.py": "validate",
+        "skinlesion/data/split.py": "split",
+        "skinlesion/data/eda.py": "eda",
+        "skinlesion/data/oversample.py": "oversample",
+        "skinlesion/training/lifecycle.py": "train",
+        "skinlesion/evaluation/evaluate.py": "evaluate",
+        "skinlesion/promotion/promote.py": "promote",
+    }
+    for file, folder in library.items():
+        assert (ROOT / file).read_text().startswith(f'"""Step {STEPS[folder][0]} of the flow')
+    for file in (ROOT / "skinlesion").rglob("*.py"):
+        assert not re.search(r"\bStage \d", file.read_text()), file

@@ -136,7 +136,7 @@ def test_split_then_oversample_then_eda(synth_dir, tmp_path, params):
 def test_split_fails_on_a_folder_without_metadata(tmp_path, params, synth_dir):
     empty = tmp_path / "empty"
     shutil.copytree(synth_dir / "images", empty / "images")
-    with pytest.raises(Exception, match="metadata"):
+    with pytest.raises(DatasetLayoutError, match=f"no HAM10000 metadata in {empty}"):
         split.python_func(
             raw_data=Dataset(uri=str(empty)),
             params=params,

@@ -8,10 +8,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 IMAGE_ENV = "SKINLESION_IMAGE_UNDER_TEST"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def head_commit() -> str:
+    """The checkout's HEAD: the commit an image built by `make image` here must carry."""
+    out = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
 
 
 @pytest.fixture(scope="session")

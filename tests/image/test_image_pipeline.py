@@ -17,6 +17,7 @@ from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
 from tests.conftest import small_params
+from tests.image.conftest import head_commit
 
 pytestmark = pytest.mark.image
 MODEL = "image-classifier"
@@ -78,5 +79,4 @@ def test_training_pipeline_runs_in_the_image(
     assert champion.version == decision["challenger_version"]
     tags = client.get_run(champion.run_id).data.tags
     assert tags["image"] == image and tags["kfp.run_id"] not in ("", "none")
-    baked = tags["git_commit"]
-    assert len(baked) == 40 or baked == "unknown"  # the commit `make image` baked in
+    assert tags["git_commit"] == head_commit()  # the commit `make image` baked in
