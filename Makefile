@@ -27,7 +27,7 @@ PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
 BUILD = $(ENGINE) build --network host -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT)
 
-.PHONY: install repro test lint lock data track-data clean image image-test images pipeline postgres build-ca
+.PHONY: install repro test test-fast lint lock data track-data clean image image-test images pipeline postgres build-ca
 
 install: $(VENV)/.installed
 
@@ -81,8 +81,15 @@ postgres:
 	      apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	  else echo "install Debian's postgresql package for the PostgreSQL registry tests" >&2; fi; }
 
+# The whole suite (what CI runs): lint, then every tier, the slowest tests listed at the end.
 test: lint postgres
-	pytest
+	pytest --durations=25
+
+# While you work: the code tier without servers, training or TensorFlow subprocesses
+# (under 2 minutes); `make test` before you push.
+test-fast: install
+	ruff check .
+	pytest -m "code and not integration"
 
 build-ca:
 	@test -n "$(ENGINE)" || { echo "no container engine: install docker or podman" \

@@ -209,6 +209,12 @@ def running_mlflow_server(
 
     port = port or _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
+    # The server's optional job runner (huey consumers: several processes of ~250 MB each)
+    # serves nothing this project uses, and only slows a small test machine down.
+    env = {
+        **(env if env is not None else os.environ),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     proc = subprocess.Popen(
         [
             str(mlflow_bin),

@@ -14,6 +14,7 @@ from skinlesion.data.versions import data_version, diff_locations, list_folder, 
 pytestmark = pytest.mark.code
 
 
+@pytest.mark.integration  # a moto S3 server
 def test_a_folder_and_its_upload_have_one_version(synth_dir, s3_env):
     bootstrap_buckets(["versions"])
     mirror_to_s3(synth_dir, "s3://versions/ham10000")
@@ -81,6 +82,7 @@ def test_diff_counts_labelled_rows_and_unlabelled_files_apart(synth_dir, tmp_pat
     assert len(back.rows_added) == 20 and len(back.unlabelled_removed) == 20
 
 
+@pytest.mark.integration  # a moto S3 server
 def test_publish_validates_then_uploads_one_prefix_per_version(synth_dir, synth_copy, s3_env):
     from typer.testing import CliRunner
 

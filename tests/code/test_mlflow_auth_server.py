@@ -15,7 +15,7 @@ import requests
 
 from tests.conftest import running_mlflow_server
 
-pytestmark = pytest.mark.code
+pytestmark = [pytest.mark.code, pytest.mark.integration]
 
 
 def test_basic_auth_server_refuses_anonymous_and_accepts_the_secret_keys(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from skinlesion.cli.main import command_line
 from skinlesion.data.storage import StorageError, bootstrap_buckets, s3_client
 from tests.conftest import _free_port, running_mlflow_server
 
-pytestmark = pytest.mark.code
+pytestmark = [pytest.mark.code, pytest.mark.integration]
 app = command_line()
 BIN = Path(sys.executable).parent
 

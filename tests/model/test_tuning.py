@@ -159,7 +159,9 @@ def test_the_search_never_reads_the_test_split(train_workspace, params, tmp_path
 
     monkeypatch.setattr(skinlesion.training.lifecycle, "decode_images", spy)
     monkeypatch.chdir(tmp_path)
-    settings = parse_params(tune_params(params, tmp_path, trials=2, pruner="none"))
+    quick = tune_params(params, tmp_path, trials=2, pruner="none")
+    quick["train"]["cnn"]["epochs"] = 1  # which rows a trial reads, not what it learns
+    settings = parse_params(quick)
     search = search_for(settings, "cnn", tmp_path / "out")
     study = run_search(settings, search, tmp_path / "train.csv", data)
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 2
@@ -174,6 +176,7 @@ def test_a_timeout_stops_the_search_between_trials(train_workspace, params, tmp_
     from skinlesion.cli.main import command_line
 
     settings = tune_params(params, tmp_path, trials=10, pruner="none")
+    settings["train"]["cnn"]["epochs"] = 1  # any trial outlasts a one-second timeout
     write_params(settings, tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
