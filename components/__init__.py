@@ -12,14 +12,16 @@ PLACEHOLDER_IMAGE = "skinlesion"
 # The one numbering of the project's steps, by component folder: the pipelines' display
 # names, their docstrings, each component's docstring and README, and the library modules
 # that implement a step all use it (tests/code/test_pipeline_spec.py keeps them in step).
-# The tuning pipeline runs steps 1, 3, 4 and 6, then its own 10 to 12, and can run 7 to 9.
+# Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of both pipelines; the
+# tuning pipeline runs 0-4, then its own 10 to 12, and can run 7 to 9.
 STEPS: dict[str, tuple[int, str]] = {
+    "read_params": (0, "Read params"),
     "fetch_data": (1, "Fetch data"),
-    "check_changes": (2, "Check for changes"),
-    "validate": (3, "Validate data"),
-    "split": (4, "Split by lesion"),
-    "eda": (5, "Explore data"),
-    "oversample": (6, "Oversample training part"),
+    "validate": (2, "Validate data"),
+    "split": (3, "Split by lesion"),
+    "oversample": (4, "Oversample training part"),
+    "check_changes": (5, "Check for changes"),
+    "eda": (6, "Explore data"),
     "train": (7, "Train"),
     "evaluate": (8, "Evaluate"),
     "collect_reports": (8, "Collect reports of"),

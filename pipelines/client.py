@@ -2,7 +2,8 @@
 
 A run's arguments start from the compiled defaults (params.yaml with its cluster profile)
 and change only what ``--param`` names: ``data_uri=...`` sets the pipeline parameter,
-``section.key=value`` one key of the ``params`` mapping, as `dvc exp run -S` does.
+``section.key=value`` one key of the ``params`` (JSON text of the run's params), as
+`dvc exp run -S` does.
 """
 
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import yaml
 
 from pipelines import training_pipeline, tuning_pipeline
 from pipelines.tasks import compile_with_images
-from skinlesion.config.files import set_dotted
+from skinlesion.config.files import set_dotted, to_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.config.schema import Params
 from skinlesion.errors import SkinlesionError
@@ -91,7 +92,7 @@ def pipeline_arguments(
             run_params = set_dotted(run_params, assignment)
             changed = True
     if changed:
-        arguments["params"] = parse_params(run_params, "--param").raw()
+        arguments["params"] = to_pipeline(parse_params(run_params, "--param"))
     return arguments
 
 

@@ -1,27 +1,27 @@
 """The training pipeline: the steps of `dvc repro`, as a Kubeflow Pipelines v2 DAG.
 
-The pipeline is built from ``params.yaml``: its ``params`` parameter defaults to the stage
-sections with the ``cluster.overrides`` merged in, and everything Kubernetes needs
+The pipeline is built from ``params.yaml``: its ``params`` parameter (JSON text, so that
+every number keeps its type) defaults to the stage sections with the ``cluster.overrides``
+merged in, and everything Kubernetes needs
 (images, resources, GPUs, tolerations, secrets) comes from the ``cluster`` section. No
 parameter value is written here.
 """
 
 from typing import Any
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from components import step_title
 from components.check_changes.component import check_changes
 from components.collect_reports.component import collect_reports, start_reports
 from components.eda.component import eda
 from components.evaluate.component import evaluate
-from components.fetch_data.component import fetch_data
-from components.oversample.component import oversample
 from components.promote.component import promote
-from components.split.component import split
+from components.read_params.component import read_params
 from components.train.component import train
-from components.validate.component import validate
+from pipelines.data_preparation import build_data_preparation, prepare
 from pipelines.tasks import on_gpu_nodes, secrets, step
+from skinlesion.config.files import to_pipeline
 from skinlesion.config.schema import ClusterSettings, Params
 
 PIPELINE_NAME = "skinlesion-training"
@@ -32,26 +32,28 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
     training branch per model of ``train.models`` (after the cluster overrides)."""
     cluster = cluster or params.cluster
     run = params.for_cluster()
-    run_params = run.raw()
     models = list(run.train.models)
+    prepare_data = build_data_preparation(cluster)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def training_pipeline(
-        params: dict = run_params,
+        params: str = to_pipeline(run),
         data_uri: str = cluster.data_uri,
         data_version: str = cluster.data_version,
     ):
         """Validate, split by lesion, oversample, train, evaluate and promote HAM10000
         skin-lesion classifiers (the steps of `dvc repro`, with the same library code).
 
+        0. Read params: `params` (JSON text) validated as a whole; each later step gets
+           only the sections it reads.
         1. Fetch data: copy raw HAM10000 from `data_uri` (S3 prefix or a PVC folder) and
            record its version; a pinned `data_version` that is not there fails the run.
-        2. Check for changes: if data, params, code and image are those of the current
+        2. Validate data with Great Expectations; invalid data fails the run here.
+        3. Split by lesion (a stable, seeded hash per lesion); a leak fails the run.
+        4. Oversample the training part only.
+        5. Check for changes: if data, params, code and image are those of the current
            champion's training, the run ends here ("nothing changed since version N").
-        3. Validate data with Great Expectations; invalid data fails the run here.
-        4. Split by lesion (a stable, seeded hash per lesion); a leak fails the run.
-        5. Explore the data (EDA report), beside the training branch.
-        6. Oversample the training part only.
+        6. Explore the data (EDA report), beside the training branch.
         7. Train each model of `train.models` in parallel, each on a GPU node, tracked in
            MLflow; checkpoints go to S3, so a retried task resumes.
         8. Evaluate each on the lesion-disjoint test part (metrics, confusion matrix, ROC).
@@ -59,41 +61,36 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
            `champion` when it beats the current one on test lesions neither model saw
            (paired bootstrap interval of the difference).
         """
-        fetch = fetch_data(data_uri=data_uri, data_version=data_version)
-        step(fetch, step_title("fetch_data"), cluster, retry=True, cache=False)
-        secrets(fetch, cluster, "s3")
-        if cluster.data_pvc:
-            kubernetes.mount_pvc(
-                fetch,
-                pvc_name=cluster.data_pvc.name,
-                mount_path=cluster.data_pvc.mount_path,
-            )
-        raw = fetch.outputs["raw_data"]
+        reading = read_params(params=params)
+        step(reading, step_title("read_params"), cluster)
+        sections = reading.outputs
+        prepared = prepare(prepare_data, data_uri, data_version, sections).outputs
+        raw, manifest = prepared["raw_data"], prepared["manifest"]
         changes = check_changes(
             raw_data=raw,
-            params=params,
+            data=sections["data"],
+            tracking=sections["tracking"],
+            promote=sections["promote"],
+            params_hash=sections["params_hash"],
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             training_image=cluster.images["gpu"],
         )
         step(changes, step_title("check_changes"), cluster, retry=True, cache=False)
         secrets(changes, cluster, "mlflow")
         with dsl.If(changes.outputs["Output"] == "changed", name="something-changed"):
-            checked = validate(raw_data=raw, params=params)
-            step(checked, step_title("validate"), cluster)
-            splitting = split(raw_data=raw, params=params).after(checked)
-            step(splitting, step_title("split"), cluster)
-            manifest = splitting.outputs["manifest"]
-            explored = eda(raw_data=raw, manifest=manifest, params=params)
+            explored = eda(raw_data=raw, manifest=manifest, eda=sections["eda"])
             step(explored, step_title("eda"), cluster)
-            resampled = oversample(manifest=manifest, params=params)
-            step(resampled, step_title("oversample"), cluster)
             collected = None
             for name in models:
                 trained = train(
                     model_name=name,
                     raw_data=raw,
-                    training_manifest=resampled.outputs["training_manifest"],
-                    params=params,
+                    training_manifest=prepared["training_manifest"],
+                    data=sections["data"],
+                    input=sections["input"],
+                    tracking=sections["tracking"],
+                    train=sections["train"],
+                    params_hash=sections["params_hash"],
                     kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     image=cluster.images["gpu"],
                 )
@@ -105,7 +102,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     model=trained.outputs["model"],
                     raw_data=raw,
                     manifest=manifest,
-                    params=params,
+                    evaluate=sections["evaluate"],
                 )
                 step(scored, step_title("evaluate", name), cluster, kind="evaluate")
                 own = {
@@ -119,7 +116,15 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                 )
                 step(gathered, step_title("collect_reports", name), cluster)
                 collected = gathered.outputs["reports"]
-            promotion = promote(raw_data=raw, manifest=manifest, reports=collected, params=params)
+            promotion = promote(
+                raw_data=raw,
+                manifest=manifest,
+                reports=collected,
+                train=sections["train"],
+                evaluate=sections["evaluate"],
+                promote=sections["promote"],
+                tracking=sections["tracking"],
+            )
             step(promotion, step_title("promote"), cluster, retry=True, cache=False)
             secrets(promotion, cluster, "mlflow")
 

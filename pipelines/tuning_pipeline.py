@@ -15,14 +15,13 @@ from kfp import dsl
 
 from components import step_title
 from components.best_params.component import best_params
-from components.fetch_data.component import fetch_data
 from components.open_study.component import open_study
-from components.oversample.component import oversample
-from components.split.component import split
+from components.read_params.component import read_params
 from components.tune_trials.component import tune_trials
-from components.validate.component import validate
+from pipelines.data_preparation import build_data_preparation, prepare
 from pipelines.tasks import on_gpu_nodes, secrets, step
 from pipelines.training_pipeline import build_pipeline
+from skinlesion.config.files import to_pipeline
 from skinlesion.config.schema import ClusterSettings, Params, ParamsError
 
 PIPELINE_NAME = "skinlesion-tuning"
@@ -37,10 +36,11 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
         raise ParamsError("the tuning pipeline needs a tune.<model>.space of a train.models model")
     store = ("optuna",) if "optuna" in cluster.secrets else ()
     training_pipeline = build_pipeline(params, cluster)
+    prepare_data = build_data_preparation(cluster)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def tuning_pipeline(
-        params: dict = run.raw(),
+        params: str = to_pipeline(run),
         data_uri: str = cluster.data_uri,
         data_version: str = cluster.data_version,
         model_name: str = tunable[0],
@@ -51,37 +51,32 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
         """Search the hyperparameters of one model on the validation part (never test),
         with trials in parallel on GPU nodes, then hand the best to training.
 
-        The steps carry the numbers of the training pipeline's (2, 5, 7-9 are training's
-        own); the search adds 10 to 12.
+        The steps carry the training pipeline's numbers; the search adds 10 to 12.
 
-        1. Fetch data: copy raw HAM10000 from `data_uri` (a pinned `data_version` is checked).
-        3. Validate data with Great Expectations; invalid data fails the run here.
-        4. Split by lesion; a leak fails the run.
-        6. Oversample the training part only.
+        0. Read params: `params` (JSON text) validated as a whole; each later step gets
+           only the sections it reads.
+        1-4. Prepare data as the training pipeline does: fetch (a pinned `data_version`
+           is checked), validate, split by lesion, oversample the training part only.
         10. Open the study (`study`, or `<model>-<run id>`): the current params are its
-           first trial, the bar to beat; one MLflow parent run holds every trial.
-        11. Run trials: `tune.parallel` GPU workers share the study until it holds `trials`
-           complete or pruned trials; a trial behind the others is pruned per epoch.
-        12. Pick the best trial on validation: best_params.yaml, summary and plots, and the
-           run's params with the best values.
+            first trial, the bar to beat; one MLflow parent run holds every trial.
+        11. Run trials: `tune.parallel` GPU workers share the study until it holds
+            `trials` complete or pruned trials; a trial behind the others is pruned per
+            epoch.
+        12. Pick the best trial on validation: best_params.yaml, summary and plots, and
+            the run's params with the best values.
         7-9. With `train_best`, run the training pipeline on those params (its own change
-           check, evaluation on the lesion-disjoint test part, and gated promotion).
+             check, evaluation on the lesion-disjoint test part, and gated promotion).
         """
-        fetch = fetch_data(data_uri=data_uri, data_version=data_version)
-        step(fetch, step_title("fetch_data"), cluster, retry=True, cache=False)
-        secrets(fetch, cluster, "s3")
-        raw = fetch.outputs["raw_data"]
-        checked = validate(raw_data=raw, params=params)
-        step(checked, step_title("validate"), cluster)
-        splitting = split(raw_data=raw, params=params).after(checked)
-        step(splitting, step_title("split"), cluster)
-        resampled = oversample(manifest=splitting.outputs["manifest"], params=params)
-        step(resampled, step_title("oversample"), cluster)
+        reading = read_params(params=params)
+        step(reading, step_title("read_params"), cluster)
+        sections = reading.outputs
+        prepared = prepare(prepare_data, data_uri, data_version, sections).outputs
+        searched = {name: sections[name] for name in ("tune", "train", "input", "tracking")}
         opened = open_study(
             model_name=model_name,
             study=study,
-            params=params,
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **searched,
         )
         step(opened, step_title("open_study"), cluster, retry=True, cache=False)
         secrets(opened, cluster, "mlflow", *store)
@@ -92,20 +87,16 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
                 study=opened.output,
                 worker=index,
                 trials=trials,
-                raw_data=raw,
-                training_manifest=resampled.outputs["training_manifest"],
-                params=params,
+                raw_data=prepared["raw_data"],
+                training_manifest=prepared["training_manifest"],
+                data=sections["data"],
+                params_hash=sections["params_hash"],
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 image=cluster.images["gpu"],
+                **searched,
             )
-            step(
-                worker,
-                step_title("tune_trials", index),
-                cluster,
-                kind="train",
-                retry=True,
-                cache=False,
-            )
+            title = step_title("tune_trials", index)
+            step(worker, title, cluster, kind="train", retry=True, cache=False)
             on_gpu_nodes(worker, cluster)
             secrets(worker, cluster, "mlflow", "s3", *store)
             workers.append(worker)

@@ -27,14 +27,16 @@ INPUT_KEYS: tuple[str, ...] = ("data.version", "params.hash", "git_commit", "ima
 
 @dataclass(frozen=True)
 class RunOrigin:
-    """Where a run happens: the Kubeflow pipeline run and the image its task runs in.
+    """Where a run happens: the Kubeflow pipeline run, the image its task runs in, and the
+    hash of the pipeline run's whole params (a step holds only the sections it reads).
 
-    Both are None on a laptop. The components pass them in from the run's placeholders,
-    as arguments rather than environment variables, so that nothing a step does depends on
-    what an earlier step in the same process left behind."""
+    All None on a laptop. The components pass them in from the run's placeholders and its
+    first step, as arguments rather than environment variables, so that nothing a step
+    does depends on what an earlier step in the same process left behind."""
 
     kfp_run_id: str | None = None
     image: str | None = None
+    params_hash: str | None = None
 
 
 def git_commit(root: str | Path = ".") -> str:
@@ -67,7 +69,7 @@ def run_provenance(
     origin = origin or RunOrigin()
     return {
         "git_commit": git_commit(),
-        "params.hash": params_hash(params),
+        "params.hash": origin.params_hash or params_hash(params),
         "data.version": data_version,
         "image": origin.image or "none",
         "kfp.run_id": origin.kfp_run_id or "none",

@@ -84,6 +84,18 @@ def small_params(base: dict, **train_overrides: dict) -> dict:
     return params
 
 
+def step_inputs(params: dict, *sections: str) -> dict[str, str]:
+    """``sections`` of ``params`` as a pipeline step receives them: outputs of the real
+    read-params step (JSON text each; ``params_hash`` is the whole params' hash)."""
+    import json
+
+    from components.read_params.component import Sections, read_params
+
+    outputs = read_params.python_func(params=json.dumps(params))
+    named = dict(zip(Sections._fields, outputs, strict=True))
+    return {name: named[name] for name in sections}
+
+
 def log_tiny_model(seed: int = 0, size: int = 16, metadata: bool = False):
     """A tiny untrained CNN, with its preprocessing, logged to the active MLflow run as
     training logs a model (its weights depend on ``seed``); returns MLflow's ModelInfo."""

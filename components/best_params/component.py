@@ -12,10 +12,10 @@ from components import PLACEHOLDER_IMAGE
 def best_params(
     model_name: str,
     study: str,
-    params: dict,
+    params: str,
     best: Output[Artifact],
     report: Output[HTML],
-) -> NamedTuple("Best", params=dict, value=float):
+) -> NamedTuple("Best", params=str, value=float):
     """Pick the study's best complete trial (``skinlesion.tuning.report``): ``best`` holds
     best_params.yaml, summary.json, trials.csv and the plots; ``params`` is the run's
     params with the best values applied, what the training pipeline takes."""
@@ -24,13 +24,13 @@ def best_params(
     from collections import namedtuple
     from pathlib import Path
 
-    from skinlesion.config.files import from_pipeline
+    from skinlesion.config.files import read_pipeline_params, to_pipeline
     from skinlesion.kfp_outputs import write_html
     from skinlesion.tuning.report import summarize
     from skinlesion.tuning.space import with_values
     from skinlesion.tuning.study import open_study, search_for
 
-    params = from_pipeline(params)
+    params = read_pipeline_params(params)
     search = search_for(params, model_name, Path(best.path), study)
     summary = summarize(open_study(params, search), params, search)
     logging.getLogger(__name__).warning(
@@ -48,4 +48,5 @@ def best_params(
         Path(best.path).glob("*.png"),
     )
     chosen = with_values(params, summary["best_params"])
-    return namedtuple("Best", ["params", "value"])(chosen.raw(), float(summary["best_value"]))
+    best_value = float(summary["best_value"])
+    return namedtuple("Best", ["params", "value"])(to_pipeline(chosen), best_value)

@@ -1,4 +1,4 @@
-"""Step 2: has anything changed since the champion was trained? If not, the run ends."""
+"""Step 5: has anything changed since the champion was trained? If not, the run ends."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -9,7 +9,10 @@ from components import PLACEHOLDER_IMAGE
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def check_changes(
     raw_data: Input[Dataset],
-    params: dict,
+    data: str,
+    tracking: str,
+    promote: str,
+    params_hash: str,
     kfp_run_id: str,
     training_image: str,
     check: Output[Artifact],
@@ -25,10 +28,10 @@ def check_changes(
     from skinlesion.provenance import RunOrigin
 
     result = run_change_check(
-        from_pipeline(params),
+        from_pipeline(data=data, tracking=tracking, promote=promote),
         Path(raw_data.path),
         Path(check.path),
-        RunOrigin(kfp_run_id, training_image),
+        RunOrigin(kfp_run_id, training_image, params_hash),
     )
     logging.getLogger(__name__).warning(result.reason)
     check.metadata.update({"changed": result.changed, "reason": result.reason})

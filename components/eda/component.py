@@ -1,4 +1,4 @@
-"""Step 5: exploratory data analysis of the split, as an HTML page in the KFP UI."""
+"""Step 6: exploratory data analysis of the split, as an HTML page in the KFP UI."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Output
@@ -7,7 +7,7 @@ from components import PLACEHOLDER_IMAGE
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def eda(raw_data: Input[Dataset], manifest: Input[Dataset], params: dict, report: Output[HTML]):
+def eda(raw_data: Input[Dataset], manifest: Input[Dataset], eda: str, report: Output[HTML]):
     """Class balance, demographics and samples per class (``skinlesion.data.eda``)."""
     import tempfile
     from pathlib import Path
@@ -17,7 +17,7 @@ def eda(raw_data: Input[Dataset], manifest: Input[Dataset], params: dict, report
     from skinlesion.data.split import read_manifest
     from skinlesion.kfp_outputs import write_html
 
-    params = from_pipeline(params)
+    params = from_pipeline(eda=eda)
     with tempfile.TemporaryDirectory() as out_dir:
         out = Path(out_dir)
         run_eda(read_manifest(manifest.path), Path(raw_data.path), out, params.eda)

@@ -12,7 +12,7 @@ def evaluate(
     model: Input[Model],
     raw_data: Input[Dataset],
     manifest: Input[Dataset],
-    params: dict,
+    evaluate: str,
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
@@ -35,7 +35,7 @@ def evaluate(
         write_html,
     )
 
-    params = from_pipeline(params)
+    params = from_pipeline(evaluate=evaluate)
     result = evaluate_model(
         Path(model.path) / MODEL_FILE, Path(raw_data.path), params, Path(manifest.path), "test"
     )

@@ -1,4 +1,4 @@
-"""Step 6: oversampling of the training part only; val/test rows pass unchanged."""
+"""Step 4: oversampling of the training part only; val/test rows pass unchanged."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -9,7 +9,7 @@ from components import PLACEHOLDER_IMAGE
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def oversample(
     manifest: Input[Dataset],
-    params: dict,
+    oversample: str,
     training_manifest: Output[Dataset],
     class_counts: Output[Metrics],
 ):
@@ -19,7 +19,7 @@ def oversample(
     from skinlesion.data.split import read_manifest
     from skinlesion.kfp_outputs import log_scalars
 
-    params = from_pipeline(params)
+    params = from_pipeline(oversample=oversample)
     result = oversample_manifest(read_manifest(manifest.path), params.oversample)
     result.to_csv(training_manifest.path, index=False)
     counts = result[result["split"] == "train"]["dx"].value_counts().sort_index()

@@ -11,7 +11,10 @@ def promote(
     raw_data: Input[Dataset],
     manifest: Input[Dataset],
     reports: Input[Artifact],
-    params: dict,
+    train: str,
+    evaluate: str,
+    promote: str,
+    tracking: str,
     decision: Output[Artifact],
 ):
     """Register every model of ``train.models`` and move `champion` when the one best on
@@ -23,7 +26,7 @@ def promote(
     from skinlesion.config.files import from_pipeline
     from skinlesion.promotion.promote import promote_from_reports
 
-    params = from_pipeline(params)
+    params = from_pipeline(train=train, evaluate=evaluate, promote=promote, tracking=tracking)
     record = promote_from_reports(
         Path(manifest.path), Path(raw_data.path), Path(reports.path), params.train.models, params
     )

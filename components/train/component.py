@@ -11,7 +11,11 @@ def train(
     model_name: str,
     raw_data: Input[Dataset],
     training_manifest: Input[Dataset],
-    params: dict,
+    data: str,
+    input: str,
+    tracking: str,
+    train: str,
+    params_hash: str,
     kfp_run_id: str,
     image: str,
     model: Output[Model],
@@ -32,7 +36,7 @@ def train(
     from skinlesion.provenance import RunOrigin
     from skinlesion.training.lifecycle import train_model
 
-    params = from_pipeline(params)
+    params = from_pipeline(data=data, input=input, tracking=tracking, train=train)
     report_dir = Path(report.path)
     result = train_model(
         model_name,
@@ -41,7 +45,7 @@ def train(
         Path(model.path) / MODEL_FILE,
         report_dir,
         params,
-        origin=RunOrigin(kfp_run_id, image),
+        origin=RunOrigin(kfp_run_id, image, params_hash),
     )
     model.metadata.update(
         {"framework": "keras", "model": model_name, "mlflow_model_uri": result.model_uri}

@@ -14,7 +14,12 @@ def tune_trials(
     trials: int,
     raw_data: Input[Dataset],
     training_manifest: Input[Dataset],
-    params: dict,
+    tune: str,
+    train: str,
+    input: str,
+    data: str,
+    tracking: str,
+    params_hash: str,
     kfp_run_id: str,
     image: str,
     summary: Output[Metrics],
@@ -29,7 +34,7 @@ def tune_trials(
     from skinlesion.provenance import RunOrigin
     from skinlesion.tuning.study import finished_trials, run_search, search_for, worker_id
 
-    params = from_pipeline(params)
+    params = from_pipeline(tune=tune, train=train, input=input, data=data, tracking=tracking)
     search = search_for(params, model_name, "best", study)
     found = run_search(
         params,
@@ -38,7 +43,7 @@ def tune_trials(
         Path(raw_data.path),
         trials,
         worker=worker,
-        origin=RunOrigin(kfp_run_id, image),
+        origin=RunOrigin(kfp_run_id, image, params_hash),
     )
     mine = [t for t in found.trials if t.user_attrs.get("worker") == worker_id()]
     summary.log_metric("trials_run_here", len(mine))

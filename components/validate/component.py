@@ -1,4 +1,4 @@
-"""Step 3: data validation with Great Expectations; invalid data stops the run here."""
+"""Step 2: data validation with Great Expectations; invalid data stops the run here."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
@@ -9,7 +9,8 @@ from components import PLACEHOLDER_IMAGE
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def validate(
     raw_data: Input[Dataset],
-    params: dict,
+    data: str,
+    validate: str,
     report: Output[HTML],
     data_docs: Output[Artifact],
     summary: Output[Metrics],
@@ -21,7 +22,7 @@ def validate(
     from skinlesion.data.validation import validate_dataset
     from skinlesion.kfp_outputs import write_html
 
-    params = from_pipeline(params)
+    params = from_pipeline(data=data, validate=validate)
     result = validate_dataset(
         Path(raw_data.path), Path(data_docs.path), params.validate_, params.data.workers
     )

@@ -7,6 +7,7 @@ the form DVC writes and a Kubeflow pipeline passes between steps.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from skinlesion.config.parse import parse_params
+from skinlesion.config.parse import parse_params, parse_sections
 from skinlesion.config.schema import Params, ParamsError, deep_merge
 
 PARAMS_ENV = "SKINLESION_PARAMS"
@@ -71,22 +72,45 @@ def set_dotted(params: Mapping[str, Any], assignment: str) -> dict[str, Any]:
     return deep_merge(params, update)
 
 
-def from_pipeline(params: Mapping[str, Any]) -> Params:
-    """``params`` as a Kubeflow step receives them, validated like params.yaml.
+def to_pipeline(params: Params) -> str:
+    """``params`` as a Kubeflow pipeline parameter: JSON text, which keeps every type.
 
-    A pipeline passes a mapping as a protobuf Struct, whose numbers are all doubles: the
-    ``epochs: 25`` of params.yaml arrives as ``25.0``. Whole numbers become ints again."""
+    A mapping would travel as a protobuf Struct, whose numbers are all doubles: a search
+    range ``{low: 1.0, high: 3.0}`` and ``{low: 1, high: 3}`` would arrive alike, one of
+    them with the wrong kind (continuous or integer). Text arrives as it was sent."""
+    return json.dumps(params.raw(), sort_keys=True)
 
-    def restore(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: restore(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [restore(v) for v in value]
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
 
-    return parse_params(restore(dict(params)), "pipeline parameter `params`")
+def read_pipeline_params(text: str) -> Params:
+    """The run's whole params from a pipeline parameter (JSON text), validated."""
+    origin = "pipeline parameter `params`"
+    return parse_params(_json(text, origin), origin)
+
+
+def pipeline_sections(text: str) -> dict[str, str]:
+    """What the first step of a pipeline hands the others: the run's params validated as a
+    whole (every problem at once, before any work), then each section as JSON text of its
+    own, and ``params_hash``, the hash of the whole (provenance needs it; no step but
+    this one sees every section)."""
+    from skinlesion.provenance import params_hash
+
+    params = read_pipeline_params(text)
+    sections = {name: json.dumps(value, sort_keys=True) for name, value in params.raw().items()}
+    return {**sections, "params_hash": params_hash(params)}
+
+
+def from_pipeline(**sections: str) -> Params:
+    """The sections a Kubeflow step receives (JSON text each), validated: a
+    :class:`Params` holding those sections and no other."""
+    raw = {name: _json(text, f"pipeline input `{name}`") for name, text in sections.items()}
+    return parse_sections(raw, "pipeline inputs " + ", ".join(sections))
+
+
+def _json(text: str, origin: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ParamsError(f"{origin} is not JSON: {err}") from err
 
 
 def apply_values(path: str | os.PathLike[str], values: Mapping[str, Any]) -> list[str]:

@@ -52,6 +52,41 @@ def parse_params(raw: Mapping[str, Any], origin: str = "params") -> Params:
     return params
 
 
+def parse_sections(raw: Mapping[str, Any], origin: str = "params") -> Params:
+    """Some sections of params.yaml, each validated as :func:`parse_params` does, and no
+    other: what a pipeline step receives. Reading a section that is not here raises
+    ``AttributeError``, so a step cannot read more than its declared sections, and the
+    checks across sections (searched keys that exist) are the whole params' step's."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    fields = {field.alias or name: name for name, field in Params.model_fields.items()}
+    for section, value in raw.items():
+        name = fields.get(section)
+        if name is None:
+            problems.append(f"{section}: unknown section; sections: {_names(fields)}")
+            continue
+        model = _unwrap(Params.model_fields[name].annotation)
+        try:
+            values[name] = model.model_validate(value)
+        except ValidationError as err:
+            problems += [_describe(model, e, prefix=(section,)) for e in err.errors()]
+    if isinstance(raw.get("train"), Mapping):
+        recipes, recipe_problems = _recipe_sections(raw["train"])
+        problems += recipe_problems
+        if "train" in values:
+            values["train"].__pydantic_extra__.update(recipes)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise ParamsError(f"{origin}: {len(problems)} problem(s):\n{listed}")
+    return Params.model_construct(**values)
+
+
+def revalidate(params: Params, raw: Mapping[str, Any], origin: str) -> Params:
+    """``raw`` (``params`` changed) validated the way ``params`` was: whole, or as the
+    sections a pipeline step holds."""
+    return parse_params(raw, origin) if params.complete else parse_sections(raw, origin)
+
+
 def as_params(params: Params | Mapping[str, Any]) -> Params:
     """``params`` as the typed model: library entry points accept either form."""
     return params if isinstance(params, Params) else parse_params(params)

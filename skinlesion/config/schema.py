@@ -357,15 +357,28 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every section is here; a pipeline step holds only the sections it reads
+        (:func:`skinlesion.config.parse.parse_sections`)."""
+        return set(type(self).model_fields) <= self.model_fields_set
+
     def raw(self) -> dict[str, Any]:
-        """The plain mapping, shaped like params.yaml (what KFP and MLflow receive); unset
-        optional keys are left out, since a pipeline parameter cannot carry a null."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The plain mapping, shaped like params.yaml (what KFP and MLflow receive), of the
+        sections held; unset optional keys are left out (JSON and a pipeline parameter
+        carry no null)."""
+        return self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, include=set(self.model_fields_set)
+        )
 
     def stages(self) -> dict[str, Any]:
         """Every section but ``cluster``, ``serve``, ``tracking`` and ``tune``: what decides a
         model (hashed for provenance; where it is tracked, or how it is searched for or served,
-        does not change it)."""
+        does not change it). Only a complete Params has them all."""
+        if not self.complete:
+            fields = type(self).model_fields
+            missing = sorted(fields[n].alias or n for n in set(fields) - self.model_fields_set)
+            raise ParamsError(f"these params hold only some sections (not {', '.join(missing)})")
         raw = self.raw()
         for section in ("cluster", "serve", "tracking", "tune"):
             raw.pop(section)

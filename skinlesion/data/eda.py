@@ -1,4 +1,4 @@
-"""Step 5 of the flow: exploratory data analysis, what the original study did by hand.
+"""Step 6 of the flow: exploratory data analysis, what the original study did by hand.
 
 Writes PNG plots (declared as DVC plots) and a markdown summary: class distribution by
 split, age / sex / localization by class, images per lesion, and sample images per class.

@@ -1,4 +1,4 @@
-"""Step 6 of the flow: oversampling against class imbalance, on the training part only.
+"""Step 4 of the flow: oversampling against class imbalance, on the training part only.
 
 The original study oversampled before splitting, so copies of minority images reached
 the test set. Here the split manifest comes in, only ``split == "train"`` rows are

@@ -1,4 +1,4 @@
-"""Step 4 of the flow: lesion-grouped, stratified train / val / test split.
+"""Step 3 of the flow: lesion-grouped, stratified train / val / test split.
 
 Images are grouped by ``lesion_id``; lesions that share byte-identical images are merged
 into one group as well, so neither a lesion nor an identical picture can end up on two

@@ -1,4 +1,4 @@
-"""Step 3 of the flow: Great Expectations validation of a HAM10000 folder.
+"""Step 2 of the flow: Great Expectations validation of a HAM10000 folder.
 
 The images are profiled first (exists, decodes, mode, size) into columns of the metadata
 frame, so every check, per row or per table, is a real GX expectation that shows up in the

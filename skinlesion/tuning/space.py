@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.config.files import Params
-from skinlesion.config.parse import parse_params
+from skinlesion.config.parse import revalidate
 from skinlesion.config.schema import Dimension, deep_merge
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def with_values(params: Params, values: Mapping[str, Any], work_dir: Path | None
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = value
-    return parse_params(deep_merge(params.raw(), update), "trial values")
+    return revalidate(params, deep_merge(params.raw(), update), "trial values")
 
 
 def value_at(raw: Mapping[str, Any], dotted: str) -> Any:

@@ -26,13 +26,13 @@ import os
 import shutil
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from skinlesion.config.files import Params
 from skinlesion.config.schema import Dimension
-from skinlesion.provenance import RunOrigin
+from skinlesion.provenance import RunOrigin, params_hash
 from skinlesion.tuning.space import current_values, suggest, with_values
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,9 @@ def run_search(
     """Run trials until the study holds ``trials`` finished ones, or until no trial may
     start after ``timeout_seconds`` (default ``tune.timeout_minutes``; 0: no limit);
     returns the study. Safe to run in several processes on one storage. ``origin`` (a
-    cluster task's pipeline run and image) tags every trial's run."""
+    cluster task's pipeline run, image and params hash) tags every trial's run; a trial's
+    ``params.hash`` is the hash of the params the search started from, on a laptop and on
+    the cluster alike (its own values are the run's params)."""
     import mlflow
     import optuna
 
@@ -201,6 +203,9 @@ def run_search(
         target,
         redact(search.storage),
     )
+    origin = origin or RunOrigin()
+    if origin.params_hash is None:
+        origin = replace(origin, params_hash=params_hash(params))
     objective = _objective(params, search, space, manifest, data_dir, origin)
     with mlflow.start_run(run_id=parent):
         study.optimize(

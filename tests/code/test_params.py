@@ -4,14 +4,16 @@ model that refuses a misspelt key, a wrong type or an out-of-range value by its 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from typer.testing import CliRunner
 
 from skinlesion.cli.main import command_line
-from skinlesion.config.files import ParamsError, from_pipeline, set_dotted
+from skinlesion.config.files import ParamsError, from_pipeline, pipeline_sections, set_dotted
 from skinlesion.config.parse import parse_params
 from skinlesion.config.schema import RECIPE_SETTINGS, deep_merge
+from skinlesion.provenance import params_hash
 from skinlesion.training.recipes import RECIPES
 
 pytestmark = pytest.mark.code
@@ -40,13 +42,28 @@ def test_set_dotted_parses_values_as_yaml(params):
         set_dotted(params, "train.seed.x=1")
 
 
-def test_from_pipeline_restores_whole_numbers(params):
-    # a protobuf Struct carries every number as a double
-    received = copy.deepcopy(params)
-    received["train"]["cnn"].update(epochs=25.0, filters=[24.0, 48.0])
-    typed = from_pipeline(received)
-    assert typed.train.model("cnn").epochs == 25
-    assert typed.train.model("cnn").filters == [24, 48]
+def test_a_step_holds_only_the_sections_it_is_given(params):
+    """What a pipeline step gets: the sections it reads, each validated as in params.yaml;
+    reading another one fails, and so does hashing what is only a part."""
+    sections = pipeline_sections(json.dumps(params))
+    assert set(sections) >= {"data", "train", "tune", "params_hash"}
+    assert sections["params_hash"] == params_hash(parse_params(params))
+    step = from_pipeline(data=sections["data"], train=sections["train"])
+    assert step.train.model("cnn").epochs == params["train"]["cnn"]["epochs"]
+    assert isinstance(step.train.model("cnn").lr, float) and not step.complete
+    with pytest.raises(AttributeError):
+        step.split  # noqa: B018 (the read is the test)
+    with pytest.raises(ParamsError, match="only some sections"):
+        params_hash(step)
+
+
+def test_bad_sections_are_named_by_path():
+    with pytest.raises(ParamsError, match=r"train\.seed: missing"):
+        from_pipeline(train=json.dumps({"models": ["cnn"]}))
+    with pytest.raises(ParamsError, match="pipeline input `data` is not JSON"):
+        from_pipeline(data="{not json")
+    with pytest.raises(ParamsError, match="weather: unknown section"):
+        from_pipeline(weather="{}")
 
 
 def test_every_recipe_has_its_section_model():

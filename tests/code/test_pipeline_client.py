@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -29,7 +31,7 @@ def test_arguments_change_only_what_is_named(settings):
     assert arguments["data_uri"] == "s3://b/v2" and arguments["data_version"] == "abc"
     expected = settings.for_cluster().raw()
     expected["train"]["cnn"]["epochs"] = 80
-    assert arguments["params"] == expected
+    assert json.loads(arguments["params"]) == expected  # JSON text: every type kept
 
 
 @pytest.mark.parametrize(
@@ -70,7 +72,7 @@ def test_submit_creates_experiment_and_run(fake_kfp):
     package = run["pipeline_spec"]  # the pipeline with its Kubernetes platform spec
     assert package["pipeline_spec"]["pipelineInfo"]["name"] == "skinlesion-training"
     assert "kubernetes" in package["platform_spec"]["platforms"]
-    sent = run["runtime_config"]["parameters"]["params"]
+    sent = json.loads(run["runtime_config"]["parameters"]["params"])
     assert sent["train"]["cnn"]["epochs"] == 3
     assert "/#/runs/details/" in result.output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.code
 
 STEPS = [
+    "0. Read params",
     "1. Fetch data",
-    "2. Check for changes",
-    "3. Validate data",
-    "4. Split by lesion",
-    "5. Explore data",
-    "6. Oversample training part",
+    "2. Validate data",
+    "3. Split by lesion",
+    "4. Oversample training part",
+    "5. Check for changes",
+    "6. Explore data",
     "7. Train cnn",
     "7. Train resnet152v2",
     "8. Evaluate cnn",
@@ -100,7 +102,7 @@ def test_training_tasks_request_one_gpu_on_gpu_nodes(compiled, params):
         assert secrets == ["skinlesion-mlflow", "skinlesion-s3"]  # S3: the checkpoints
         assert task["cachingOptions"]["enableCache"] is True
         assert task["retryPolicy"]["maxRetryCount"] == params["cluster"]["retries"]
-    for step in ("3. Validate data", "8. Evaluate cnn"):
+    for step in ("2. Validate data", "8. Evaluate cnn"):
         container = _executor(spec, named[step])
         assert "accelerator" not in container["resources"]
         assert container["image"] == params["cluster"]["images"]["cpu"]
@@ -116,15 +118,16 @@ def test_secrets_reach_only_the_steps_that_need_them(compiled):
             s["secretName"] for s in platform.get(executor, {}).get("secretAsEnv", [])
         )
     assert secrets["1. Fetch data"] == ["skinlesion-s3"]
-    assert secrets["2. Check for changes"] == ["skinlesion-mlflow"]
+    assert secrets["5. Check for changes"] == ["skinlesion-mlflow"]
     assert secrets["9. Promote in MLflow"] == ["skinlesion-mlflow"]
-    assert secrets["3. Validate data"] == [] and secrets["8. Evaluate cnn"] == []
+    assert secrets["2. Validate data"] == [] and secrets["8. Evaluate cnn"] == []
+    assert secrets["0. Read params"] == []
 
 
 def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, params):
     spec, _ = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    default = inputs["params"]["defaultValue"]
+    default = json.loads(inputs["params"]["defaultValue"])  # JSON text: types kept
     overridden = dict(_leaves(params["cluster"]["overrides"]))
     assert overridden, "the cluster profile overrides something"
     sent = dict(_leaves(default))
@@ -134,7 +137,7 @@ def test_parameter_defaults_are_params_yaml_with_the_cluster_profile(compiled, p
     assert all(sent[path] == value for path, value in overridden.items())
     assert inputs["data_uri"]["defaultValue"] == params["cluster"]["data_uri"]
     assert inputs["data_version"]["defaultValue"] == params["cluster"]["data_version"]
-    run = inputs["params"]["defaultValue"]
+    run = default
     assert run["train"]["resnet152v2"]["weights"] == "imagenet"
     assert run["split"] == params["split"]  # untouched sections are the local ones
 
@@ -152,9 +155,9 @@ def test_external_side_effects_are_not_cached(compiled):
     spec, _ = compiled
     named = _by_display_name(spec)
     assert named["1. Fetch data"]["cachingOptions"] == {}  # data at a URI can change
-    assert named["2. Check for changes"]["cachingOptions"] == {}  # the registry can change
+    assert named["5. Check for changes"]["cachingOptions"] == {}  # the registry can change
     assert named["9. Promote in MLflow"]["cachingOptions"] == {}
-    assert named["4. Split by lesion"]["cachingOptions"]["enableCache"] is True
+    assert named["3. Split by lesion"]["cachingOptions"]["enableCache"] is True
 
 
 def test_the_pipeline_description_numbers_the_steps(compiled):
@@ -172,16 +175,17 @@ def test_training_runs_only_when_something_changed(compiled):
     [condition] = [t for t in root.values() if "triggerPolicy" in t]
     assert "changed" in condition["triggerPolicy"]["condition"]
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert len(inner) == len(STEPS) - 2
+    after_check = STEPS[STEPS.index("5. Check for changes") + 1 :]
+    assert len(inner) == len(after_check)  # eda, and per model train, evaluate, collect
     named = _by_display_name(spec)
 
     def constant(step: str, name: str) -> str:
         return named[step]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
 
-    for step in ("2. Check for changes", "7. Train cnn"):
+    for step in ("5. Check for changes", "7. Train cnn"):
         assert constant(step, "kfp_run_id") == "{{$.pipeline_job_uuid}}"
     gpu = "registry.example/skinlesion:abc-gpu"
-    assert constant("2. Check for changes", "training_image") == gpu
+    assert constant("5. Check for changes", "training_image") == gpu
     assert (
         constant("7. Train cnn", "image") == gpu == _executor(spec, named["7. Train cnn"])["image"]
     )
@@ -209,7 +213,7 @@ def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
     promote = named["9. Promote in MLflow"]["inputs"]["artifacts"]["reports"]
     assert promote["taskOutputArtifact"]["producerTask"] == key[chain[-1]]
     run = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
-    assert run["train"]["models"] == models
+    assert json.loads(run)["train"]["models"] == models
 
 
 def test_a_misspelt_key_stops_compilation_by_name(tmp_path):
@@ -263,7 +267,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
 def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     spec, _ = tuning
     description = spec["pipelineInfo"]["description"]
-    for number in ("1", "3", "4", "6", "10", "11", "12", "7-9"):
+    for number in ("0", "1-4", "10", "11", "12", "7-9"):
         assert f"\n{number}. " in description
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["trials"]["defaultValue"] == params["tune"]["trials"]
@@ -277,7 +281,7 @@ def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     into_condition = condition["inputs"]["parameters"][handed]["taskOutputParameter"]
     assert into_condition == {"outputParameterKey": "params", "producerTask": "best-params"}
     training = spec["components"][nested["componentRef"]["name"]]["dag"]["tasks"]
-    assert {"fetch-data", "check-changes"} <= set(training)  # the whole training pipeline
+    assert {"read-params", "prepare-data", "check-changes"} <= set(training)  # all of it
 
 
 def test_one_numbering_of_steps_everywhere(compiled, tuning):
@@ -313,3 +317,72 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning):
         assert (ROOT / file).read_text().startswith(f'"""Step {STEPS[folder][0]} of the flow')
     for file in (ROOT / "skinlesion").rglob("*.py"):
         assert not re.search(r"\bStage \d", file.read_text()), file
+
+
+# The params sections each step reads, as its compiled inputs show them.
+READS = {
+    "read-params": {"params"},
+    "validate": {"data", "validate"},
+    "split": {"data", "split"},
+    "oversample": {"oversample"},
+    "check-changes": {"data", "tracking", "promote", "params_hash"},
+    "eda": {"eda"},
+    "train": {"data", "input", "tracking", "train", "params_hash"},
+    "evaluate": {"evaluate"},
+    "promote": {"train", "evaluate", "promote", "tracking"},
+    "open-study": {"tune", "train", "input", "tracking"},
+    "tune-trials": {"tune", "train", "input", "data", "tracking", "params_hash"},
+    "best-params": {"params"},  # it hands the whole params, best values in, to training
+}
+SECTION_NAMES = {"params", "params_hash", "data", "validate", "split", "eda", "oversample"} | {
+    "input",
+    "tracking",
+    "train",
+    "evaluate",
+    "promote",
+    "tune",
+}
+
+
+def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning):
+    """As the DVC stages declare params: no step but the first sees the whole params."""
+    for spec, _ in (compiled, tuning):
+        for name, component in spec["components"].items():
+            if "executorLabel" not in component:
+                continue  # a sub-pipeline or a condition: what it passes on, not reads
+            kind = name.removeprefix("comp-").rsplit("-", 1)
+            kind = kind[0] if kind[-1].isdigit() else name.removeprefix("comp-")
+            inputs = set(component.get("inputDefinitions", {}).get("parameters", {}))
+            if kind in READS:
+                assert inputs & SECTION_NAMES == READS[kind], name
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in ("validate", "split", "eda", "oversample", "train", "evaluate", "promote"):
+        body = stages[stage].get("do", stages[stage])
+        declared = {str(p).split(".")[0] for p in body["params"]}
+        assert declared <= READS[stage], stage  # DVC reruns a stage on what its step reads
+
+
+def test_a_float_search_range_stays_continuous_through_the_compiled_pipeline(params, tmp_path):
+    """A range written with floats ({low: 1.0, high: 3.0}) is continuous, with ints
+    integer: the same locally and in the step that reads the compiled default."""
+    from components.read_params.component import Sections, read_params
+    from skinlesion.config.files import from_pipeline
+
+    changed = copy.deepcopy(params)
+    space = changed["tune"]["cnn"]["space"]
+    space["train.cnn.dropout"] = {"low": 0.0, "high": 1.0}
+    space["train.cnn.convs_per_block"] = {"low": 1, "high": 3}
+    space["input.augment.zoom"] = {"low": 0.0, "high": 0.5, "step": 0.25}
+    changed["tune"]["cnn"]["space"] = space
+    local = parse_params(changed).tune.space("cnn")
+    out = tmp_path / "tuning.yaml"
+    PIPELINES["tuning"].compile(parse_params(changed), out)
+    spec = next(yaml.safe_load_all(out.read_text()))
+    sent = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
+    sections = dict(zip(Sections._fields, read_params.python_func(params=sent), strict=True))
+    remote = from_pipeline(tune=sections["tune"]).tune.space("cnn")
+    assert remote == local
+    assert not remote["train.cnn.dropout"].integer and remote["train.cnn.dropout"].low == 0.0
+    assert isinstance(remote["train.cnn.dropout"].low, float)
+    assert remote["train.cnn.convs_per_block"].integer
+    assert isinstance(remote["input.augment.zoom"].step, float)

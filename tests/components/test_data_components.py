@@ -20,7 +20,7 @@ from skinlesion.data.publish import DataVersionError
 from skinlesion.data.storage import s3_client
 from skinlesion.data.validation import InvalidDataError
 from skinlesion.data.versions import data_version
-from tests.conftest import small_params
+from tests.conftest import small_params, step_inputs
 
 pytestmark = pytest.mark.code
 
@@ -79,7 +79,7 @@ def test_validate_reports_valid_data(synth_dir, tmp_path, params):
     )
     validate.python_func(
         raw_data=Dataset(uri=str(synth_dir)),
-        params=params,
+        **step_inputs(params, "data", "validate"),
         report=report,
         data_docs=docs,
         summary=summary,
@@ -96,7 +96,7 @@ def test_validate_fails_the_task_on_invalid_data(synth_copy, tmp_path, params):
     with pytest.raises(InvalidDataError, match="image_exists"):
         validate.python_func(
             raw_data=Dataset(uri=str(synth_copy)),
-            params=params,
+            **step_inputs(params, "data", "validate"),
             report=report,
             data_docs=Artifact(uri=str(tmp_path / "docs")),
             summary=Metrics(uri=str(tmp_path / "summary")),
@@ -108,14 +108,19 @@ def test_split_then_oversample_then_eda(synth_dir, tmp_path, params):
     small = small_params(params)
     raw = Dataset(uri=str(synth_dir))
     manifest, summary = Dataset(uri=str(tmp_path / "manifest.csv")), Metrics(uri="")
-    split.python_func(raw_data=raw, params=small, manifest=manifest, summary=summary)
+    split.python_func(
+        raw_data=raw, **step_inputs(small, "data", "split"), manifest=manifest, summary=summary
+    )
     frame = pd.read_csv(manifest.path)
     assert set(frame["split"]) == {"train", "val", "test"}
     assert summary.metadata["test.lesions"] == frame.query("split == 'test'")["lesion_id"].nunique()
 
     training, counts = Dataset(uri=str(tmp_path / "train.csv")), Metrics(uri="")
     oversample.python_func(
-        manifest=manifest, params=small, training_manifest=training, class_counts=counts
+        manifest=manifest,
+        **step_inputs(small, "oversample"),
+        training_manifest=training,
+        class_counts=counts,
     )
     resampled = pd.read_csv(training.path)
     assert min(counts.metadata.values()) >= min(
@@ -128,7 +133,7 @@ def test_split_then_oversample_then_eda(synth_dir, tmp_path, params):
     )
 
     page = HTML(uri=str(tmp_path / "eda.html"))
-    eda.python_func(raw_data=raw, manifest=manifest, params=small, report=page)
+    eda.python_func(raw_data=raw, manifest=manifest, **step_inputs(small, "eda"), report=page)
     text = Path(page.path).read_text()
     assert "data:image/png;base64," in text and "class distribution" in text
 
@@ -139,7 +144,7 @@ def test_split_fails_on_a_folder_without_metadata(tmp_path, params, synth_dir):
     with pytest.raises(DatasetLayoutError, match=f"no HAM10000 metadata in {empty}"):
         split.python_func(
             raw_data=Dataset(uri=str(empty)),
-            params=params,
+            **step_inputs(params, "data", "split"),
             manifest=Dataset(uri=str(tmp_path / "m.csv")),
             summary=Metrics(uri=""),
         )
@@ -158,7 +163,7 @@ def test_split_component_and_split_command_write_the_same_manifest(synth_dir, tm
     from_component = Dataset(uri=str(tmp_path / "component.csv"))
     split.python_func(
         raw_data=Dataset(uri=str(synth_dir)),
-        params=small,
+        **step_inputs(small, "data", "split"),
         manifest=from_component,
         summary=Metrics(uri=""),
     )

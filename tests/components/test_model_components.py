@@ -17,7 +17,7 @@ from components.promote.component import promote
 from components.train.component import train
 from skinlesion.labels import CLASSES
 from skinlesion.promotion.promote import PromotionError
-from tests.conftest import small_params
+from tests.conftest import small_params, step_inputs
 
 pytestmark = pytest.mark.model
 
@@ -41,7 +41,7 @@ def trained(train_workspace: Path, params: dict, tmp_path_factory: pytest.TempPa
             model_name="cnn",
             raw_data=Dataset(uri=str(train_workspace / "data")),
             training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
-            params=small,
+            **step_inputs(small, "data", "input", "tracking", "train", "params_hash"),
             kfp_run_id="run-unit",
             image="registry.example/skinlesion:abc-gpu",
             **outputs,
@@ -71,7 +71,7 @@ def test_check_changes_says_changed_without_a_champion(trained, train_workspace,
     check = Artifact(uri=str(tmp_path / "check.json"))
     answer = check_changes.python_func(
         raw_data=Dataset(uri=str(train_workspace / "data")),
-        params=small,
+        **step_inputs(small, "data", "tracking", "promote", "params_hash"),
         kfp_run_id="run-unit",
         training_image="registry.example/skinlesion:abc-gpu",
         check=check,
@@ -91,7 +91,7 @@ def test_evaluate_logs_confusion_matrix_roc_and_report(trained, train_workspace,
         model=outputs["model"],
         raw_data=Dataset(uri=str(train_workspace / "data")),
         manifest=Dataset(uri=str(train_workspace / "split.csv")),
-        params=small,
+        **step_inputs(small, "evaluate"),
         metrics=metrics,
         classification=classification,
         report=page,
@@ -133,7 +133,7 @@ def test_promote_stops_before_the_registry_without_an_evaluation(
             raw_data=Dataset(uri=str(train_workspace / "data")),
             manifest=Dataset(uri=str(train_workspace / "split.csv")),
             reports=reports,
-            params=small,
+            **step_inputs(small, "train", "evaluate", "promote", "tracking"),
             decision=Artifact(uri=str(tmp_path / "decision.json")),
         )
     assert not mlflow.MlflowClient().search_registered_models(filter_string="name='unit-promote'")

@@ -16,7 +16,7 @@ from components.best_params.component import best_params
 from components.open_study.component import open_study
 from components.tune_trials.component import tune_trials
 from skinlesion.config.schema import ParamsError
-from tests.conftest import small_params
+from tests.conftest import small_params, step_inputs
 
 pytestmark = pytest.mark.model
 
@@ -31,7 +31,12 @@ def test_workers_share_one_study_and_the_best_becomes_params(
     small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 16, 24]}}}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    name = open_study.python_func(model_name="cnn", study="", params=small, kfp_run_id="r1")
+    name = open_study.python_func(
+        model_name="cnn",
+        study="",
+        **step_inputs(small, "tune", "train", "input", "tracking"),
+        kfp_run_id="r1",
+    )
     assert name == "cnn-r1"  # one study per pipeline run unless named
     study = optuna.load_study(study_name=name, storage=storage)
     assert study.trials[0].user_attrs["baseline"] is True  # queued before any worker
@@ -43,8 +48,9 @@ def test_workers_share_one_study_and_the_best_becomes_params(
     for worker in (0, 1):
         summary = Metrics(uri="")
         tune_trials.python_func(
-            model_name="cnn", study=name, worker=worker, trials=3, params=small,
-            kfp_run_id="r1", image="registry.example/skinlesion:gpu", summary=summary, **data,
+            model_name="cnn", study=name, worker=worker, trials=3, kfp_run_id="r1",
+            image="registry.example/skinlesion:gpu", summary=summary, **data,
+            **step_inputs(small, "tune", "train", "input", "data", "tracking", "params_hash"),
         )  # fmt: skip
         summaries.append(summary.metadata)
         trials.append(len(optuna.load_study(study_name=name, storage=storage).trials))
@@ -54,13 +60,14 @@ def test_workers_share_one_study_and_the_best_becomes_params(
     best = Artifact(uri=str(tmp_path / "best"))
     report = HTML(uri=str(tmp_path / "report.html"))
     chosen = best_params.python_func(
-        model_name="cnn", study=name, params=small, best=best, report=report
+        model_name="cnn", study=name, params=json.dumps(small), best=best, report=report
     )
     study = optuna.load_study(study_name=name, storage=storage)
     units = yaml.safe_load((Path(best.path) / "best_params.yaml").read_text())
     assert units == {"train.cnn.dense_units": study.best_params["train.cnn.dense_units"]}
-    assert chosen.params["train"]["cnn"]["dense_units"] == units["train.cnn.dense_units"]
-    assert chosen.params["train"]["cnn"]["epochs"] == 2  # the rest of the run's params
+    handed = json.loads(chosen.params)  # JSON text, what the training pipeline takes
+    assert handed["train"]["cnn"]["dense_units"] == units["train.cnn.dense_units"]
+    assert handed["train"]["cnn"]["epochs"] == 2  # the rest of the run's params
     assert chosen.value == pytest.approx(study.best_value)
     summary = json.loads((Path(best.path) / "summary.json").read_text())
     assert summary["trials"] == {"complete": 3}
@@ -72,4 +79,9 @@ def test_open_study_refuses_a_model_without_a_space(params, tmp_path):
     small = small_params(params)
     small["tune"]["storage"] = f"sqlite:///{tmp_path / 'studies.db'}"
     with pytest.raises(ParamsError, match=r"no tune\.resnet152v2\.space"):
-        open_study.python_func(model_name="resnet152v2", study="", params=small, kfp_run_id="r1")
+        open_study.python_func(
+            model_name="resnet152v2",
+            study="",
+            **step_inputs(small, "tune", "train", "input", "tracking"),
+            kfp_run_id="r1",
+        )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, small_params, write_params
+from tests.conftest import ROOT, small_params, step_inputs, write_params
 
 pytestmark = pytest.mark.model
 
@@ -125,10 +125,13 @@ def test_retried_cluster_training_resumes_from_s3(
 import yaml
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from components.train.component import train
+from tests.conftest import step_inputs
+SECTIONS = ("data", "input", "tracking", "train", "params_hash")
 train.python_func(
     model_name="cnn", raw_data=Dataset(uri={str(train_workspace / "data")!r}),
     training_manifest=Dataset(uri={str(train_workspace / "train.csv")!r}),
-    params=yaml.safe_load(open({str(tmp_path / "cluster.yaml")!r})), kfp_run_id="run-42",
+    **step_inputs(yaml.safe_load(open({str(tmp_path / "cluster.yaml")!r})), *SECTIONS),
+    kfp_run_id="run-42",
     image="registry.example/skinlesion:abc-gpu", model=Model(uri={str(tmp_path / "m1")!r}),
     report=Artifact(uri={str(tmp_path / "r1")!r}), curves=HTML(uri={str(tmp_path / "c1")!r}),
     metrics=Metrics(uri=""),
@@ -146,7 +149,7 @@ train.python_func(
         model_name="cnn",
         raw_data=Dataset(uri=str(train_workspace / "data")),
         training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
-        params=cfg,
+        **step_inputs(cfg, "data", "input", "tracking", "train", "params_hash"),
         kfp_run_id="run-42",
         image="registry.example/skinlesion:abc-gpu",
         model=Model(uri=str(tmp_path / "model")),

@@ -1,0 +1,35 @@
+"""Step 0: the run's params, validated as a whole, handed to each step as the sections it
+reads."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components import PLACEHOLDER_IMAGE
+
+
+class Sections(NamedTuple):
+    data: str
+    validate: str
+    split: str
+    eda: str
+    oversample: str
+    input: str
+    tracking: str
+    train: str
+    evaluate: str
+    promote: str
+    tune: str
+    params_hash: str
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def read_params(params: str) -> Sections:
+    """Validate ``params`` (JSON text, so that every number keeps its type) with every
+    problem listed before any work (``skinlesion.config.files.pipeline_sections``); each
+    output is one section as JSON text, plus ``params_hash``, the hash of the whole that
+    provenance records. A step's inputs are then exactly the sections it reads."""
+    from skinlesion.config.files import pipeline_sections
+
+    sections = pipeline_sections(params)
+    return tuple(sections[name] for name in Sections._fields)
