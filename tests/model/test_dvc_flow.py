@@ -52,27 +52,37 @@ def _dvc_repo(tmp_path: Path, small: dict) -> tuple[Path, dict[str, str]]:
     return repo, env
 
 
-def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
+def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, dict]:
+    """A DVC repo on synthetic data whose params train ``models`` of a quick CNN and two
+    one-epoch variants of it under other names (``cnn_small``, ``cnn_tiny``)."""
     small = small_params(params, cnn={"epochs": 2})
-    small["train"]["models"] = ["cnn"]  # several models: the next test
+    for variant in ("cnn_small", "cnn_tiny"):
+        small["train"][variant] = {
+            **small["train"]["cnn"], "recipe": "cnn", "filters": [8], "epochs": 1
+        }  # fmt: skip
+    small["train"]["models"] = models
+    repo, env = _dvc_repo(tmp_path, small)
+    return repo, small, env
+
+
+def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_path, params):
+    """The whole flow once; a second `dvc repro` does nothing; more models in
+    `train.models` run only their own stages and promotion, which reads every model's
+    reports; the search runs only when asked, and applying its result makes training
+    stale."""
+    repo, small, env = _repo(tmp_path, params, ["cnn"])
     small["tune"].update(trials=2, pruner="none")
     # 16, the current value, lies outside the space: whichever trial wins, applying it
     # changes train.cnn, and with it the train stage
     small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 12]}}}
-    repo, env = _dvc_repo(tmp_path, small)
+    write_params(small, repo / "params.yaml")
 
     first = _run([DVC, "repro"], repo, env)
     assert "tune" not in first.stdout  # the search is off the default path
-    for stage in (
-        "validate",
-        "split",
-        "eda",
-        "oversample",
-        "train@cnn",
-        "evaluate@cnn",
-        "promote",
-    ):
+    assert "resnet152v2" not in first.stdout and "cnn_small" not in first.stdout
+    for stage in ("validate", "split", "eda", "oversample", "train@cnn", "evaluate@cnn"):
         assert f"Running stage '{stage}'" in first.stdout, stage
+    assert "Running stage 'promote'" in first.stdout
     decision = json.loads((repo / "reports/promotion/decision.json").read_text())
     assert decision["promoted"] is True and decision["champion_version"] is None
     assert (repo / "models/cnn.keras").is_file()
@@ -83,6 +93,17 @@ def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
 
+    small["train"]["models"] = ["cnn", "cnn_small", "cnn_tiny"]
+    write_params(small, repo / "params.yaml")
+    third = _run([DVC, "repro"], repo, env)
+    for model in ("cnn_small", "cnn_tiny"):
+        assert f"Running stage 'train@{model}'" in third.stdout
+        assert f"Running stage 'evaluate@{model}'" in third.stdout
+    assert "Running stage 'train@cnn'" not in third.stdout  # its section did not change
+    assert "Running stage 'promote'" in third.stdout
+    decision = json.loads((repo / "reports/promotion/decision.json").read_text())
+    assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny"}
+
     searched = _run([DVC, "repro", "tune/dvc.yaml"], repo, env)
     assert "Running stage 'tune/dvc.yaml:tune@cnn'" in searched.stdout
     summary = json.loads((repo / "reports/tune/cnn/summary.json").read_text())
@@ -92,38 +113,6 @@ def test_dvc_repro_runs_the_flow_and_then_does_nothing(tmp_path, params):
     _run(["skinlesion", "tune", "apply", "reports/tune/cnn/best_params.yaml"], repo, env)
     status = _run([DVC, "status"], repo, env)
     assert "train@cnn" in status.stdout  # applied: the model's params changed
-
-
-def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, dict]:
-    """A DVC repo on synthetic data whose params train ``models``, each a quick CNN."""
-    small = small_params(params, cnn={"epochs": 1})
-    for variant in ("cnn_small", "cnn_tiny"):
-        small["train"][variant] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
-    small["train"]["models"] = models
-    repo, env = _dvc_repo(tmp_path, small)
-    return repo, small, env
-
-
-def test_train_models_decides_what_dvc_trains_and_promotes(tmp_path, params):
-    """One model, then three (two CNN variants under other names): the per-model stages
-    follow `train.models`, and promotion reads every model's reports."""
-    repo, small, env = _repo(tmp_path, params, ["cnn"])
-
-    first = _run([DVC, "repro"], repo, env)
-    assert "Running stage 'train@cnn'" in first.stdout
-    assert "resnet152v2" not in first.stdout
-    assert json.loads((repo / "reports/promotion/decision.json").read_text())["promoted"]
-
-    small["train"]["models"] = ["cnn", "cnn_small", "cnn_tiny"]
-    write_params(small, repo / "params.yaml")
-    second = _run([DVC, "repro"], repo, env)
-    for model in ("cnn_small", "cnn_tiny"):
-        assert f"Running stage 'train@{model}'" in second.stdout
-        assert f"Running stage 'evaluate@{model}'" in second.stdout
-    assert "Running stage 'train@cnn'" not in second.stdout  # its section did not change
-    assert "Running stage 'promote'" in second.stdout
-    decision = json.loads((repo / "reports/promotion/decision.json").read_text())
-    assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny"}
 
 
 def test_a_misspelt_key_stops_dvc_repro_before_any_work(tmp_path, params):

@@ -1,6 +1,6 @@
-"""The whole Kubeflow pipeline, run for real by `kfp.local` (each step a subprocess, as
-each step is a container on the cluster) on synthetic data, ending with a model in the
-registry of a real `mlflow server` on 127.0.0.1."""
+"""The Kubeflow pipelines, run for real by `kfp.local` (each step a subprocess, as each step
+is a container on the cluster) on synthetic data, ending with models in the registry of a
+real `mlflow server` on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -31,68 +31,29 @@ def _run_locally(tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyP
     )
 
 
-def test_pipeline_runs_locally_end_to_end(
+def test_tuning_then_training_pipelines_run_locally(
     tmp_path, params, mlflow_server, monkeypatch, local_conditions
 ):
-    data = tmp_path / "ham10000"
-    make_synthetic_dataset(data, n_images=150, seed=2)
-    small = small_params(params, cnn={"epochs": 2})
-    # two models, so that the branches fan in to one promotion; a second CNN is as good a
-    # second model for that as the ResNet (whose training tests/model/test_resnet.py shows)
-    small["train"]["cnn_tiny"] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
-    small["train"].update(models=["cnn", "cnn_tiny"], checkpoint_dir=str(tmp_path / "ckpt"))
-    small["tracking"]["experiment"] = "kfp"
-    small["promote"]["registered_model"] = "kfp-local-classifier"
-    small["cluster"]["overrides"] = {}  # the pipeline's `params` default is `small` itself
-    _run_locally(tmp_path, mlflow_server, monkeypatch)
-
-    pipeline = build_pipeline(parse_params(small))
-    pipeline(data_uri=str(data))
-
-    [run_dir] = (tmp_path / "pipeline_root").iterdir()
-    trained = run_dir / "condition-1"  # the steps that run only when something changed
-    decision = json.loads((trained / "promote" / "decision").read_text())
-    client = mlflow.MlflowClient(mlflow_server)
-    challenger = client.get_model_version_by_alias("kfp-local-classifier", "challenger")
-    assert decision["challenger_version"] == challenger.version
-    assert decision["promoted"] is True  # first promotion: no champion to beat
-    champion = client.get_model_version_by_alias("kfp-local-classifier", "champion")
-    assert champion.version == challenger.version
-    versions = client.search_model_versions("name='kfp-local-classifier'")
-    assert len(versions) == 2  # both models registered
-    for step in ("validate", "split", "eda", "oversample", "train", "train-2", "evaluate"):
-        assert (trained / step).is_dir(), step
-    assert set(decision["candidates"]) == {"cnn", "cnn_tiny"}  # gathered by the chain
-    assert Path(trained / "evaluate" / "evaluation" / "metrics.json").is_file()
-    train_run = mlflow.get_run(champion.run_id)
-    assert train_run.data.tags["kfp.run_id"] not in ("", "none")  # the run's placeholder
-
-    # A week later, nothing changed: the run stops after the check, trains nothing.
-    pipeline(data_uri=str(data))
-    [second] = [d for d in (tmp_path / "pipeline_root").iterdir() if d != run_dir]
-    check = json.loads((second / "check-changes" / "check").read_text())
-    assert check["changed"] is False
-    assert check["reason"].startswith(f"nothing changed since version {champion.version}")
-    assert not (second / "condition-1").exists()
-    assert len(client.search_model_versions("name='kfp-local-classifier'")) == 2
-
-
-def test_tuning_pipeline_runs_locally_and_trains_with_the_best(
-    tmp_path, params, mlflow_server, monkeypatch, local_conditions
-):
-    """Two workers share one study of three tiny trials; the pick step chooses on
-    validation and hands its params to the training pipeline, which trains with them."""
+    """The tuning pipeline: its data preparation, two workers sharing one study of three
+    tiny trials, the pick on validation, and with `train_best` the training pipeline,
+    nested, on the picked params: two models (the tuned CNN and a second CNN, so that the
+    branches fan in to one promotion), each trained, evaluated and registered, the one best
+    on validation promoted. A week later the training pipeline on the same params and data
+    stops after the change check: nothing is trained or registered."""
     import optuna
 
     from pipelines.tuning_pipeline import build_tuning_pipeline
+    from skinlesion.config.files import to_pipeline
+    from skinlesion.tuning.space import with_values
 
     data = tmp_path / "ham10000"
     make_synthetic_dataset(data, n_images=150, seed=2)
     small = small_params(params, cnn={"epochs": 2})
-    small["train"].update(models=["cnn"], checkpoint_dir=str(tmp_path / "checkpoints"))
+    small["train"]["cnn_tiny"] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
+    small["train"].update(models=["cnn", "cnn_tiny"], checkpoint_dir=str(tmp_path / "ckpt"))
     small["tracking"]["experiment"] = "kfp"
-    small["promote"]["registered_model"] = "kfp-tuned-classifier"
-    small["cluster"]["overrides"] = {}
+    small["promote"]["registered_model"] = "kfp-classifier"
+    small["cluster"]["overrides"] = {}  # the pipelines' `params` default is `small` itself
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     small["tune"].update(
         trials=3, parallel=2, startup_trials=3, pruner="none", storage=storage,
@@ -101,8 +62,9 @@ def test_tuning_pipeline_runs_locally_and_trains_with_the_best(
     small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 16, 24]}}}
     _run_locally(tmp_path, mlflow_server, monkeypatch)
 
-    pipeline = build_tuning_pipeline(parse_params(small))
-    pipeline(data_uri=str(data), study="kfp-local", train_best=True)
+    build_tuning_pipeline(parse_params(small))(
+        data_uri=str(data), study="kfp-local", train_best=True
+    )
 
     study = optuna.load_study(study_name="kfp-local", storage=storage)
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
@@ -110,8 +72,34 @@ def test_tuning_pipeline_runs_locally_and_trains_with_the_best(
     summary = json.loads((run_dir / "best-params" / "best" / "summary.json").read_text())
     assert summary["best_trial"] == study.best_trial.number
     assert summary["best_value"] == pytest.approx(study.best_value)  # validation only
-    units = summary["best_params"]["train.cnn.dense_units"]
+    steps = {p.name for p in run_dir.rglob("*") if p.is_dir()}
+    for step in ("read-params", "validate", "split", "oversample", "check-changes", "eda"):
+        assert step in steps, step
+    assert {"train", "train-2", "evaluate", "evaluate-2"} <= steps
+    [decision_file] = run_dir.rglob("promote/decision")
+    decision = json.loads(decision_file.read_text())
+    assert set(decision["candidates"]) == {"cnn", "cnn_tiny"}  # gathered by the chain
+    assert decision["promoted"] is True  # first promotion: no champion to beat
     client = mlflow.MlflowClient(mlflow_server)
-    challenger = client.get_model_version_by_alias("kfp-tuned-classifier", "challenger")
-    trained = client.get_run(challenger.run_id)
-    assert trained.data.params["train.cnn.dense_units"] == str(units)  # the best, trained
+    champion = client.get_model_version_by_alias("kfp-classifier", "champion")
+    assert champion.version == decision["challenger_version"]
+    assert len(client.search_model_versions("name='kfp-classifier'")) == 2  # both models
+    units = summary["best_params"]["train.cnn.dense_units"]
+    [tuned] = [
+        v
+        for v in client.search_model_versions("name='kfp-classifier'")
+        if client.get_run(v.run_id).data.tags["model"] == "cnn"
+    ]
+    tuned_run = client.get_run(tuned.run_id)
+    assert tuned_run.data.params["train.cnn.dense_units"] == str(units)  # the best, trained
+    assert tuned_run.data.tags["kfp.run_id"] not in ("", "none")  # the run's placeholder
+
+    # A week later, nothing changed: the run stops after the check, trains nothing.
+    best = with_values(parse_params(small), summary["best_params"])
+    build_pipeline(parse_params(small))(params=to_pipeline(best), data_uri=str(data))
+    [second] = [d for d in (tmp_path / "pipeline_root").iterdir() if d != run_dir]
+    check = json.loads((second / "check-changes" / "check").read_text())
+    assert check["changed"] is False
+    assert check["reason"].startswith(f"nothing changed since version {champion.version}")
+    assert not list(second.glob("condition-*"))  # nothing after the check ran
+    assert len(client.search_model_versions("name='kfp-classifier'")) == 2

@@ -68,7 +68,7 @@ def _local_epoch(meta: Path) -> Callable[[], int]:
 
 def test_killed_training_resumes_from_checkpoint(train_workspace, params):
     root = train_workspace
-    resume_params = small_params(params, cnn={"epochs": 12, "early_stopping_patience": 50})
+    resume_params = small_params(params, cnn={"epochs": 6, "early_stopping_patience": 50})
     resume_params["train"]["checkpoint_dir"] = "checkpoints-resume"
     write_params(resume_params, root / "resume.yaml")
     env = {**os.environ, "SKINLESION_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
@@ -83,8 +83,8 @@ def test_killed_training_resumes_from_checkpoint(train_workspace, params):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from checkpoint after epoch {done_epochs}" in again.stderr
-    assert f"Epoch {done_epochs + 1}/12" in again.stdout
-    assert "Epoch 1/12" not in again.stdout
+    assert f"Epoch {done_epochs + 1}/6" in again.stdout
+    assert "Epoch 1/6" not in again.stdout
     metrics = json.loads((root / "reports/resumed/metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == done_epochs
     assert metrics["run_id"] == run_id  # the same MLflow run goes on
@@ -103,7 +103,7 @@ def test_retried_cluster_training_resumes_from_s3(
     from skinlesion.data.storage import bootstrap_buckets, s3_client
 
     bootstrap_buckets(["ckpt"])
-    cfg = small_params(params, cnn={"epochs": 8, "early_stopping_patience": 50})
+    cfg = small_params(params, cnn={"epochs": 5, "early_stopping_patience": 50})
     cfg["train"].update(
         checkpoint_dir=str(tmp_path / "pod-1"), checkpoint_uri="s3://ckpt/checkpoints"
     )

@@ -30,7 +30,7 @@ SKINLESION = str(Path(sys.executable).with_name("skinlesion"))
 def tune_params(params: dict, tmp_path: Path, **tune: object) -> dict:
     """Small params with a two-key space: learning rates from hopeless to good, so that
     the median pruner has trials to stop."""
-    small = small_params(params)
+    small = small_params(params, cnn={"epochs": 4})  # the pruner may stop at epochs 1-3
     small["train"]["checkpoint_dir"] = str(tmp_path / "checkpoints")
     small["tune"].update(
         {
