@@ -89,11 +89,10 @@ def step_inputs(params: dict, *sections: str) -> dict[str, str]:
     read-params step (JSON text each; ``params_hash`` is the whole params' hash)."""
     import json
 
-    from components.read_params.component import Sections, read_params
+    from components.read_params.component import read_params
 
     outputs = read_params.python_func(params=json.dumps(params))
-    named = dict(zip(Sections._fields, outputs, strict=True))
-    return {name: named[name] for name in sections}
+    return {name: getattr(outputs, name) for name in sections}
 
 
 def log_tiny_model(seed: int = 0, size: int = 16, metadata: bool = False):

@@ -19,6 +19,22 @@ from skinlesion.config.parse import parse_params, parse_sections
 from skinlesion.config.schema import Params, ParamsError, deep_merge
 
 PARAMS_ENV = "SKINLESION_PARAMS"
+# What a pipeline's first step hands the others: the sections some step reads, and the
+# hash of the whole params (components/read_params).
+STEP_SECTIONS = (
+    "data",
+    "validate",
+    "split",
+    "eda",
+    "oversample",
+    "input",
+    "tracking",
+    "train",
+    "evaluate",
+    "promote",
+    "tune",
+    "params_hash",
+)
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 __all__ = ["Params", "ParamsError", "load_params", "read_params"]

@@ -365,7 +365,7 @@ def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning):
 def test_a_float_search_range_stays_continuous_through_the_compiled_pipeline(params, tmp_path):
     """A range written with floats ({low: 1.0, high: 3.0}) is continuous, with ints
     integer: the same locally and in the step that reads the compiled default."""
-    from components.read_params.component import Sections, read_params
+    from components.read_params.component import read_params
     from skinlesion.config.files import from_pipeline
 
     changed = copy.deepcopy(params)
@@ -379,10 +379,18 @@ def test_a_float_search_range_stays_continuous_through_the_compiled_pipeline(par
     PIPELINES["tuning"].compile(parse_params(changed), out)
     spec = next(yaml.safe_load_all(out.read_text()))
     sent = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
-    sections = dict(zip(Sections._fields, read_params.python_func(params=sent), strict=True))
-    remote = from_pipeline(tune=sections["tune"]).tune.space("cnn")
+    remote = from_pipeline(tune=read_params.python_func(params=sent).tune).tune.space("cnn")
     assert remote == local
     assert not remote["train.cnn.dropout"].integer and remote["train.cnn.dropout"].low == 0.0
     assert isinstance(remote["train.cnn.dropout"].low, float)
     assert remote["train.cnn.convs_per_block"].integer
     assert isinstance(remote["input.augment.zoom"].step, float)
+
+
+def test_read_params_outputs_what_the_library_names(compiled):
+    """The outputs written out in read_params' signature are STEP_SECTIONS."""
+    from skinlesion.config.files import STEP_SECTIONS
+
+    spec, _ = compiled
+    outputs = spec["components"]["comp-read-params"]["outputDefinitions"]["parameters"]
+    assert set(outputs) == set(STEP_SECTIONS)
