@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pipelines.client import PIPELINES
 from skinlesion.cli.main import command_line
+from skinlesion.config.files import STEP_SECTIONS
 from skinlesion.config.parse import parse_params
 from tests.conftest import ROOT
 
@@ -334,14 +335,7 @@ READS = {
     "tune-trials": {"tune", "train", "input", "data", "tracking", "params_hash"},
     "best-params": {"params"},  # it hands the whole params, best values in, to training
 }
-SECTION_NAMES = {"params", "params_hash", "data", "validate", "split", "eda", "oversample"} | {
-    "input",
-    "tracking",
-    "train",
-    "evaluate",
-    "promote",
-    "tune",
-}
+SECTION_NAMES = {"params", *STEP_SECTIONS}
 
 
 def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning):
