@@ -63,8 +63,8 @@ def _wait_for_study(database: Path, finished: int, proc: subprocess.Popen, timeo
         assert proc.poll() is None, "the search ended before it was killed"
         try:
             summaries = optuna.get_all_study_summaries(storage) if database.is_file() else []
-        except sqlalchemy.exc.OperationalError:  # the search holds the file's lock
-            summaries = []
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+            summaries = []  # the search holds the file's lock, or is creating its schema
         if summaries:
             study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
             if len(_finished(study)) >= finished:
