@@ -34,7 +34,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing --python $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip install -q -r requirements-dev.lock
+	# Compiled bytecode up front: where PYTHONDONTWRITEBYTECODE is set (CI) no process
+	# would cache it, and every step, stage and test subprocess would compile TensorFlow,
+	# MLflow and Great Expectations again (importing TensorFlow: 16 s instead of 7 here).
+	VIRTUAL_ENV=$(VENV) uv pip install -q --compile-bytecode -r requirements-dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps -e .
 	touch $@
 
