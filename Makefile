@@ -85,14 +85,16 @@ postgres:
 	  else echo "install Debian's postgresql package for the PostgreSQL registry tests" >&2; fi; }
 
 # The whole suite (what CI runs): lint, then every tier, the slowest tests listed at the end.
+# Every core (pytest-xdist; a worker steals queued tests from a busy one, so the long
+# model tests spread out); the 25 slowest tests are listed to keep them in sight.
 test: lint postgres
-	pytest --durations=25
+	pytest -n auto --dist worksteal --durations=25
 
 # While you work: the code tier without servers, training or TensorFlow subprocesses
 # (under 2 minutes); `make test` before you push.
 test-fast: install
 	ruff check .
-	pytest -m "code and not integration"
+	pytest -n auto -m "code and not integration"
 
 build-ca:
 	@test -n "$(ENGINE)" || { echo "no container engine: install docker or podman" \

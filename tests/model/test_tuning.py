@@ -58,7 +58,10 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def _wait_for_study(database: Path, finished: int, proc: subprocess.Popen, timeout: float):
     deadline = time.monotonic() + timeout
-    storage = f"sqlite:///{database}"
+    # Read-only: opening a storage creates any table it lacks, and a poll that did so while
+    # the search was creating its schema made the search fail (IntegrityError on
+    # alembic_version, seen once). Here a poll that finds no schema yet waits and polls again.
+    storage = f"sqlite:///file:{database}?mode=ro&uri=true"
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the search ended before it was killed"
         try:
