@@ -13,7 +13,7 @@ PLACEHOLDER_IMAGE = "skinlesion"
 # names, their docstrings, each component's docstring and README, and the library modules
 # that implement a step all use it (tests/code/test_pipeline_spec.py keeps them in step).
 # Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of both pipelines; the
-# tuning pipeline runs 0-4, then its own 10 to 12, and can run 7 to 9.
+# tuning pipeline runs 0-4, then its own 11 to 13, and can run 7 to 10.
 STEPS: dict[str, tuple[int, str]] = {
     "read_params": (0, "Read params"),
     "fetch_data": (1, "Fetch data"),
@@ -25,10 +25,11 @@ STEPS: dict[str, tuple[int, str]] = {
     "train": (7, "Train"),
     "evaluate": (8, "Evaluate"),
     "collect_reports": (8, "Collect reports of"),
-    "promote": (9, "Promote in MLflow"),
-    "open_study": (10, "Open the study"),
-    "tune_trials": (11, "Trials, worker"),
-    "best_params": (12, "Pick the best on validation"),
+    "compare": (9, "Compare models"),
+    "promote": (10, "Promote in MLflow"),
+    "open_study": (11, "Open the study"),
+    "tune_trials": (12, "Trials, worker"),
+    "best_params": (13, "Pick the best on validation"),
 }
 
 

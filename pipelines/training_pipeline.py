@@ -14,6 +14,7 @@ from kfp import dsl
 from components import step_title
 from components.check_changes.component import check_changes
 from components.collect_reports.component import collect_reports, start_reports
+from components.compare.component import compare
 from components.eda.component import eda
 from components.evaluate.component import evaluate
 from components.promote.component import promote
@@ -41,7 +42,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
         data_uri: str = cluster.data_uri,
         data_version: str = cluster.data_version,
     ):
-        """Validate, split by lesion, oversample, train, evaluate and promote HAM10000
+        """Validate, split by lesion, oversample, train, evaluate, compare and promote HAM10000
         skin-lesion classifiers (the steps of `dvc repro`, with the same library code).
 
         0. Read params: `params` (JSON text) validated as a whole; each later step gets
@@ -57,9 +58,11 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
         7. Train each model of `train.models` in parallel, each on a GPU node, tracked in
            MLflow; checkpoints go to S3, so a retried task resumes.
         8. Evaluate each on the lesion-disjoint test part (metrics, confusion matrix, ROC).
-        9. Promote in the MLflow registry: `challenger` for the model best on validation,
-           `champion` when it beats the current one on test lesions neither model saw
-           (paired bootstrap interval of the difference).
+        9. Compare the models on the same test lesions: paired lesion-bootstrap intervals
+           of their differences, McNemar's test, per-class recall, their average.
+        10. Promote in the MLflow registry: `challenger` for the model best on validation,
+            `champion` when it beats the current one on test lesions neither model saw
+            (paired bootstrap interval of the difference).
         """
         reading = read_params(params=params)
         step(reading, step_title("read_params"), cluster)
@@ -116,6 +119,14 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                 )
                 step(gathered, step_title("collect_reports", name), cluster)
                 collected = gathered.outputs["reports"]
+            compared = compare(
+                reports=collected,
+                train=sections["train"],
+                compare=sections["compare"],
+                tracking=sections["tracking"],
+            )
+            step(compared, step_title("compare"), cluster)
+            secrets(compared, cluster, "mlflow")
             promotion = promote(
                 raw_data=raw,
                 manifest=manifest,

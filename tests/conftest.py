@@ -79,6 +79,8 @@ def small_params(base: dict, **train_overrides: dict) -> dict:
     )
     res = params["train"]["resnet152v2"]
     res.update(head_epochs=2, fine_tune_epochs=0, batch_size=32, head_dense_units=16)
+    lite = params["train"]["efficientnet_lite"]
+    lite.update(image_size=32, head_epochs=2, fine_tune_epochs=1, batch_size=32)
     for name, values in train_overrides.items():
         params["train"][name].update(values)
     return params
@@ -380,7 +382,12 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """No telemetry from DVC, MLflow or GX, however the tests are started."""
+    """No telemetry from DVC, MLflow or GX, however the tests are started; converted
+    weights cached in a folder of the session's, not the user's home."""
+    import tempfile
+
+    if "SKINLESION_CACHE" not in os.environ:
+        os.environ["SKINLESION_CACHE"] = tempfile.mkdtemp(prefix="skinlesion-cache-")
     for name, value in (
         ("DVC_NO_ANALYTICS", "1"),
         ("MLFLOW_DISABLE_TELEMETRY", "true"),

@@ -1,4 +1,4 @@
-"""Step 10: open the study that the trial workers share."""
+"""Step 11: open the study that the trial workers share."""
 
 from kfp import dsl
 

@@ -22,6 +22,7 @@ def read_params(
     tracking=str,
     train=str,
     evaluate=str,
+    compare=str,
     promote=str,
     tune=str,
     params_hash=str,

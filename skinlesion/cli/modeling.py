@@ -72,6 +72,10 @@ def evaluate(
     plots_dir: Annotated[
         Path | None, typer.Option(help="Write confusion matrix, ROC and reliability PNGs here.")
     ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="Write each image's lesion, class and probabilities (CSV) here."),
+    ] = None,
     tta: Annotated[
         bool | None,
         typer.Option(
@@ -91,6 +95,11 @@ def evaluate(
     write_metrics(metrics, out)
     if plots_dir is not None:
         write_plots(metrics, result.labels, result.probs, plots_dir, Path(model).stem)
+    if predictions is not None:
+        from skinlesion.evaluation.compare import predictions_frame
+
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        predictions_frame(result.frame, result.probs).to_csv(predictions, index=False)
     ci = metrics.get("ci95", {}).get("balanced_accuracy") or []
     interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
     typer.echo(
@@ -98,3 +107,45 @@ def evaluate(
         f"{interval}, macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
         f"{metrics['melanoma']['sensitivity']:.3f}, accuracy {metrics['accuracy']:.3f}"
     )
+
+
+@app.command()
+@user_errors
+def compare(
+    eval_dir: Annotated[
+        Path,
+        typer.Option(help="Folder of the evaluations: <model>/predictions.csv per model."),
+    ] = Path("reports/eval"),
+    out_dir: Annotated[
+        Path, typer.Option(help="comparison.json, comparison.md and comparison.png go here.")
+    ] = Path("reports/compare"),
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="A model to compare (repeat; default: train.models)."),
+    ] = None,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="Also log the comparison to MLflow.")
+    ] = True,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Compare the trained models on the same test lesions: paired lesion-bootstrap
+    intervals of their differences, McNemar's test, per-class recall, their average."""
+    from skinlesion.evaluation.compare import read_predictions, run_comparison
+
+    params = load_params(params_file)
+    names = models or list(params.train.models)
+    report = run_comparison(
+        read_predictions(eval_dir, names),
+        out_dir,
+        params.compare,
+        params.tracking.experiment if track else None,
+    )
+    for pair in report["pairs"]:
+        diff = pair["difference"]["balanced_accuracy"]
+        low_high = diff["interval"] or [float("nan")] * 2
+        typer.echo(
+            f"{pair['first']} - {pair['second']}: balanced accuracy {diff['value']:+.3f} "
+            f"({low_high[0]:+.3f} to {low_high[1]:+.3f}), McNemar p "
+            f"{pair['mcnemar']['p_value']:.3g}"
+        )
+    typer.echo(f"wrote {out_dir / 'comparison.md'}")

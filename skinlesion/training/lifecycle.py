@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from skinlesion.config.parse import as_params
-from skinlesion.config.schema import Params
+from skinlesion.config.schema import InputSettings, Params, RecipeSettings
 from skinlesion.data.leakage import assert_no_leakage
 from skinlesion.data.split import read_manifest
 from skinlesion.data.storage import delete_prefix, mirror_from_s3
@@ -148,6 +148,14 @@ def _training_rows(manifest_path: str | Path) -> _Rows:
     return _Rows(file_md5(manifest_path), train_rows, val_rows)
 
 
+def model_inputs(inputs: InputSettings, settings: RecipeSettings) -> InputSettings:
+    """The input settings of one model: ``input``, with the model's own ``image_size`` when
+    its section sets one (a transfer network may want larger images than the CNN)."""
+    if settings.image_size is None:
+        return inputs
+    return inputs.model_copy(update={"image_size": settings.image_size})
+
+
 def _resume(
     model_name: str,
     rows: _Rows,
@@ -161,8 +169,9 @@ def _resume(
     holds this very configuration and data) and the decoded images of the run."""
     import keras
 
-    train_cfg, inputs = params.train, params.input
+    train_cfg = params.train
     settings = train_cfg.model(model_name)
+    inputs = model_inputs(params.input, settings)
     keras.utils.set_random_seed(train_cfg.seed)
     device = select_device(train_cfg.mixed_precision)
     work_dir = Path(train_cfg.checkpoint_dir) / model_name
@@ -235,7 +244,7 @@ def _log_inputs(
             k: str(v)[:500]
             for k, v in {
                 **flatten(f"train.{model_name}", settings),
-                **flatten("input", params.input.model_dump(mode="json")),
+                **flatten("input", ctx.inputs.model_dump(mode="json")),
                 "train.seed": train_cfg.seed,
                 "train.class_weight": train_cfg.class_weight,
                 "replicas": ctx.device.replicas,

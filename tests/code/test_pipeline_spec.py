@@ -30,12 +30,16 @@ STEPS = [
     "5. Check for changes",
     "6. Explore data",
     "7. Train cnn",
+    "7. Train efficientnet_lite",
     "7. Train resnet152v2",
     "8. Evaluate cnn",
+    "8. Evaluate efficientnet_lite",
     "8. Evaluate resnet152v2",
     "8. Collect reports of cnn",
+    "8. Collect reports of efficientnet_lite",
     "8. Collect reports of resnet152v2",
-    "9. Promote in MLflow",
+    "9. Compare models",
+    "10. Promote in MLflow",
 ]
 
 
@@ -85,7 +89,7 @@ def test_every_step_is_a_named_task(compiled):
 def test_training_tasks_request_one_gpu_on_gpu_nodes(compiled, params):
     spec, platform = compiled
     named = _by_display_name(spec)
-    for model in ("cnn", "resnet152v2"):
+    for model in ("cnn", "efficientnet_lite", "resnet152v2"):
         task = named[f"7. Train {model}"]
         container = _executor(spec, task)
         accelerator = container["resources"]["accelerator"]
@@ -120,7 +124,8 @@ def test_secrets_reach_only_the_steps_that_need_them(compiled):
         )
     assert secrets["1. Fetch data"] == ["skinlesion-s3"]
     assert secrets["5. Check for changes"] == ["skinlesion-mlflow"]
-    assert secrets["9. Promote in MLflow"] == ["skinlesion-mlflow"]
+    assert secrets["10. Promote in MLflow"] == ["skinlesion-mlflow"]
+    assert secrets["9. Compare models"] == ["skinlesion-mlflow"]  # it logs the comparison
     assert secrets["2. Validate data"] == [] and secrets["8. Evaluate cnn"] == []
     assert secrets["0. Read params"] == []
 
@@ -157,14 +162,14 @@ def test_external_side_effects_are_not_cached(compiled):
     named = _by_display_name(spec)
     assert named["1. Fetch data"]["cachingOptions"] == {}  # data at a URI can change
     assert named["5. Check for changes"]["cachingOptions"] == {}  # the registry can change
-    assert named["9. Promote in MLflow"]["cachingOptions"] == {}
+    assert named["10. Promote in MLflow"]["cachingOptions"] == {}
     assert named["3. Split by lesion"]["cachingOptions"]["enableCache"] is True
 
 
 def test_the_pipeline_description_numbers_the_steps(compiled):
     spec, _ = compiled
     description = spec["pipelineInfo"]["description"]
-    for number in range(1, 10):
+    for number in range(1, 11):
         assert f"\n{number}. " in description
 
 
@@ -198,6 +203,7 @@ def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
     promotion reads whole; nothing names the study's two models."""
     changed = copy.deepcopy(params)
     changed["train"]["models"] = models
+    del changed["cluster"]["overrides"]["train"]["models"]  # else the cluster's list wins
     changed["train"]["cnn_small"] = {**params["train"]["cnn"], "recipe": "cnn", "epochs": 3}
     out = tmp_path / "pipeline.yaml"
     PIPELINES["training"].compile(parse_params(changed), out)
@@ -211,8 +217,9 @@ def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
     for earlier, later in itertools.pairwise(chain):
         source = named[later]["inputs"]["artifacts"]["earlier"]["taskOutputArtifact"]
         assert source == {"producerTask": key[earlier], "outputArtifactKey": "reports"}
-    promote = named["9. Promote in MLflow"]["inputs"]["artifacts"]["reports"]
-    assert promote["taskOutputArtifact"]["producerTask"] == key[chain[-1]]
+    for reader in ("9. Compare models", "10. Promote in MLflow"):  # both read every model
+        reports = named[reader]["inputs"]["artifacts"]["reports"]
+        assert reports["taskOutputArtifact"]["producerTask"] == key[chain[-1]]
     run = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
     assert json.loads(run)["train"]["models"] == models
 
@@ -243,7 +250,7 @@ def _root_tasks(spec: dict) -> dict[str, dict]:
 def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
     spec, platform = tuning
     named = _root_tasks(spec)
-    workers = [name for name in named if name.startswith("11. Trials, worker")]
+    workers = [name for name in named if name.startswith("12. Trials, worker")]
     assert len(workers) == params["tune"]["parallel"]
     for name in workers:
         task = named[name]
@@ -257,7 +264,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
         study = task["inputs"]["parameters"]["study"]["taskOutputParameter"]
         assert study["producerTask"] == "open-study"  # one study, named once
         assert task["cachingOptions"] == {}  # the study's state lives outside KFP
-    pick = named["12. Pick the best on validation"]
+    pick = named["13. Pick the best on validation"]
     root = spec["root"]["dag"]["tasks"]
     worker_keys = {k for k, t in root.items() if t["taskInfo"]["name"] in workers}
     assert len(worker_keys) == len(workers)
@@ -268,7 +275,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
 def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     spec, _ = tuning
     description = spec["pipelineInfo"]["description"]
-    for number in ("0", "1-4", "10", "11", "12", "7-9"):
+    for number in ("0", "1-4", "11", "12", "13", "5-10"):
         assert f"\n{number}. " in description
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["trials"]["defaultValue"] == params["tune"]["trials"]
@@ -301,7 +308,7 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning):
         assert listed, description
         for name in _root_tasks(spec):
             number, _, title = name.partition(". ")
-            if "-" not in number:  # the nested training pipeline: 7-9
+            if "-" not in number:  # the nested training pipeline: 5-10
                 assert any(t[0] == int(number) and title.startswith(t[1]) for t in STEPS.values())
         for number in listed:
             assert int(number) in {n for n, _ in STEPS.values()}
@@ -312,6 +319,7 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning):
         "skinlesion/data/oversample.py": "oversample",
         "skinlesion/training/lifecycle.py": "train",
         "skinlesion/evaluation/evaluate.py": "evaluate",
+        "skinlesion/evaluation/compare.py": "compare",
         "skinlesion/promotion/promote.py": "promote",
     }
     for file, folder in library.items():
@@ -330,6 +338,7 @@ READS = {
     "eda": {"eda"},
     "train": {"data", "input", "tracking", "train", "params_hash"},
     "evaluate": {"evaluate"},
+    "compare": {"train", "compare", "tracking"},
     "promote": {"train", "evaluate", "promote", "tracking"},
     "open-study": {"tune", "train", "input", "tracking"},
     "tune-trials": {"tune", "train", "input", "data", "tracking", "params_hash"},
@@ -350,7 +359,8 @@ def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning):
             if kind in READS:
                 assert inputs & SECTION_NAMES == READS[kind], name
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for stage in ("validate", "split", "eda", "oversample", "train", "evaluate", "promote"):
+    stepped = ("validate", "split", "eda", "oversample", "train", "evaluate", "compare", "promote")
+    for stage in stepped:
         body = stages[stage].get("do", stages[stage])
         declared = {str(p).split(".")[0] for p in body["params"]}
         assert declared <= READS[stage], stage  # DVC reruns a stage on what its step reads

@@ -25,7 +25,12 @@ COMMANDS = {
     "eda": ["skinlesion.data.eda"],
     "oversample": ["skinlesion.data.oversample"],
     "train": ["skinlesion.training.lifecycle"],
-    "evaluate": ["skinlesion.evaluation.evaluate", "skinlesion.evaluation.plots"],
+    "evaluate": [
+        "skinlesion.evaluation.evaluate",
+        "skinlesion.evaluation.plots",
+        "skinlesion.evaluation.compare",  # the predictions' format
+    ],
+    "compare": ["skinlesion.evaluation.compare"],
     "promote": ["skinlesion.promotion.promote"],
     "tune": ["skinlesion.tuning.study", "skinlesion.tuning.report"],
 }

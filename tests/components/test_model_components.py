@@ -1,4 +1,4 @@
-"""Unit tests of the model-side KFP components (train, evaluate, promote), each
+"""Unit tests of the model-side KFP components (train, evaluate, compare, promote), each
 ``python_func`` called directly on the synthetic workspace."""
 
 from __future__ import annotations
@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from components.check_changes.component import check_changes
 from components.collect_reports.component import collect_reports, start_reports
+from components.compare.component import compare
 from components.evaluate.component import evaluate
 from components.promote.component import promote
 from components.train.component import train
@@ -108,6 +110,8 @@ def test_evaluate_logs_confusion_matrix_roc_and_report(trained, train_workspace,
     assert sum(map(sum, (r["row"] for r in matrix["rows"]))) == saved["n_images"]
     assert classification.metadata["confidenceMetrics"]  # melanoma ROC points
     assert (Path(folder.path) / "confusion_matrix_normalized.png").is_file()
+    predictions = pd.read_csv(Path(folder.path) / "predictions.csv")  # what compare reads
+    assert len(predictions) == saved["n_images"] and predictions["lesion_id"].notna().all()
     text = Path(page.path).read_text()
     assert "melanoma sensitivity" in text and "data:image/png;base64," in text
 
@@ -140,16 +144,20 @@ def test_promote_stops_before_the_registry_without_an_evaluation(
     assert not (tmp_path / "decision.json").exists()
 
 
+MODELS = ("cnn", "cnn_small", "resnet152v2")
+
+
 def test_collect_reports_chains_models_into_the_local_layout(tmp_path):
     """Each link adds one model's two metrics files to what the earlier links gathered:
     the folder promotion reads is laid out like the local reports/."""
     gathered = None
-    for name in ("cnn", "cnn_small", "resnet152v2"):
+    for name in MODELS:
         report, evaluation = tmp_path / f"{name}-train", tmp_path / f"{name}-eval"
         for folder, value in ((report, "val"), (evaluation, "test")):
             folder.mkdir()
             (folder / "metrics.json").write_text(f'{{"{value}": "{name}"}}')
             (folder / "curves.png").write_bytes(b"png")  # not copied: promotion reads JSON
+        (evaluation / "predictions.csv").write_text("image_id\n")
         out = Artifact(uri=str(tmp_path / f"gathered-{name}"))
         own = {"report": Artifact(uri=str(report)), "evaluation": Artifact(uri=str(evaluation))}
         if gathered is None:
@@ -159,9 +167,51 @@ def test_collect_reports_chains_models_into_the_local_layout(tmp_path):
         gathered = out
     root = Path(gathered.path)
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert files == [
-        f"{stage}/{name}/metrics.json"
-        for stage in ("eval", "train")
-        for name in ("cnn", "cnn_small", "resnet152v2")
-    ]
+    assert files == sorted(
+        [f"{stage}/{name}/metrics.json" for stage in ("eval", "train") for name in MODELS]
+        + [f"eval/{name}/predictions.csv" for name in MODELS]
+    )
     assert gathered.metadata["models"] == ["cnn", "cnn_small", "resnet152v2"]
+
+
+def test_compare_reads_the_gathered_predictions_and_logs_differences(tmp_path, params, monkeypatch):
+    """Two models' test predictions in the gathered layout: the pair's differences as
+    metrics, the Markdown table for the UI, the files, and an MLflow run `compare`."""
+    import numpy as np
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from tests.code.test_compare import _model, _truth
+
+    truth = _truth(n_lesions=80)
+    reports = tmp_path / "reports"
+    for name, right in (("cnn", 40), ("efficientnet_lite", 60)):
+        (reports / "eval" / name).mkdir(parents=True)
+        _model(truth, np.arange(right), seed=right).to_csv(
+            reports / "eval" / name / "predictions.csv", index=False
+        )
+    small = {
+        **params,
+        "train": {**params["train"], "models": ["cnn", "efficientnet_lite"]},
+        "compare": {**params["compare"], "resamples": 200},
+        "tracking": {"experiment": "unit-compare"},
+    }
+    metrics, table = Metrics(uri=""), Markdown(uri=str(tmp_path / "table.md"))
+    folder = Artifact(uri=str(tmp_path / "comparison"))
+    compare.python_func(
+        reports=Artifact(uri=str(reports)),
+        **step_inputs(small, "train", "compare", "tracking"),
+        metrics=metrics,
+        table=table,
+        comparison=folder,
+    )
+    key = "cnn-efficientnet_lite balanced_accuracy"
+    assert metrics.metadata[key] < 0  # the second model is right on more lesions
+    assert "| cnn - efficientnet_lite |" in Path(table.path).read_text()
+    assert {p.name for p in Path(folder.path).iterdir()} == {
+        "comparison.json",
+        "comparison.md",
+        "comparison.png",
+    }
+    [run] = mlflow.search_runs(experiment_names=["unit-compare"], output_format="list")
+    assert run.info.run_name == "compare"
+    assert run.data.metrics["cnn_minus_efficientnet_lite.balanced_accuracy"] < 0

@@ -1,5 +1,6 @@
 """The built step image on its own: non-root, its CLI, the data steps, one training
-epoch, a one-trial search and serving the trained model on synthetic data, and
+epoch, a short transfer run from the packaged ImageNet weights, a one-trial search and
+serving the trained model on synthetic data, and
 validation of the real sample when it is on this machine."""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ skinlesion split --data-dir synth --out split.csv
 skinlesion oversample --manifest split.csv --out train.csv
 skinlesion train --model cnn --manifest train.csv --data-dir synth --out cnn.keras \
     --report-dir report --params one-epoch.yaml
+skinlesion train --model efficientnet_lite --manifest train.csv --data-dir synth \
+    --out lite.keras --report-dir lite-report --params one-epoch.yaml
 skinlesion tune --model cnn --manifest train.csv --data-dir synth --trials 1 \
     --params one-epoch.yaml
 python - <<'PY'
@@ -69,6 +72,9 @@ def test_cli_data_steps_one_epoch_and_serving_run_as_non_root(image, params, tmp
     assert "{'complete': 1}; best trial 0" in done.stdout  # the search runs in the image
     report = json.loads((work / "report" / "metrics.json").read_text())
     assert report["epochs_run"] == 1 and (work / "cnn.keras").is_file()
+    # the transfer model from the ImageNet weights the image carries (no network here)
+    lite = json.loads((work / "lite-report" / "metrics.json").read_text())
+    assert lite["epochs_run"] >= 2 and (work / "lite.keras").is_file()
     [served] = [line for line in done.stdout.splitlines() if line.startswith("served ")]
     assert served.startswith("served 200 1 {'predictions': [{'prediction': ")  # the champion
 

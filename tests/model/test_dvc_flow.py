@@ -1,6 +1,6 @@
 """The whole local flow through real DVC on synthetic data: `dvc repro` runs validate ->
-split -> eda -> oversample -> train -> evaluate -> promote, and a second `dvc repro` does
-nothing; `train.models` decides which models run."""
+split -> eda -> oversample -> train -> evaluate -> compare -> promote, and a second
+`dvc repro` does nothing; `train.models` decides which models run."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_pa
     first = _run([DVC, "repro"], repo, env)
     assert "tune" not in first.stdout  # the search is off the default path
     assert "resnet152v2" not in first.stdout and "cnn_small" not in first.stdout
-    for stage in ("validate", "split", "eda", "oversample", "train@cnn", "evaluate@cnn"):
+    stages = ("validate", "split", "eda", "oversample", "train@cnn", "evaluate@cnn", "compare")
+    for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout, stage
     assert "Running stage 'promote'" in first.stdout
     decision = json.loads((repo / "reports/promotion/decision.json").read_text())
@@ -103,6 +104,12 @@ def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_pa
     assert "Running stage 'promote'" in third.stdout
     decision = json.loads((repo / "reports/promotion/decision.json").read_text())
     assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny"}
+    assert "Running stage 'compare'" in third.stdout  # every pair, on the same test lesions
+    comparison = json.loads((repo / "reports/compare/comparison.json").read_text())
+    assert (
+        len(comparison["pairs"]) == 3
+        and "| cnn - cnn_small |" in (repo / "reports/compare/comparison.md").read_text()
+    )
 
     searched = _run([DVC, "repro", "tune/dvc.yaml"], repo, env)
     assert "Running stage 'tune/dvc.yaml:tune@cnn'" in searched.stdout

@@ -36,10 +36,11 @@ def test_tuning_then_training_pipelines_run_locally(
 ):
     """The tuning pipeline: its data preparation, two workers sharing one study of three
     tiny trials, the pick on validation, and with `train_best` the training pipeline,
-    nested, on the picked params: two models (the tuned CNN and a second CNN, so that the
-    branches fan in to one promotion), each trained, evaluated and registered, the one best
-    on validation promoted. A week later the training pipeline on the same params and data
-    stops after the change check: nothing is trained or registered."""
+    nested, on the picked params: the two default models (the tuned CNN and the transfer
+    network from the packaged ImageNet weights), each trained, evaluated and registered,
+    compared on the same test lesions, the one best on validation promoted. A week later
+    the training pipeline on the same params and data stops after the change check:
+    nothing is trained or registered."""
     import optuna
 
     from pipelines.tuning_pipeline import build_tuning_pipeline
@@ -49,8 +50,9 @@ def test_tuning_then_training_pipelines_run_locally(
     data = tmp_path / "ham10000"
     make_synthetic_dataset(data, n_images=150, seed=2)
     small = small_params(params, cnn={"epochs": 2})
-    small["train"]["cnn_tiny"] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
-    small["train"].update(models=["cnn", "cnn_tiny"], checkpoint_dir=str(tmp_path / "ckpt"))
+    small["train"].update(
+        models=["cnn", "efficientnet_lite"], checkpoint_dir=str(tmp_path / "ckpt")
+    )
     small["tracking"]["experiment"] = "kfp"
     small["promote"]["registered_model"] = "kfp-classifier"
     small["cluster"]["overrides"] = {}  # the pipelines' `params` default is `small` itself
@@ -78,7 +80,10 @@ def test_tuning_then_training_pipelines_run_locally(
     assert {"train", "train-2", "evaluate", "evaluate-2"} <= steps
     [decision_file] = run_dir.rglob("promote/decision")
     decision = json.loads(decision_file.read_text())
-    assert set(decision["candidates"]) == {"cnn", "cnn_tiny"}  # gathered by the chain
+    assert set(decision["candidates"]) == {"cnn", "efficientnet_lite"}  # gathered by the chain
+    [compared] = run_dir.rglob("compare/comparison/comparison.json")
+    [pair] = json.loads(compared.read_text())["pairs"]
+    assert {pair["first"], pair["second"]} == {"cnn", "efficientnet_lite"}
     assert decision["promoted"] is True  # first promotion: no champion to beat
     client = mlflow.MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("kfp-classifier", "champion")

@@ -9,61 +9,13 @@ lower learning rate; when it does not beat phase 1 on validation, phase 1 is kep
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import numpy as np
 
 from skinlesion.config.schema import ResNetSettings
-from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import metadata_width
 from skinlesion.training.fitting import Context, Fitted, Phase, fit_images, fit_phase
-from skinlesion.training.inputs import ImageTable
+from skinlesion.training.frozen import cached_batches, frozen_outputs
 
 log = logging.getLogger(__name__)
-
-
-def _features(model: Any, table: ImageTable, batch_size: int) -> np.ndarray:
-    """Pooled backbone features of every distinct image, computed once (phase 1 on CPU),
-    through the assembled model's own preprocessing and backbone layers."""
-    import keras
-
-    from skinlesion.progress import progress
-
-    extractor = keras.Model(model.get_layer("image").output, model.get_layer("avg_pool").output)
-    batches = range(0, len(table.images), batch_size)
-    return np.concatenate(
-        [
-            extractor(table.images[i : i + batch_size].astype("float32"), training=False).numpy()
-            for i in progress(batches, total=len(batches), desc="backbone features")
-        ]
-    )
-
-
-def _feature_dataset(
-    features: np.ndarray,
-    metadata: np.ndarray | None,
-    rows: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    training: bool,
-    seed: int,
-) -> Any:
-    """Batches of cached features (and metadata, for a head that takes it) per row."""
-    import tensorflow as tf
-
-    table = tf.constant(features)
-    meta = None if metadata is None else tf.constant(metadata)
-    ds = tf.data.Dataset.from_tensor_slices((rows, labels))
-    if training:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-
-    def gather(i: Any, y: Any) -> tuple[Any, Any]:
-        x = tf.gather(table, i)
-        if meta is not None:
-            x = {"features": x, "metadata": tf.gather(meta, i)}
-        return x, tf.one_hot(y, len(CLASSES))
-
-    return ds.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def fit(settings: ResNetSettings, ctx: Context) -> Fitted:
@@ -88,15 +40,16 @@ def fit(settings: ResNetSettings, ctx: Context) -> Fitted:
     )
     if use_cache:
         log.info("phase 1 on cached backbone features (augmentation does not apply)")
-        features = _features(model, ctx.table, ctx.batch_size)
+        import keras
+
+        pooled = keras.Model(model.get_layer("image").output, model.get_layer("avg_pool").output)
+        features = frozen_outputs(pooled, ctx.table.images, ctx.batch_size, "backbone features")
         meta = ctx.table.metadata if metadata_dim else None
         seed = ctx.train.seed
-        train_ds = _feature_dataset(
+        train_ds = cached_batches(
             features, meta, ctx.train_idx, ctx.y_train, ctx.batch_size, True, seed
         )
-        val_ds = _feature_dataset(
-            features, meta, ctx.val_idx, ctx.y_val, ctx.batch_size, False, seed
-        )
+        val_ds = cached_batches(features, meta, ctx.val_idx, ctx.y_val, ctx.batch_size, False, seed)
         keeper, resumed, total = fit_phase(head, head_phase, train_ds, val_ds, ctx)
     else:
         keeper, resumed, total = fit_images(model, head_phase, ctx)
