@@ -186,14 +186,13 @@ def compare_predictions(
 
 
 def _cell(figure: dict[str, Any]) -> str:
+    """``value (low to high)``; n/a where the figure is undefined (a class absent)."""
     if figure["value"] is None:
         return "n/a"
-    low_high = figure["interval"]
-    return (
-        f"{figure['value']:.3f} ({low_high[0]:.3f} to {low_high[1]:.3f})"
-        if low_high
-        else (f"{figure['value']:.3f}")
-    )
+    if not figure["interval"]:
+        return f"{figure['value']:.3f}"
+    low, high = figure["interval"]
+    return f"{figure['value']:.3f} ({low:.3f} to {high:.3f})"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -208,11 +207,12 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, fig in report["models"].items():
         lines.append(f"| {name} | " + " | ".join(_cell(fig[m]) for m in METRICS) + " |")
-    lines += [
-        "",
-        "| difference | balanced accuracy | melanoma sensitivity | macro AUC | McNemar p |",
-    ]
-    lines.append("|---|---|---|---|---|")
+    if report["pairs"]:  # one model: nothing to pair
+        lines += [
+            "",
+            "| difference | balanced accuracy | melanoma sensitivity | macro AUC | McNemar p |",
+            "|---|---|---|---|---|",
+        ]
     for pair in report["pairs"]:
         cells = " | ".join(_cell(pair["difference"][m]) for m in METRICS)
         p = pair["mcnemar"]["p_value"]
