@@ -1,7 +1,8 @@
 """Reading `params.yaml`, the single source of parameters for DVC, the CLI and KFP.
 
-The file is read here and validated by :mod:`skinlesion.config.schema` before any work:
-:func:`load_params` returns the typed model. The helpers below act on the plain mapping,
+The file is read here and validated against the schema (:mod:`skinlesion.config.schema`)
+by :mod:`skinlesion.config.parse` before any work: :func:`load_params` returns the typed
+model. The helpers below act on the plain mapping,
 the form DVC writes and a Kubeflow pipeline passes between steps.
 """
 
