@@ -128,6 +128,25 @@ def write_params(params: dict, path: Path) -> Path:
     return path
 
 
+def train_argmax(
+    workspace: Path, params: dict, tmp_path: Path, model: str, out: Path, report: Path, **settings
+):
+    """``model`` trained on the synthetic workspace (its manifest and data paths are
+    relative to it), with ``settings`` over the small section, checkpoints in ``tmp_path``
+    and no melanoma operating point: the figures a test reads are the plain argmax's."""
+    from skinlesion.training.lifecycle import train_model
+
+    small = small_params(params, **{model: settings})
+    small["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    small["train"]["decision_min_mel_recall"] = 0
+    cwd = Path.cwd()
+    os.chdir(workspace)
+    try:
+        return train_model(model, "train.csv", "data", out, report, small)
+    finally:
+        os.chdir(cwd)
+
+
 @pytest.fixture(scope="session")
 def train_workspace(tmp_path_factory: pytest.TempPathFactory, params: dict) -> Path:
     """A folder with a 280-image synthetic set, its split and its oversampled manifest."""

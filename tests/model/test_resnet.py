@@ -4,7 +4,6 @@ both)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import keras
@@ -12,8 +11,7 @@ import pandas as pd
 import pytest
 
 from skinlesion.model.networks import ModelWeightsError, build_backbone
-from skinlesion.training.lifecycle import train_model
-from tests.conftest import small_params
+from tests.conftest import train_argmax
 
 pytestmark = pytest.mark.model
 
@@ -58,17 +56,10 @@ def test_failed_imagenet_download_says_how_to_use_a_local_file(monkeypatch, tmp_
 
 
 def _train_resnet(workspace: Path, params: dict, tmp_path: Path, **settings):
-    small = small_params(params, resnet152v2=settings)
-    small["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
-    small["train"]["decision_min_mel_recall"] = 0  # the figures below are the argmax's
-    cwd = Path.cwd()
-    os.chdir(workspace)
-    try:
-        return train_model(
-            "resnet152v2", "train.csv", "data", tmp_path / "r.keras", tmp_path / "report", small
-        )
-    finally:
-        os.chdir(cwd)
+    return train_argmax(
+        workspace, params, tmp_path, "resnet152v2", tmp_path / "r.keras", tmp_path / "report",
+        **settings,
+    )  # fmt: skip
 
 
 # A head that learns within seconds on the synthetic set (its classes differ by colour).

@@ -4,7 +4,6 @@ computed once per phase, and a phase that does not help is undone."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import keras
@@ -14,9 +13,8 @@ import pytest
 
 from skinlesion.model.efficientnet_lite import build_trunk, stage_of
 from skinlesion.training.frozen import frozen_outputs
-from skinlesion.training.lifecycle import train_model
 from skinlesion.training.recipes import efficientnet_lite as recipe
-from tests.conftest import small_params
+from tests.conftest import train_argmax
 
 pytestmark = pytest.mark.model
 
@@ -25,17 +23,10 @@ SHORT = {"image_size": 32, "head_epochs": 6, "head_lr": 0.01, "early_stopping_pa
 
 
 def _train(workspace: Path, params: dict, tmp_path: Path, **settings):
-    small = small_params(params, efficientnet_lite={**SHORT, **settings})
-    small["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
-    small["train"]["decision_min_mel_recall"] = 0  # the figures below are the argmax's
-    cwd = Path.cwd()
-    os.chdir(workspace)
-    try:
-        return train_model(
-            "efficientnet_lite", "train.csv", "data", tmp_path / "m.keras", tmp_path / "r", small
-        )
-    finally:
-        os.chdir(cwd)
+    return train_argmax(
+        workspace, params, tmp_path, "efficientnet_lite", tmp_path / "m.keras", tmp_path / "r",
+        **{**SHORT, **settings},
+    )  # fmt: skip
 
 
 def _trunk_weights(model) -> dict[str, list[np.ndarray]]:
