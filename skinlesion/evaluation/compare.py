@@ -154,9 +154,9 @@ def compare_predictions(
         probs[ENSEMBLE] = np.mean([probs[n] for n in names], axis=0)
     sampled = _Resampled(frame, probs, settings)
     c = settings.confidence
+    figures = {name: sampled.figures(name) for name in probs}  # each model's, once
     models = {}
-    for name in probs:
-        fig = sampled.figures(name)
+    for name, fig in figures.items():
         models[name] = {
             **{m: _point_and_interval(fig[m], c) for m in METRICS},
             "recall": {
@@ -165,7 +165,7 @@ def compare_predictions(
         }
     pairs = []
     for a, b in itertools.combinations(names, 2):
-        fa, fb = sampled.figures(a), sampled.figures(b)
+        fa, fb = figures[a], figures[b]
         pairs.append(
             {
                 "first": a,
