@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from skinlesion.labels import CLASSES
+from skinlesion.training.inputs import batch_parallelism, steady
 
 
 def frozen_outputs(
@@ -58,4 +59,4 @@ def cached_batches(
             x = {"features": x, "metadata": tf.gather(meta, i)}
         return x, tf.one_hot(y, len(CLASSES))
 
-    return ds.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
+    return steady(ds.batch(batch_size).map(gather, num_parallel_calls=batch_parallelism()))
