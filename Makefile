@@ -15,19 +15,19 @@ export GX_ANALYTICS_ENABLED := false
 
 # Container images for the Kubeflow steps: `make image` builds the CPU image here (docker or
 # podman; without a registry, `infra/docker/local-engine.sh` first), `make images
-# IMAGE_REPO=registry/skinlesion` builds and pushes both. PIP_CA=FILE hands pip the CA of a
-# TLS-inspecting proxy for the build only (it never reaches the image).
+# IMAGE_REPO=registry/skinlesion` builds and pushes both, through infra/docker/build.sh
+# (BuildKit, provenance labels). PIP_CA=FILE hands pip the CA of a TLS-inspecting proxy as
+# a build secret (in no layer, no file left in the tree).
 IMAGE_REPO ?= ghcr.io/skinlesion/skinlesion
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
-GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+OFFICIAL_BASE := $(shell sed -n 's/^ARG BASE_IMAGE=//p' infra/docker/Dockerfile)
 GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
 LOCAL_IMAGE ?= skinlesion:local-cpu
 ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
-BUILD = $(ENGINE) build --network host -f infra/docker/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT)
 
-.PHONY: install repro test test-fast lint lock data track-data clean image image-test images pipeline postgres build-ca
+.PHONY: install repro test test-fast lint lock data track-data clean engine image image-test images pipeline postgres
 
 install: $(VENV)/.installed
 
@@ -37,16 +37,22 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	# Compiled bytecode up front: where PYTHONDONTWRITEBYTECODE is set (CI) no process
 	# would cache it, and every step, stage and test subprocess would compile TensorFlow,
 	# MLflow and Great Expectations again (importing TensorFlow: 16 s instead of 7 here).
-	VIRTUAL_ENV=$(VENV) uv pip install -q --compile-bytecode -r requirements-dev.lock
+	VIRTUAL_ENV=$(VENV) uv pip install -q --compile-bytecode --require-hashes -r requirements-dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps -e .
 	touch $@
 
-# Pinned versions: requirements-dev.lock (CI, laptops) and requirements.lock (the images,
-# runtime only, the same versions). Regenerate both after changing pyproject.toml.
+# Pinned versions with their hashes: requirements-dev.lock (CI, laptops: with the tools
+# and DVC), requirements.lock (the GPU image: what the steps run, the same versions) and
+# requirements-cpu.lock (the CPU image: the same with tensorflow-cpu). Installs refuse a
+# file whose hash differs. Regenerate all three after changing pyproject.toml; existing
+# pins are kept unless pyproject.toml needs others.
+LOCK = uv pip compile -q --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 lock:
-	uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements-dev.lock
-	uv pip compile -q pyproject.toml --python-version 3.11 -c requirements-dev.lock \
-		-o requirements.lock
+	$(LOCK) pyproject.toml --extra dev --extra flow -o requirements-dev.lock
+	$(LOCK) pyproject.toml -c requirements-dev.lock -o requirements.lock
+	uv pip compile -q --python-version 3.11 --no-header --no-annotate pyproject.toml \
+		-c requirements-dev.lock | sed 's/^tensorflow==/tensorflow-cpu==/' \
+		| $(LOCK) - -o requirements-cpu.lock
 
 # The raw data where params.yaml data.raw_dir expects it: the version DVC tracks when
 # data/raw/ham10000.dvc is committed (`make track-data` made it), else a link.
@@ -96,25 +102,27 @@ test-fast: install
 	ruff check .
 	pytest -n auto -m "code and not integration"
 
-build-ca:
+engine:
 	@test -n "$(ENGINE)" || { echo "no container engine: install docker or podman" \
 	  "(on Debian without a registry: sudo infra/docker/local-engine.sh)" >&2; exit 1; }
-	@if [ -n "$(PIP_CA)" ]; then cp "$(PIP_CA)" build-ca.pem; else rm -f build-ca.pem; fi
 
-# The CPU image of the pipeline steps, tagged $(LOCAL_IMAGE), and its tests: the image's
-# smoke test and the whole training pipeline run in it by kfp.local's DockerRunner.
-image: build-ca
-	$(BUILD) -t $(LOCAL_IMAGE) . ; status=$$?; rm -f build-ca.pem; exit $$status
+# The CPU image of the pipeline steps, tagged $(LOCAL_IMAGE), on the base base-image.sh
+# resolves, and its tests: the image's smoke test and the whole training pipeline run in
+# it by kfp.local's DockerRunner. The tests refuse an image whose revision label is not
+# this checkout's clean HEAD.
+BUILD_IMAGE = ENGINE=$(ENGINE) PIP_CA=$(PIP_CA) infra/docker/build.sh
+image: engine
+	$(BUILD_IMAGE) $(LOCAL_IMAGE)
 
-image-test: install
-	SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image
+image-test: install engine
+	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image
 
-# Build and push the CPU and GPU images, then compile the pipeline with exactly those tags.
-images: install build-ca
-	$(BUILD) -t $(IMAGE_REPO):$(IMAGE_TAG)-cpu .
-	$(BUILD) --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) --build-arg TF_PACKAGE=tensorflow \
-		-t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
-	rm -f build-ca.pem
+# Build and push the CPU and GPU images on the official bases (the GPU one pinned by tag),
+# then compile the pipeline with exactly those tags.
+images: install engine
+	$(ENGINE) pull -q $(OFFICIAL_BASE) && $(ENGINE) pull -q $(GPU_BASE_IMAGE)
+	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-cpu $(OFFICIAL_BASE)
+	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-gpu $(GPU_BASE_IMAGE) --build-arg LOCK=requirements.lock
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
 	$(MAKE) pipeline CPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-cpu GPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-gpu

@@ -1,10 +1,14 @@
-"""The step image under test: `make image-test` names it in $SKINLESION_IMAGE_UNDER_TEST.
+"""The step image under test: `make image-test` names it in $SKINLESION_IMAGE_UNDER_TEST
+and the engine (docker or podman) in $SKINLESION_ENGINE.
 
-Without that variable these tests skip (a plain `pytest` has no image to test); with it,
-a missing engine or image fails them, so CI cannot pass by skipping."""
+Without the image variable these tests skip (a plain `pytest` has no image to test); with
+it, a missing engine or image fails them, so CI cannot pass by skipping. So does an image
+that was not built from this checkout's HEAD, or a checkout with uncommitted changes to
+tracked files: what would pass would not be what is committed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,15 +17,48 @@ from pathlib import Path
 import pytest
 
 IMAGE_ENV = "SKINLESION_IMAGE_UNDER_TEST"
+ENGINE_ENV = "SKINLESION_ENGINE"
+REVISION_LABEL = "org.opencontainers.image.revision"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def head_commit() -> str:
     """The checkout's HEAD: the commit an image built by `make image` here must carry."""
-    out = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    return _git("rev-parse", "HEAD").stdout.strip()
+
+
+def engine() -> str:
+    """The container engine `make image` used: $SKINLESION_ENGINE, else docker or podman."""
+    chosen = os.environ.get(ENGINE_ENV) or shutil.which("docker") or shutil.which("podman")
+    if not chosen:
+        pytest.fail("no docker or podman CLI: run infra/docker/local-engine.sh or install one")
+    return chosen
+
+
+def image_revision(name: str) -> str:
+    """The image's ``org.opencontainers.image.revision`` label ("" when it has none)."""
+    found = subprocess.run(
+        [engine(), "image", "inspect", "--format", "{{json .Config.Labels}}", name],
+        capture_output=True,
+        text=True,
     )
-    return out.stdout.strip()
+    if found.returncode != 0:
+        pytest.fail(f"image {name} not found: build it with `make image`")
+    return (json.loads(found.stdout) or {}).get(REVISION_LABEL, "")
+
+
+def refusal(revision: str, head: str, dirty: bool) -> str | None:
+    """Why an image labelled ``revision`` is not the checkout at ``head`` (None: it is)."""
+    if dirty:
+        return "tracked files differ from HEAD: commit them, then `make image`"
+    if revision != head:
+        built = revision or "an unknown revision"
+        return f"the image was built from {built}, the checkout is at {head}: run `make image`"
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -29,22 +66,21 @@ def image() -> str:
     name = os.environ.get(IMAGE_ENV)
     if not name:
         pytest.skip(f"no image under test (set {IMAGE_ENV}, or run `make image-test`)")
-    if shutil.which("docker") is None:
-        pytest.fail("no docker CLI: run infra/docker/local-engine.sh or install an engine")
-    found = subprocess.run(["docker", "image", "inspect", name], capture_output=True)
-    if found.returncode != 0:
-        pytest.fail(f"image {name} not found: build it with `make image`")
+    dirty = _git("diff", "--quiet", "HEAD").returncode != 0
+    reason = refusal(image_revision(name), head_commit(), dirty)
+    if reason:
+        pytest.fail(f"refusing to test {name}: {reason}")
     return name
 
 
-def docker_run(
+def engine_run(
     image: str, *args: str, mounts: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """`docker run --rm` on the host network, with ``mounts`` (host path -> container
+    """`ENGINE run --rm` on the host network, with ``mounts`` (host path -> container
     path, ``:ro`` suffix allowed on the container side)."""
     volumes = [f"--volume={host}:{inside}" for host, inside in (mounts or {}).items()]
     return subprocess.run(
-        ["docker", "run", "--rm", "--network=host", *volumes, image, *args],
+        [engine(), "run", "--rm", "--network=host", *volumes, image, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REAL_DATA, _free_port, small_params, write_params
-from tests.image.conftest import docker_run, head_commit
+from tests.image.conftest import engine_run, head_commit
 
 pytestmark = pytest.mark.image
 
@@ -65,7 +65,7 @@ def test_cli_data_steps_one_epoch_and_serving_run_as_non_root(image, params, tmp
     one_epoch = small_params(params, cnn={"epochs": 1})
     write_params(one_epoch, work / "one-epoch.yaml")
     steps = STEPS.replace("PORT", str(_free_port()))
-    done = docker_run(image, "sh", "-c", steps, mounts={str(work): "/work"})
+    done = engine_run(image, "sh", "-c", steps, mounts={str(work): "/work"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0] == "10001"
     assert "120 rows passed" in done.stdout + done.stderr
@@ -80,7 +80,7 @@ def test_cli_data_steps_one_epoch_and_serving_run_as_non_root(image, params, tmp
 
 
 def test_params_and_commit_are_in_the_image(image):
-    shown = docker_run(
+    shown = engine_run(
         image, "sh", "-c", 'test -f "$SKINLESION_PARAMS" && echo "$SKINLESION_GIT_COMMIT"'
     )
     assert shown.returncode == 0, shown.stderr
@@ -93,7 +93,7 @@ def test_validates_the_real_sample_read_only(image, tmp_path):
     out = tmp_path / "validation"
     out.mkdir(mode=0o777)
     out.chmod(0o777)
-    done = docker_run(
+    done = engine_run(
         image,
         "skinlesion",
         "validate",
