@@ -50,6 +50,14 @@ def _failed(what: str, err: Exception) -> RegistryError:
     )
 
 
+def _alias_missing(err: Exception) -> bool:
+    """MLflow's answer for a registered model that exists without the alias: not
+    RESOURCE_DOES_NOT_EXIST but INVALID_PARAMETER_VALUE, "Registered model alias … not
+    found" (a model registered under the manual policy, or kept from being champion)."""
+    message = str(err).lower()
+    return _code(err) == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
+
+
 def find_champion(client: Any, name: str) -> Any | None:
     """The version holding the `champion` alias; None only when the registry says that
     the model or the alias does not exist."""
@@ -58,7 +66,7 @@ def find_champion(client: Any, name: str) -> Any | None:
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as err:
-        if _code(err) == NOT_FOUND:
+        if _code(err) == NOT_FOUND or _alias_missing(err):
             return None
         raise _failed(f"looking up {name}@{CHAMPION}", err) from err
     except Exception as err:
