@@ -90,6 +90,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                     raw_data=raw,
                     training_manifest=prepared["training_manifest"],
                     data=sections["data"],
+                    validate=sections["validate"],
                     input=sections["input"],
                     tracking=sections["tracking"],
                     train=sections["train"],

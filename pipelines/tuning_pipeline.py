@@ -91,6 +91,7 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
                 raw_data=prepared["raw_data"],
                 training_manifest=prepared["training_manifest"],
                 data=sections["data"],
+                validate=sections["validate"],
                 params_hash=sections["params_hash"],
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 image=cluster.images["gpu"],

@@ -58,6 +58,12 @@ def evaluation_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     for key in ("balanced_accuracy", "melanoma_sensitivity"):
         if ci.get(key):
             values[f"{key}_ci95_low"], values[f"{key}_ci95_high"] = ci[key]
+    conformal = metrics.get("conformal")
+    if conformal:
+        for key in ("coverage", "set_size_mean", "singleton_share", "refer_rate"):
+            values[f"conformal_{key}"] = conformal[key]
+        values["conformal_answered_accuracy"] = conformal["answered_accuracy"]
+        values.update({f"coverage_{c}": v for c, v in conformal["coverage_by_class"].items()})
     return values
 
 
@@ -76,6 +82,18 @@ def summary_text(metrics: Mapping[str, Any]) -> str:
     ]
     support = metrics["support"]
     lines += [f"  {c:6s} {v:.3f}  (n={support[c]})" for c, v in metrics["recall"].items()]
+    conformal = metrics.get("conformal")
+    if conformal:
+        lines += [
+            "",
+            f"prediction sets at {1 - conformal['alpha']:.0%} (conformal, per class):",
+            f"  coverage {conformal['coverage']:.3f}, {conformal['set_size_mean']:.2f} classes "
+            f"on average, {conformal['singleton_share']:.0%} single-class",
+            f"  referred {conformal['refer_rate']:.0%}; accuracy of the answers not referred "
+            f"{conformal['answered_accuracy']:.3f} (n={conformal['answered']})",
+            "coverage per class:",
+        ]
+        lines += [f"  {c:6s} {v:.3f}" for c, v in conformal["coverage_by_class"].items()]
     return "\n".join(lines)
 
 

@@ -97,9 +97,19 @@ def step_inputs(params: dict, *sections: str) -> dict[str, str]:
     return {name: getattr(outputs, name) for name in sections}
 
 
-def log_tiny_model(seed: int = 0, size: int = 16, metadata: bool = False):
+def log_tiny_model(
+    seed: int = 0,
+    size: int = 16,
+    metadata: bool = False,
+    calibration: tuple[list, object] | None = None,
+    invalid_input: str = "refuse",
+):
     """A tiny untrained CNN, with its preprocessing, logged to the active MLflow run as
-    training logs a model (its weights depend on ``seed``); returns MLflow's ModelInfo."""
+    training logs a model (its weights depend on ``seed``); returns MLflow's ModelInfo.
+
+    With ``calibration`` (raw images of one size and their class indices) it also carries
+    a reliability fitted on them, as training fits one (alpha 0.3: a handful of images
+    per class; the same images as reference and calibration)."""
     import tempfile
 
     import keras
@@ -110,15 +120,49 @@ def log_tiny_model(seed: int = 0, size: int = 16, metadata: bool = False):
     from skinlesion.model.preprocessing import with_preprocessing
     from skinlesion.model.servable import log_serving_model
 
-    cfg = parse_params(read_params(ROOT / "params.yaml")).train.model("cnn")
-    cfg = cfg.model_copy(update={"filters": [4, 8], "dense_units": 8})
+    params = parse_params(read_params(ROOT / "params.yaml"))
+    cfg = params.train.model("cnn").model_copy(update={"filters": [4, 8], "dense_units": 8})
     keras.utils.set_random_seed(seed)
     core = build_cnn(cfg, size, metadata_dim=METADATA_DIM if metadata else 0)
+    model = with_preprocessing(core, size, center_crop=True)
+    if calibration is not None:
+        settings = params.train.reliability.model_copy(
+            update={"alpha": 0.3, "invalid_input": invalid_input}
+        )
+        model = _with_reliability(model, core, *calibration, settings, params.validate_)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
-        with_preprocessing(core, size, center_crop=True).save(path)
-        example = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        model.save(path)
+        example = np.random.default_rng(seed).integers(0, 255, (80, 96, 3), dtype=np.uint8)
         return log_serving_model(path, example)
+
+
+def _with_reliability(model, core, images, labels, settings, validation):
+    """``model`` with a reliability fitted on ``images`` by the library's own parts."""
+    import numpy as np
+
+    from skinlesion.data.contract import InputContract
+    from skinlesion.model.metadata import image_size, model_inputs
+    from skinlesion.model.preprocessing import with_preprocessing
+    from skinlesion.model.reliability import (
+        Reliability,
+        attach,
+        feature_model,
+        pooled_feature_layer,
+    )
+
+    layer = pooled_feature_layer(core)
+    probe = with_preprocessing(feature_model(core, layer), image_size(core), True)
+    inputs = model_inputs(probe, np.stack(images), None)
+    features, probs = probe.predict(inputs, verbose=0)
+    reliability = Reliability.fit(
+        (features, labels),
+        (features, probs, labels),
+        settings,
+        InputContract(validation.min_width, validation.min_height),
+        layer,
+    )
+    return attach(model, reliability)
 
 
 def write_params(params: dict, path: Path) -> Path:

@@ -24,7 +24,6 @@ def evaluate(
     from pathlib import Path
 
     from skinlesion.config.files import from_pipeline
-    from skinlesion.evaluation.compare import predictions_frame
     from skinlesion.evaluation.evaluate import evaluate_model, write_metrics
     from skinlesion.evaluation.plots import write_plots
     from skinlesion.kfp_outputs import (
@@ -42,7 +41,7 @@ def evaluate(
     )
     out = Path(evaluation.path)
     write_metrics(result.metrics, out / "metrics.json")
-    predictions_frame(result.frame, result.probs).to_csv(out / "predictions.csv", index=False)
+    result.predictions().to_csv(out / "predictions.csv", index=False)
     plots = write_plots(result.metrics, result.labels, result.probs, out, model_name)
     log_scalars(metrics, evaluation_scalars(result.metrics))
     log_classification(classification, result.metrics, result.labels, result.probs)

@@ -12,6 +12,7 @@ def train(
     raw_data: Input[Dataset],
     training_manifest: Input[Dataset],
     data: str,
+    validate: str,
     input: str,
     tracking: str,
     train: str,
@@ -36,7 +37,9 @@ def train(
     from skinlesion.provenance import RunOrigin
     from skinlesion.training.lifecycle import train_model
 
-    params = from_pipeline(data=data, input=input, tracking=tracking, train=train)
+    params = from_pipeline(
+        data=data, validate=validate, input=input, tracking=tracking, train=train
+    )
     report_dir = Path(report.path)
     result = train_model(
         model_name,

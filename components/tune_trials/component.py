@@ -18,6 +18,7 @@ def tune_trials(
     train: str,
     input: str,
     data: str,
+    validate: str,
     tracking: str,
     params_hash: str,
     kfp_run_id: str,
@@ -34,7 +35,9 @@ def tune_trials(
     from skinlesion.provenance import RunOrigin
     from skinlesion.tuning.study import finished_trials, run_search, search_for, worker_id
 
-    params = from_pipeline(tune=tune, train=train, input=input, data=data, tracking=tracking)
+    params = from_pipeline(
+        tune=tune, train=train, input=input, data=data, validate=validate, tracking=tracking
+    )
     search = search_for(params, model_name, "best", study)
     found = run_search(
         params,

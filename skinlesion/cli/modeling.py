@@ -96,10 +96,8 @@ def evaluate(
     if plots_dir is not None:
         write_plots(metrics, result.labels, result.probs, plots_dir, Path(model).stem)
     if predictions is not None:
-        from skinlesion.evaluation.compare import predictions_frame
-
         predictions.parent.mkdir(parents=True, exist_ok=True)
-        predictions_frame(result.frame, result.probs).to_csv(predictions, index=False)
+        result.predictions().to_csv(predictions, index=False)
     ci = metrics.get("ci95", {}).get("balanced_accuracy") or []
     interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
     typer.echo(
@@ -107,6 +105,13 @@ def evaluate(
         f"{interval}, macro AUC {metrics['macro_auc']:.3f}, melanoma sensitivity "
         f"{metrics['melanoma']['sensitivity']:.3f}, accuracy {metrics['accuracy']:.3f}"
     )
+    if "conformal" in metrics:
+        c = metrics["conformal"]
+        typer.echo(
+            f"prediction sets at {1 - c['alpha']:.0%}: coverage {c['coverage']:.3f}, "
+            f"{c['set_size_mean']:.2f} classes on average, {c['singleton_share']:.0%} single; "
+            f"referred {c['refer_rate']:.0%}, accuracy of the rest {c['answered_accuracy']:.3f}"
+        )
 
 
 @app.command()

@@ -168,6 +168,17 @@ RECIPE_SETTINGS: dict[str, type[RecipeSettings]] = {
 }
 
 
+class ReliabilitySettings(Section):
+    """``train.reliability``: conformal sets, out-of-distribution score and the input
+    contract, fitted after training and saved in the model (skinlesion.model.reliability)."""
+
+    alpha: Annotated[float, Field(gt=0, lt=1)]  # miscoverage of the conformal sets, per class
+    refer_melanoma: bool  # refer whenever melanoma is in the set
+    ood_false_refer: Annotated[float, Field(gt=0, lt=1)]  # validation share referred as OOD
+    reference_images: Annotated[int, Field(ge=50)]  # training images the distance is fitted on
+    invalid_input: Literal["refuse", "refer"]  # an image breaking validation's rules
+
+
 class TrainSettings(Section):
     """``train``: shared keys, plus one recipe section per model name (extra keys)."""
 
@@ -184,6 +195,7 @@ class TrainSettings(Section):
     decision_offset_max: Annotated[float, Field(gt=0)]  # search range of melanoma's offset
     decision_offset_step: Annotated[float, Field(gt=0)]
     class_weight: Literal["balanced", "none"]
+    reliability: ReliabilitySettings
 
     @model_validator(mode="after")
     def _models(self) -> TrainSettings:
@@ -237,6 +249,7 @@ class PromotionSettings(Section):
     seed: int
     min_gate_lesions: Positive
     max_mel_recall_drop: Fraction
+    coverage_tolerance: Fraction  # per-class coverage may fall this far under 1 - alpha
     policy: Literal["auto", "manual"]
     unloadable_champion: Literal["keep", "replace"]
 

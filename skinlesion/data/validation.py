@@ -21,6 +21,7 @@ from PIL import Image
 
 from skinlesion.config.schema import ValidationSettings
 from skinlesion.data.catalog import find_metadata, index_images, read_metadata
+from skinlesion.data.contract import IMAGE_MODES
 from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES, DX_TYPES, LOCALIZATIONS, METADATA_COLUMNS, SEXES
 from skinlesion.progress import progress
@@ -167,7 +168,7 @@ def build_expectations(frame: pd.DataFrame, settings: ValidationSettings) -> lis
             gxe.ExpectColumnValuesToBeUnique(column="image_id"),
             gxe.ExpectColumnValuesToBeInSet(column="image_exists", value_set=[True]),
             gxe.ExpectColumnValuesToBeInSet(column="image_decodable", value_set=[True]),
-            gxe.ExpectColumnValuesToBeInSet(column="image_mode", value_set=["RGB"]),
+            gxe.ExpectColumnValuesToBeInSet(column="image_mode", value_set=list(IMAGE_MODES)),
             gxe.ExpectColumnValuesToBeBetween(column="image_width", min_value=settings.min_width),
             gxe.ExpectColumnValuesToBeBetween(column="image_height", min_value=settings.min_height),
         ]

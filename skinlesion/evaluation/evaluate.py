@@ -18,30 +18,57 @@ import pandas as pd
 from skinlesion.config.parse import as_params
 from skinlesion.config.schema import EvalSettings, Params
 from skinlesion.errors import SkinlesionError
+from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.metrics import compute_metrics
-from skinlesion.model.inference import predict_raw
+from skinlesion.model.inference import Scored, score_raw
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
+from skinlesion.model.reliability import Assessment, reliability_of
 from skinlesion.training.inputs import labels_of, read_images
+
+
+def score_frame(
+    model: Any, frame: pd.DataFrame, data_dir: str | Path, settings: EvalSettings
+) -> Scored:
+    """Class probabilities of ``model`` for every row of ``frame``, and their sets and
+    referrals when the model carries them: each image read from disk as it is and
+    prepared by the model itself."""
+    if frame.empty:
+        raise ValueError("nothing to evaluate: no rows")
+    images = read_images(data_dir, frame)
+    return score_raw(model, images, encode_metadata(frame), settings.batch_size, settings.tta)
 
 
 def predict_frame(
     model: Any, frame: pd.DataFrame, data_dir: str | Path, settings: EvalSettings
 ) -> np.ndarray:
-    """Class probabilities of ``model`` for every row of ``frame``: each image read from
-    disk as it is and prepared by the model itself."""
-    if frame.empty:
-        raise ValueError("nothing to evaluate: no rows")
-    images = read_images(data_dir, frame)
-    return predict_raw(model, images, encode_metadata(frame), settings.batch_size, settings.tta)
+    """The probabilities of :func:`score_frame`."""
+    return score_frame(model, frame, data_dir, settings).probs
 
 
 def evaluate_frame(
     model: Any, frame: pd.DataFrame, data_dir: str | Path, settings: EvalSettings
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics of ``model`` on every row of ``frame``; also returns the probabilities."""
-    probs = predict_frame(model, frame, data_dir, settings)
-    return compute_metrics(labels_of(frame), probs, frame.reset_index(drop=True), settings), probs
+) -> tuple[dict[str, Any], Scored]:
+    """Metrics of ``model`` on every row of ``frame`` (with ``conformal`` when the model
+    carries its reliability, :mod:`skinlesion.evaluation.coverage`); also returns what
+    the model answered."""
+    scored = score_frame(model, frame, data_dir, settings)
+    rows = frame.reset_index(drop=True)
+    y = labels_of(rows)
+    metrics = compute_metrics(y, scored.probs, rows, settings)
+    reliability = reliability_of(model)
+    if scored.assessment is not None and reliability is not None:
+        groups = rows["lesion_id"] if "lesion_id" in rows else pd.Series(range(len(rows)))
+        metrics["conformal"] = conformal_metrics(
+            y,
+            scored.probs,
+            scored.assessment,
+            groups.astype(str).to_numpy(),
+            reliability.alpha,
+            settings.bootstrap,
+            settings.seed,
+        )
+    return metrics, scored
 
 
 def write_metrics(metrics: dict[str, Any], out: str | Path) -> Path:
@@ -59,6 +86,21 @@ class Evaluation:
     labels: np.ndarray
     probs: np.ndarray
     frame: pd.DataFrame  # the rows evaluated, in the order of ``probs``
+    assessment: Assessment | None = None  # sets and referrals, when the model has them
+
+    def predictions(self) -> pd.DataFrame:
+        """What evaluate writes per image (``--predictions``): lesion, true class and
+        probabilities (what `compare` reads) and, for a model that has them, the
+        prediction set (classes joined by spaces), ``refer`` and ``refer_reason``."""
+        from skinlesion.evaluation.compare import predictions_frame
+
+        out = predictions_frame(self.frame, self.probs)
+        if self.assessment is not None:
+            sets = [" ".join(self.assessment.prediction_set(i)) for i in range(len(out))]
+            out["prediction_set"] = sets
+            out["refer"] = self.assessment.refer
+            out["refer_reason"] = self.assessment.reasons
+        return out
 
 
 def evaluate_model(
@@ -93,9 +135,11 @@ def evaluate_model(
             )
     if frame.empty:
         raise EvaluationError(f"nothing to evaluate: no '{split_name}' rows in {manifest}")
-    metrics, probs = evaluate_frame(model, frame, root, settings)
+    metrics, scored = evaluate_frame(model, frame, root, settings)
     metrics["model"] = str(reference)
-    return Evaluation(metrics, labels_of(frame), probs, frame.reset_index(drop=True))
+    return Evaluation(
+        metrics, labels_of(frame), scored.probs, frame.reset_index(drop=True), scored.assessment
+    )
 
 
 class EvaluationError(SkinlesionError, ValueError):

@@ -30,6 +30,36 @@ def _pct(value: Any) -> str:
         return "n/a"
 
 
+def _conformal(conformal: dict[str, Any] | None) -> list[str]:
+    """The prediction sets and referrals, and how to read them."""
+    if not conformal:
+        return []
+    level = 1 - conformal["alpha"]
+    ci = conformal.get("coverage_by_class_ci95", {})
+    lines = [
+        "",
+        "## Prediction sets and referral",
+        f"Each answer carries a conformal prediction set: the classes the model cannot rule "
+        f"out, calibrated on the validation lesions so that the set holds the true class of "
+        f"at least {level:.0%} of each class's images. An answer is referred to a clinician "
+        "when its set is not a single class, when melanoma is in it, when the image is out "
+        "of the training distribution, or when it breaks the training data's input rules.",
+        f"- Coverage on the test part {_pct(conformal['coverage'])} (promised {level:.0%}); "
+        f"sets of {conformal['set_size_mean']:.2f} classes on average, "
+        f"{_pct(conformal['singleton_share'])} single-class",
+        f"- Referred {_pct(conformal['refer_rate'])} of test images; the answers not referred "
+        f"({conformal['answered']}) are right {_pct(conformal['answered_accuracy'])} of the time",
+        "",
+        "| class | coverage | 95% lesion interval |",
+        "|---|---:|---|",
+    ]
+    for cls, value in conformal["coverage_by_class"].items():
+        bounds = ci.get(cls) or []
+        interval = f"{_pct(bounds[0])}-{_pct(bounds[1])}" if bounds else "n/a"
+        lines.append(f"| {cls} | {_pct(value)} | {interval} |")
+    return lines
+
+
 def render_model_card(
     name: str,
     metrics: dict[str, Any],
@@ -90,6 +120,7 @@ def render_model_card(
             f"{_pct(metrics.get('precision', {}).get(cls))} | "
             f"{metrics.get('support', {}).get(cls, '?')} |"
         )
+    lines += _conformal(metrics.get("conformal"))
     subgroups = metrics.get("subgroups", {})
     if subgroups:
         lines += [

@@ -92,4 +92,51 @@ def write_plots(
     fig.savefig(out_dir / "reliability.png", dpi=100)
     plt.close(fig)
     written.append(out_dir / "reliability.png")
+    if metrics.get("conformal"):
+        written.append(_coverage_plot(metrics["conformal"], out_dir / "coverage.png", title))
     return written
+
+
+def _coverage_plot(conformal: dict[str, Any], path: Path, title: str) -> Path:
+    """Left: per-class coverage of the prediction sets with lesion intervals, against the
+    1 - alpha they promise. Right: risk-coverage, the accuracy of the most confident
+    answers by the share answered, with the referral rule's own point."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    by_class = conformal["coverage_by_class"]
+    intervals = conformal.get("coverage_by_class_ci95", {})
+    x = np.arange(len(CLASSES))
+    values = np.array([by_class[c] for c in CLASSES])
+    low = np.array([(intervals.get(c) or [v, v])[0] for c, v in zip(CLASSES, values, strict=True)])
+    high = np.array([(intervals.get(c) or [v, v])[1] for c, v in zip(CLASSES, values, strict=True)])
+    left.bar(x, values, color=["tab:red" if c == "mel" else "tab:blue" for c in CLASSES])
+    left.errorbar(x, values, yerr=[values - low, high - values], fmt="none", ecolor="black")
+    left.axhline(1 - conformal["alpha"], color="k", linestyle=":", label="1 - alpha")
+    left.set_xticks(x, CLASSES)
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("share of images whose set holds the true class")
+    left.set_title(f"{title}: coverage per class (95% lesion intervals)")
+    left.legend(loc="lower right")
+    curve = conformal["risk_coverage"]
+    right.plot(
+        [p["answered"] for p in curve],
+        [p["accuracy"] for p in curve],
+        "o-",
+        ms=3,
+        label="most confident answered first",
+    )
+    answered = 1 - conformal["refer_rate"]
+    if conformal["answered"]:
+        right.plot(
+            [answered], [conformal["answered_accuracy"]], "r*", ms=12, label="answers not referred"
+        )
+    right.set_xlabel("share of images answered")
+    right.set_ylabel("accuracy of those answers")
+    right.set_xlim(0, 1.02)
+    right.set_title("risk-coverage")
+    right.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -87,8 +87,12 @@ def _layer_class() -> type:
 
 
 def register() -> None:
-    """Make saved models that hold :class:`PrepareImages` loadable (call before loading)."""
+    """Make saved models that hold :class:`PrepareImages` and the reliability layer
+    (skinlesion.model.reliability) loadable (call before loading)."""
+    from skinlesion.model.reliability import register as register_reliability
+
     _layer_class()
+    register_reliability()
 
 
 def with_preprocessing(core: Any, size: int, center_crop: bool) -> Any:

@@ -5,9 +5,14 @@ preprocessing, skinlesion.model.preprocessing). One request row is one image, ba
 JPEG or PNG bytes in ``image``, with the patient's ``age`` (years), ``sex`` and
 ``localization`` (body site) when known. It answers with the class probabilities and
 ``prediction``, the decision at the model's melanoma operating point (folded into the
-softmax bias at training, so it is the most probable class). Requests that are not
+softmax bias at training, so it is the most probable class), and with how far to trust
+it (:mod:`skinlesion.model.reliability`): ``prediction_set``, every class the model cannot
+rule out at its conformal level, ``refer`` and ``refer_reason``. Requests that are not
 images or carry values outside HAM10000's vocabulary are refused with a message that
-names the row and the field: MLflow's scoring server turns that into a 400.
+names the row and the field: MLflow's scoring server turns that into a 400. So is an
+image that breaks the input contract of the training data (too small, not RGB), unless
+the model was trained with ``train.reliability.invalid_input: refer``; then it is
+answered with ``refer: true`` and the rule as its reason.
 
 The model needs the skinlesion package where it is loaded (the step image has it).
 """
@@ -24,8 +29,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from skinlesion.data.contract import InputContract
 from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES
+from skinlesion.model.reliability import Assessment
 
 KERAS_ARTIFACT = "keras_model"
 KERAS_FILE = "model.keras"
@@ -45,7 +52,11 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _image(row: int, value: Any) -> np.ndarray:
+def _image(
+    row: int, value: Any, contract: InputContract | None, refuse: bool
+) -> tuple[np.ndarray, list[str]]:
+    """The decoded image of one row and the contract rules it breaks (refused at once
+    when ``refuse``)."""
     from skinlesion.model.preprocessing import ImageDecodeError, read_image
 
     if not isinstance(value, str | bytes) or not value:
@@ -54,19 +65,28 @@ def _image(row: int, value: Any) -> np.ndarray:
         raw = value if isinstance(value, bytes) else base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as err:
         raise RequestError(f"row {row}: 'image' is not valid base64 ({err})") from err
+    broken = contract.check_bytes(raw) if contract is not None else []
+    if broken and refuse:
+        raise RequestError(f"row {row}: {'; '.join(broken)}")
     try:
-        return read_image(raw)
+        return read_image(raw), [f"input contract: {rule}" for rule in broken]
     except ImageDecodeError as err:
         raise RequestError(f"row {row}: 'image' is {err}") from err
 
 
-def parse_request(frame: pd.DataFrame) -> tuple[list[np.ndarray], pd.DataFrame]:
-    """The images and the patient fields of a request, checked row by row."""
+def parse_request(
+    frame: pd.DataFrame, contract: InputContract | None = None, refuse: bool = True
+) -> tuple[list[np.ndarray], pd.DataFrame, list[list[str]]]:
+    """The images and the patient fields of a request, checked row by row, and the rules
+    of ``contract`` each image breaks (a request is refused on the first when
+    ``refuse``)."""
     if "image" not in frame.columns:
         raise RequestError("the request has no 'image' column")
     if frame.empty:
         raise RequestError("the request has no rows")
-    images = [_image(i, v) for i, v in enumerate(frame["image"])]
+    decoded = [_image(i, v, contract, refuse) for i, v in enumerate(frame["image"])]
+    images = [image for image, _ in decoded]
+    violations = [broken for _, broken in decoded]
     patient = pd.DataFrame(index=range(len(frame)))
     columns = {"sex": KNOWN_SEXES, "localization": KNOWN_SITES}
     for column, vocabulary in columns.items():
@@ -83,13 +103,19 @@ def parse_request(frame: pd.DataFrame) -> tuple[list[np.ndarray], pd.DataFrame]:
         if _text(raw) is not None and (math.isnan(age) or not 0 <= age <= MAX_AGE):
             raise RequestError(f"row {row}: age {raw!r} is not a number of years in 0..120")
     patient["age"] = ages.to_numpy()
-    return images, patient
+    return images, patient, violations
 
 
-def answer(probs: np.ndarray) -> pd.DataFrame:
-    """One row per image: ``prediction`` and one probability column per class."""
+def answer(probs: np.ndarray, assessment: Assessment | None = None) -> pd.DataFrame:
+    """One row per image: ``prediction``, one probability column per class and, for a
+    model that carries them, ``prediction_set`` (a list of classes), ``refer`` and
+    ``refer_reason``."""
     table = pd.DataFrame(probs.astype("float64"), columns=list(CLASSES))
     table.insert(0, "prediction", [CLASSES[i] for i in probs.argmax(axis=1)])
+    if assessment is not None:
+        table.insert(1, "prediction_set", [assessment.prediction_set(i) for i in range(len(table))])
+        table.insert(2, "refer", assessment.refer.tolist())
+        table.insert(3, "refer_reason", assessment.reasons)
     return table
 
 
@@ -99,30 +125,36 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import keras
 
+        from skinlesion.model.inference import Scorer
         from skinlesion.model.preprocessing import register
 
         register()
-        self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
+        self.scorer = Scorer(keras.models.load_model(context.artifacts[KERAS_ARTIFACT]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-        from skinlesion.model.inference import predict_raw
         from skinlesion.model.metadata import encode_metadata
 
+        reliability = self.scorer.reliability
+        contract = reliability.contract if reliability is not None else None
+        refuse = reliability is None or reliability.invalid_input == "refuse"
         try:
-            images, patient = parse_request(model_input)
+            images, patient, violations = parse_request(model_input, contract, refuse)
         except RequestError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from err
-        probs = predict_raw(self.model, images, encode_metadata(patient), BATCH_SIZE)
-        return answer(probs)
+        scored = self.scorer.score(
+            images, encode_metadata(patient), BATCH_SIZE, violations=violations
+        )
+        return answer(scored.probs, scored.assessment)
 
 
 def signature() -> Any:
     """Request and answer columns, as the MLflow UI and scoring server show them."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
 
     inputs = Schema(
         [
@@ -132,7 +164,15 @@ def signature() -> Any:
             ColSpec("string", "localization", required=False),
         ]
     )
-    outputs = Schema([ColSpec("string", "prediction"), *(ColSpec("double", c) for c in CLASSES)])
+    outputs = Schema(
+        [
+            ColSpec("string", "prediction"),
+            ColSpec(Array("string"), "prediction_set"),
+            ColSpec("boolean", "refer"),
+            ColSpec("string", "refer_reason"),
+            *(ColSpec("double", c) for c in CLASSES),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

@@ -8,7 +8,12 @@ read and tested on its own:
   that neither model was trained or selected on;
 * it is *paired*: a bootstrap over those lesions of the **difference** in the primary
   metric, and the challenger wins only when the lower end of its interval is above
-  ``min_improvement``, and melanoma sensitivity does not drop by more than the guard allows.
+  ``min_improvement``, and melanoma sensitivity does not drop by more than the guard allows;
+* the challenger's conformal prediction sets must keep their promise on those lesions:
+  a class whose coverage is below ``1 - alpha - coverage_tolerance`` even at the upper
+  end of its lesion interval stops it (:func:`check_coverage`). The interval, not the
+  point, because a class has 15-40 test images: a point below the line by chance would
+  block good models, an interval wholly below it does not happen by chance.
 
 With ±0.05 of sampling noise in one test split's balanced accuracy, comparing two point
 estimates would promote lucky challengers; the paired interval does not.
@@ -25,6 +30,7 @@ import numpy as np
 from skinlesion.config.schema import PromotionSettings
 from skinlesion.evaluation.resampling import (
     COUNT_METRICS,
+    accuracy,
     lesion_counts,
     lesion_weights,
     melanoma_sensitivity,
@@ -41,6 +47,59 @@ VALIDATION_KEYS: dict[str, str] = {
 
 class GateError(ValueError):
     """The gate cannot be applied as configured or to the data given."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A model's answers on the gate's rows: the predicted class of each, and its conformal
+    prediction sets (n x K booleans) at miscoverage ``alpha``; None for a model saved
+    before models carried them."""
+
+    classes: np.ndarray
+    sets: np.ndarray | None = None
+    alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class CoverageCheck:
+    """The challenger's per-class coverage on the gate's lesions against its promise."""
+
+    floor: float  # 1 - alpha - coverage_tolerance
+    coverage: dict[str, float]
+    upper: dict[str, float]  # upper end of each class's interval at ``confidence``
+    short: list[str]  # classes whose whole interval lies below the floor
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{c} {self.coverage[c]:.3f} (up to {self.upper[c]:.3f})" for c in self.short
+        )
+
+
+def check_coverage(
+    y: np.ndarray, answers: Answers, groups: np.ndarray, settings: PromotionSettings
+) -> CoverageCheck | None:
+    """Per-class coverage of the sets in ``answers`` with the upper ends of its lesion
+    bootstrap intervals; None when the model has no sets."""
+    from skinlesion.labels import CLASSES
+
+    if answers.sets is None or len(y) == 0:
+        return None
+    covered = answers.sets[np.arange(len(y)), y]
+    total, (hits,) = lesion_counts(y, [covered], groups)
+    weights = lesion_weights(len(total), settings.resamples, settings.seed)
+    sampled_total, sampled_hits = weights @ total, weights @ hits
+    floor = 1 - answers.alpha - settings.coverage_tolerance
+    coverage, upper, short = {}, {}, []
+    for k, name in enumerate(CLASSES):
+        if total[:, k].sum() == 0:
+            continue
+        coverage[name] = float(hits[:, k].sum() / total[:, k].sum())
+        present = sampled_total[:, k] > 0
+        resampled = accuracy(sampled_total[present][:, [k]], sampled_hits[present][:, [k]])
+        upper[name] = percentile_interval(resampled, settings.confidence)[1]
+        if upper[name] < floor:
+            short.append(name)
+    return CoverageCheck(floor=floor, coverage=coverage, upper=upper, short=short)
 
 
 @dataclass(frozen=True)
@@ -124,7 +183,9 @@ def compare(
     )
 
 
-def verdict(comparison: Comparison, settings: PromotionSettings) -> tuple[bool, str]:
+def verdict(
+    comparison: Comparison, settings: PromotionSettings, coverage: CoverageCheck | None = None
+) -> tuple[bool, str]:
     """Does the challenger win, and the sentence that says why."""
     figures = comparison.describe()
     lower = comparison.interval[0] if comparison.interval else math.nan
@@ -138,5 +199,11 @@ def verdict(comparison: Comparison, settings: PromotionSettings) -> tuple[bool, 
         return False, (
             f"champion stays: melanoma guard rail, {figures} (may drop at most "
             f"{settings.max_mel_recall_drop})"
+        )
+    if coverage is not None and coverage.short:
+        return False, (
+            f"champion stays: coverage guard, the challenger's prediction sets hold the true "
+            f"class of {coverage.describe()} of these images, below {coverage.floor:.3f}; "
+            f"{figures}"
         )
     return True, f"challenger wins: {figures}"

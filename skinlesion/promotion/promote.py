@@ -34,8 +34,11 @@ from skinlesion.errors import SkinlesionError
 from skinlesion.promotion.candidates import Candidate, PromotionError, load_candidates
 from skinlesion.promotion.gate import (
     VALIDATION_KEYS,
+    Answers,
     Comparison,
+    CoverageCheck,
     GateError,
+    check_coverage,
     choose_challenger,
     compare,
     verdict,
@@ -54,8 +57,9 @@ from skinlesion.training.inputs import labels_of
 
 log = logging.getLogger(__name__)
 
-# A predictor: model URI and rows -> the predicted class index of each row.
-Predict = Callable[[str, pd.DataFrame], np.ndarray]
+# A predictor: model URI and rows -> the predicted class of each row and the model's
+# conformal sets, if it has them.
+Predict = Callable[[str, pd.DataFrame], Answers]
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,8 @@ def assess(
     compared is handled by ``settings.unloadable_champion``."""
     from skinlesion.model.loading import ModelFormatError
 
-    key = settings.primary_metric
     if champion is None:
-        return Assessment(
-            True, f"no champion yet; challenger {challenger.name} chosen on validation ({key})"
-        )
+        return _first_champion(client, settings, challenger, test, predict)
     new_seen = recorded_lesions(client, challenger.run_id, LESIONS_ARTIFACT)
     if new_seen is None:
         raise PromotionError(
@@ -132,25 +133,22 @@ def assess(
             )
         uri = f"models:/{settings.registered_model}/{champion.version}"
         try:
-            old_pred = predict(uri, rows) if len(rows) else np.array([], dtype=int)
+            old = predict(uri, rows) if len(rows) else Answers(np.array([], dtype=int))
         except ModelFormatError as err:
             why = str(err).splitlines()[0][:300]  # Keras appends whole model configs
             problem = f"champion version {champion.version} cannot be loaded by this code ({why})"
         else:
-            new_pred = predict(challenger.model_uri, rows) if len(rows) else old_pred
+            new = predict(challenger.model_uri, rows) if len(rows) else old
+            groups = rows["lesion_id"].astype(str).to_numpy()
+            y = labels_of(rows)
             try:
-                comparison = compare(
-                    labels_of(rows),
-                    new_pred,
-                    old_pred,
-                    rows["lesion_id"].astype(str).to_numpy(),
-                    settings,
-                )
+                comparison = compare(y, new.classes, old.classes, groups, settings)
             except GateError as err:
                 raise PromotionError(
                     f"{err} ({excluded} test lesions were seen in training)"
                 ) from err
-            wins, reason = verdict(comparison, settings)
+            coverage = check_coverage(y, new, groups, settings)
+            wins, reason = verdict(comparison, settings, coverage)
             if excluded:
                 reason += f"; {excluded} test lesions left out: a model was trained on them"
             return Assessment(wins, reason, comparison, excluded)
@@ -164,6 +162,47 @@ def assess(
         False,
         f"champion stays: {problem}; compare it by hand, or rerun with "
         "promote.unloadable_champion=replace",
+    )
+
+
+def _first_champion(
+    client: Any,
+    settings: PromotionSettings,
+    challenger: Candidate,
+    test: pd.DataFrame,
+    predict: Predict,
+) -> Assessment:
+    """With no champion, the challenger becomes one, unless its prediction sets fail the
+    coverage guard on the test lesions it never saw."""
+    reason = (
+        f"no champion yet; challenger {challenger.name} chosen on validation "
+        f"({settings.primary_metric})"
+    )
+    seen = recorded_lesions(client, challenger.run_id, LESIONS_ARTIFACT)
+    rows = gate_rows(test, [seen])[0] if seen is not None else test.iloc[:0]
+    if rows.empty:
+        return Assessment(True, reason)
+    groups = rows["lesion_id"].astype(str).to_numpy()
+    coverage = check_coverage(
+        labels_of(rows), predict(challenger.model_uri, rows), groups, settings
+    )
+    if coverage is not None and coverage.short:
+        return Assessment(
+            False,
+            f"no champion yet, and {challenger.name} is not made one: coverage guard, its "
+            f"prediction sets hold the true class of {coverage.describe()} of the test "
+            f"images, below {coverage.floor:.3f}",
+        )
+    return Assessment(True, reason + _covered(coverage))
+
+
+def _covered(coverage: CoverageCheck | None) -> str:
+    if coverage is None:
+        return "; it has no prediction sets to check"
+    lowest = min(coverage.coverage, key=coverage.coverage.__getitem__)
+    return (
+        f"; its prediction sets cover every class (lowest: {lowest} "
+        f"{coverage.coverage[lowest]:.3f}, floor {coverage.floor:.3f})"
     )
 
 
@@ -308,8 +347,9 @@ def promote_from_reports(
     import mlflow
 
     from skinlesion.data.split import read_manifest, split_summary
-    from skinlesion.evaluation.evaluate import predict_frame
+    from skinlesion.evaluation.evaluate import score_frame
     from skinlesion.model.loading import load_model
+    from skinlesion.model.reliability import reliability_of
     from skinlesion.tracking import configure_tracking
 
     params = as_params(params)
@@ -320,9 +360,13 @@ def promote_from_reports(
     load = functools.lru_cache(maxsize=4)(load_model)
     evaluation = params.evaluate
 
-    def predict(uri: str, rows: pd.DataFrame) -> np.ndarray:
-        probs = predict_frame(load(uri), rows, data_dir, evaluation)
-        return probs.argmax(axis=1)
+    def predict(uri: str, rows: pd.DataFrame) -> Answers:
+        model = load(uri)
+        scored = score_frame(model, rows, data_dir, evaluation)
+        reliability = reliability_of(model)
+        if scored.assessment is None or reliability is None:
+            return Answers(scored.probs.argmax(axis=1))
+        return Answers(scored.probs.argmax(axis=1), scored.assessment.sets, reliability.alpha)
 
     candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)
     decision = promote(mlflow.MlflowClient(), candidates, settings, test, predict)

@@ -10,10 +10,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
-from skinlesion.model.inference import predict_raw
+from skinlesion.model.inference import score_raw
 from skinlesion.model.metadata import encode_metadata, model_inputs
 from skinlesion.model.preprocessing import PREPARE_LAYER, core_of
+from skinlesion.model.reliability import reliability_of
+
+
+class InputContractError(SkinlesionError, ValueError):
+    """An image breaks the input contract of the model's training data."""
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -79,21 +85,39 @@ def predict_images(
     gradcam_dir: Path | None = None,
     patient: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per image: probabilities per class, the top class and, optionally, a Grad-CAM PNG.
+    """Per image: probabilities per class, the top class, the prediction set and referral
+    (for a model that carries them) and, optionally, a Grad-CAM PNG.
 
     ``patient`` ({"age", "sex", "localization"}, any of them may be missing) is given to
-    a model that takes metadata, for every image; without it the metadata is unknown."""
+    a model that takes metadata, for every image; without it the metadata is unknown.
+    An image that breaks the model's input contract stops the call before any
+    prediction (:class:`InputContractError`), or is referred when the model was trained
+    with ``invalid_input: refer``, the same as the server does."""
+    reliability = reliability_of(model)
+    violations: list[list[str]] = [[] for _ in paths]
+    if reliability is not None:
+        for i, path in enumerate(paths):
+            broken = reliability.contract.check_bytes(Path(path).read_bytes())
+            if broken and reliability.invalid_input == "refuse":
+                raise InputContractError(f"{path}: {'; '.join(broken)}")
+            violations[i] = [f"input contract: {rule}" for rule in broken]
     images = [load_image(p) for p in paths]
     metadata = encode_metadata(pd.DataFrame([patient or {}] * len(paths)))
-    probs = predict_raw(model, images, metadata, batch_size=32, tta=tta)
+    scored = score_raw(model, images, metadata, batch_size=32, tta=tta, violations=violations)
     results = []
-    for path, image, meta, p in zip(paths, images, metadata, probs, strict=True):
+    for row, (path, image, meta, p) in enumerate(
+        zip(paths, images, metadata, scored.probs, strict=True)
+    ):
         top = int(p.argmax())
         entry: dict[str, Any] = {
             "image": str(path),
             "prediction": CLASSES[top],
             "probabilities": {c: round(float(v), 4) for c, v in zip(CLASSES, p, strict=True)},
         }
+        if scored.assessment is not None:
+            entry["prediction_set"] = scored.assessment.prediction_set(row)
+            entry["refer"] = bool(scored.assessment.refer[row])
+            entry["refer_reason"] = scored.assessment.reasons[row]
         if gradcam_dir is not None:
             cam = grad_cam(model, image, top, meta)
             entry["gradcam"] = str(overlay(path, cam, gradcam_dir / f"{Path(path).stem}.png"))

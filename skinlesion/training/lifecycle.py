@@ -34,9 +34,11 @@ from skinlesion.data.split import read_manifest
 from skinlesion.data.storage import delete_prefix, mirror_from_s3
 from skinlesion.data.versions import file_md5, list_folder, log_data_listing
 from skinlesion.model.preprocessing import with_preprocessing
+from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
 from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking, flatten
+from skinlesion.training.calibration import fit_reliability
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import precision_policy, select_device
 from skinlesion.training.fitting import Context, balanced_class_weight
@@ -106,12 +108,23 @@ def train_model(
         provenance = run_provenance(params, listing.version, origin)
         _log_inputs(model_name, ctx, rows, params, {**provenance, **(tags or {})})
         fitted, tuned, throughput = _fit(model_name, ctx, params)
+        reliability, figures = fit_reliability(
+            fitted.model, ctx, params.train.reliability, params.validate_
+        )
+        mlflow.log_metrics(figures)
         result = _save_and_log(
-            model_name, fitted, tuned, throughput, ctx, Path(out_model), Path(report_dir)
+            model_name,
+            fitted,
+            tuned,
+            throughput,
+            ctx,
+            reliability,
+            Path(out_model),
+            Path(report_dir),
         )
         result.run_id = run.info.run_id
         result.model_uri = (
-            log_serving_model(out_model, ctx.table.images[ctx.val_idx[0]]).model_uri
+            log_serving_model(out_model, _example_image(data_dir, rows.val)).model_uri
             if log_model
             else ""
         )
@@ -276,15 +289,18 @@ def _save_and_log(
     tuned: dict[str, Any],
     throughput: float,
     ctx: Context,
+    reliability: Reliability,
     out: Path,
     report: Path,
 ) -> TrainResult:
-    """Save and log: the model saved with its own preprocessing (raw images in, nothing read from
-    params), the curves logged, and the run's figures at the operating point."""
+    """Save and log: the model saved with its own preprocessing and its reliability (raw
+    images in, nothing read from params), the curves logged, and the run's figures at the
+    operating point."""
     import mlflow
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with_preprocessing(fitted.model, ctx.inputs.image_size, ctx.inputs.center_crop).save(out)
+    servable = with_preprocessing(fitted.model, ctx.inputs.image_size, ctx.inputs.center_crop)
+    attach(servable, reliability).save(out)
     if ctx.history_csv.is_file():
         mlflow.log_artifact(str(ctx.history_csv))
         mlflow.log_artifact(str(plot_history(ctx.history_csv, report / "curves.png")))
@@ -304,6 +320,14 @@ def _save_and_log(
         replicas=ctx.device.replicas,
         mixed_precision=ctx.device.mixed_precision,
     )
+
+
+def _example_image(data_dir: str | Path, val_rows: pd.DataFrame) -> Any:
+    """A validation image as a client sends it (its own size, not the model's input
+    size): the logged model's input example, which must keep the input contract."""
+    from skinlesion.model.preprocessing import read_image
+
+    return read_image((Path(data_dir) / val_rows["image_path"].iloc[0]).read_bytes())
 
 
 def _start_run(work_dir: Path, run_name: str) -> Any:

@@ -336,12 +336,12 @@ READS = {
     "oversample": {"oversample"},
     "check-changes": {"data", "tracking", "promote", "params_hash"},
     "eda": {"eda"},
-    "train": {"data", "input", "tracking", "train", "params_hash"},
+    "train": {"data", "validate", "input", "tracking", "train", "params_hash"},
     "evaluate": {"evaluate"},
     "compare": {"train", "compare", "tracking"},
     "promote": {"train", "evaluate", "promote", "tracking"},
     "open-study": {"tune", "train", "input", "tracking"},
-    "tune-trials": {"tune", "train", "input", "data", "tracking", "params_hash"},
+    "tune-trials": {"tune", "train", "input", "data", "validate", "tracking", "params_hash"},
     "best-params": {"params"},  # it hands the whole params, best values in, to training
 }
 SECTION_NAMES = {"params", *STEP_SECTIONS}

@@ -43,7 +43,7 @@ def trained(train_workspace: Path, params: dict, tmp_path_factory: pytest.TempPa
             model_name="cnn",
             raw_data=Dataset(uri=str(train_workspace / "data")),
             training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
-            **step_inputs(small, "data", "input", "tracking", "train", "params_hash"),
+            **step_inputs(small, "data", "validate", "input", "tracking", "train", "params_hash"),
             kfp_run_id="run-unit",
             image="registry.example/skinlesion:abc-gpu",
             **outputs,

@@ -50,7 +50,9 @@ def test_workers_share_one_study_and_the_best_becomes_params(
         tune_trials.python_func(
             model_name="cnn", study=name, worker=worker, trials=3, kfp_run_id="r1",
             image="registry.example/skinlesion:gpu", summary=summary, **data,
-            **step_inputs(small, "tune", "train", "input", "data", "tracking", "params_hash"),
+            **step_inputs(
+                small, "tune", "train", "input", "data", "validate", "tracking", "params_hash"
+            ),
         )  # fmt: skip
         summaries.append(summary.metadata)
         trials.append(len(optuna.load_study(study_name=name, storage=storage).trials))

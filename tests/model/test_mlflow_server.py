@@ -89,7 +89,10 @@ def test_run_is_on_the_server_with_params_metrics_and_model(
         "localization",
     ]
     served = mlflow.pyfunc.load_model(uri)
-    image = encode_image(np.full((45, 60, 3), 128, dtype="uint8"))
+    image = encode_image(np.full((90, 120, 3), 128, dtype="uint8"))
     answer = served.predict(PATIENTS.assign(image=image))
     probs = answer[list(CLASSES)].to_numpy()
     assert probs.shape == (2, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert answer["refer"].dtype == bool and all(
+        isinstance(s, list) for s in answer["prediction_set"]
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
@@ -17,6 +17,7 @@ import pytest
 from skinlesion.config.files import load_params
 from skinlesion.config.schema import PromotionSettings
 from skinlesion.labels import CLASSES
+from skinlesion.promotion.gate import Answers
 from skinlesion.promotion.promote import Candidate, PromotionError, promote
 from skinlesion.promotion.registry import CHALLENGER, CHAMPION, register
 from skinlesion.provenance import LESIONS_ARTIFACT
@@ -40,14 +41,17 @@ class Registry:
     client: Any
     name: str  # each test promotes its own registered model on the shared server
     quality: dict[str, tuple[float, float]]  # model URI -> (share right, melanoma share)
+    # model URI -> share of each class's images whose prediction set holds the true class
+    coverage: dict[str, float] = field(default_factory=dict)
 
     def settings(self, **kwargs: Any) -> PromotionSettings:
         base = load_params(ROOT / "params.yaml").promote
         return base.model_copy(update={"registered_model": self.name, **kwargs})
 
-    def predict(self, uri: str, rows: pd.DataFrame) -> np.ndarray:
-        """A scripted model: each URI gets a fixed share of rows right (``quality``);
-        a registry URI is resolved to the logged model it was registered from."""
+    def predict(self, uri: str, rows: pd.DataFrame) -> Answers:
+        """A scripted model: each URI gets a fixed share of rows right (``quality``) and
+        its sets cover a fixed share of each class (``coverage``, else 0.95); a registry
+        URI is resolved to the logged model it was registered from."""
         if uri.startswith(f"models:/{self.name}/"):
             version = self.client.get_model_version(self.name, uri.rsplit("/", 1)[1])
             uri = version.tags["uri"]
@@ -58,7 +62,14 @@ class Registry:
         for k in np.unique(y):  # exactly that share of each class, rows drawn per model
             members = rng.permutation(np.flatnonzero(y == k))
             hit[members[: round((mel_right if k == MEL else right) * len(members))]] = True
-        return np.where(hit, y, (y + 1) % len(CLASSES))
+        pred = np.where(hit, y, (y + 1) % len(CLASSES))
+        sets = np.zeros((len(y), len(CLASSES)), dtype=bool)
+        sets[np.arange(len(y)), (y + 1) % len(CLASSES)] = True  # a wrong class in every set
+        covers = self.coverage.get(uri, 0.95)
+        for k in np.unique(y):
+            members = np.flatnonzero(y == k)
+            sets[members[: round(covers * len(members))], k] = True
+        return Answers(pred, sets, alpha=0.1)
 
     def candidate(
         self, name: str, val: float, right: float, mel: float, seen: list[str] | None = None
@@ -130,6 +141,26 @@ def test_lifecycle_selects_on_validation_and_gates_paired_on_test(registry):
     assert tags["validation.balanced_accuracy"] == "0.7000"
 
 
+def test_coverage_guard_stops_a_challenger_whose_sets_under_cover(registry):
+    """Better on the primary metric, but its prediction sets hold the true class of only
+    60% of each class's unseen test images (promised: 90%): it is not promoted, as a
+    first champion or against one. Sets that keep the promise pass."""
+    under = registry.candidate("cnn", val=0.7, right=0.85, mel=0.85)
+    registry.coverage[under.model_uri] = 0.6
+    first = registry.run(under)
+    assert not first.promoted and "not made one: coverage guard" in first.reason
+    assert registry.state()[1] == {CHALLENGER: "1"}  # registered, never champion
+
+    honest = registry.run(registry.candidate("cnn", val=0.7, right=0.6, mel=0.7))
+    assert honest.promoted and "prediction sets cover every class" in honest.reason
+    better = registry.candidate("cnn", val=0.75, right=0.85, mel=0.85)
+    registry.coverage[better.model_uri] = 0.6
+    stopped = registry.run(better)
+    assert not stopped.promoted and "champion stays: coverage guard" in stopped.reason
+    assert stopped.comparison["interval"][0] > 0  # it would have won on the metric
+    assert registry.state()[1][CHAMPION] == "2"
+
+
 def test_registration_is_idempotent(registry):
     cnn = registry.candidate("cnn", val=0.6, right=0.6, mel=0.6)
     res = registry.candidate("resnet152v2", val=0.5, right=0.5, mel=0.5)
@@ -199,7 +230,7 @@ def test_uncomparable_champion_is_kept_or_replaced_by_policy(registry):
     registry.run(registry.candidate("cnn", 0.5, 0.5, 0.5))
     scripted = registry.predict
 
-    def unloadable(uri: str, rows: pd.DataFrame) -> np.ndarray:
+    def unloadable(uri: str, rows: pd.DataFrame) -> Answers:
         if uri.startswith("models:/clf"):
             raise ModelFormatError(f"cannot load model {uri}: TypeError: unknown layer")
         return scripted(uri, rows)
@@ -243,7 +274,7 @@ def test_registry_error_is_not_absence(registry, monkeypatch):
     registry.run(registry.candidate("cnn", 0.5, 0.5, 0.5))
     before = registry.state()
 
-    def storage_down(uri: str, rows: pd.DataFrame) -> np.ndarray:
+    def storage_down(uri: str, rows: pd.DataFrame) -> Answers:
         raise ModelLoadError(f"cannot load model {uri}: ConnectionError: S3 unreachable")
 
     registry.predict = storage_down  # type: ignore[method-assign]

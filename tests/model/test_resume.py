@@ -126,7 +126,7 @@ import yaml
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from components.train.component import train
 from tests.conftest import step_inputs
-SECTIONS = ("data", "input", "tracking", "train", "params_hash")
+SECTIONS = ("data", "validate", "input", "tracking", "train", "params_hash")
 train.python_func(
     model_name="cnn", raw_data=Dataset(uri={str(train_workspace / "data")!r}),
     training_manifest=Dataset(uri={str(train_workspace / "train.csv")!r}),
@@ -149,7 +149,7 @@ train.python_func(
         model_name="cnn",
         raw_data=Dataset(uri=str(train_workspace / "data")),
         training_manifest=Dataset(uri=str(train_workspace / "train.csv")),
-        **step_inputs(cfg, "data", "input", "tracking", "train", "params_hash"),
+        **step_inputs(cfg, "data", "validate", "input", "tracking", "train", "params_hash"),
         kfp_run_id="run-42",
         image="registry.example/skinlesion:abc-gpu",
         model=Model(uri=str(tmp_path / "model")),

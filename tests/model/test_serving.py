@@ -5,6 +5,7 @@ the alias, and models registered before they carried their preprocessing."""
 from __future__ import annotations
 
 import base64
+import io
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import requests
 from PIL import Image
 
 from skinlesion.config.files import load_params
-from skinlesion.evaluation.evaluate import predict_frame
+from skinlesion.evaluation.evaluate import score_frame
 from skinlesion.labels import CLASSES
 from skinlesion.model.loading import load_model
 from skinlesion.model.preprocessing import preprocessing_of
@@ -33,15 +34,29 @@ NAME = "serving-test"
 PATIENT = {"age": 62.0, "sex": "male", "localization": "back"}
 
 
+def _calibration(synth_dir: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Synthetic lesion images (200x150) and their classes: what the served models'
+    reliability is fitted on."""
+    from skinlesion.model.preprocessing import read_image
+
+    catalog = pd.read_csv(synth_dir / "HAM10000_metadata.csv").head(140)
+    images = [
+        read_image(next(synth_dir.rglob(f"{i}.jpg")).read_bytes()) for i in catalog["image_id"]
+    ]
+    return images, np.array([CLASSES.index(d) for d in catalog["dx"]])
+
+
 @pytest.fixture(scope="module")
-def registry(mlflow_server: str) -> Iterator[str]:
-    """Two versions of NAME on the server (different weights), `champion` on version 1."""
+def registry(mlflow_server: str, synth_dir: Path) -> Iterator[str]:
+    """Two versions of NAME on the server (different weights, each with its conformal
+    calibration and input contract), `champion` on version 1."""
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_experiment("serving")
     client = mlflow.MlflowClient()
+    calibration = _calibration(synth_dir)
     for seed in (1, 2):
         with mlflow.start_run():
-            info = log_tiny_model(seed=seed, size=24, metadata=True)
+            info = log_tiny_model(seed=seed, size=24, metadata=True, calibration=calibration)
         mlflow.register_model(info.model_uri, NAME)
     client.set_registered_model_alias(NAME, "champion", "1")
     mlflow.set_tracking_uri(None)
@@ -127,14 +142,26 @@ def _probabilities(answer: list[dict]) -> np.ndarray:
     return np.array([[row[c] for c in CLASSES] for row in answer])
 
 
+def _sets(rows: list[dict]) -> list[tuple[list[str], bool, str]]:
+    return [(r["prediction_set"], r["refer"], r["refer_reason"]) for r in rows]
+
+
 def test_evaluate_predict_pyfunc_and_http_give_the_same_probabilities(registry, server, images):
+    """The same probabilities, decisions, prediction sets and referrals by every path."""
     mlflow.set_tracking_uri(registry)
     uri = f"models:/{NAME}/1"
     model = load_model(uri)
     assert preprocessing_of(model) == (24, True)  # from the model, not from params.yaml
     folder = images.attrs["folder"]
     settings = load_params(ROOT / "params.yaml").evaluate.model_copy(update={"tta": False})
-    evaluated = predict_frame(model, images, folder, settings)
+    scored = score_frame(model, images, folder, settings)
+    evaluated = scored.probs
+    assessment = scored.assessment
+    assert assessment is not None
+    expected_sets = [
+        (assessment.prediction_set(i), bool(assessment.refer[i]), assessment.reasons[i])
+        for i in range(len(images))
+    ]
 
     paths = [folder / p for p in images["image_path"]]
     predicted = predict_images(model, paths, patient=PATIENT)
@@ -149,6 +176,9 @@ def test_evaluate_predict_pyfunc_and_http_give_the_same_probabilities(registry, 
     np.testing.assert_allclose(_probabilities(served), evaluated, atol=1e-6)
     np.testing.assert_allclose(cli, evaluated, atol=1e-4)  # predict rounds to 4 places
     assert [r["prediction"] for r in served] == [CLASSES[i] for i in evaluated.argmax(1)]
+    assert _sets(served) == expected_sets
+    assert _sets(pyfunc.to_dict("records")) == expected_sets
+    assert _sets(predicted) == expected_sets
     assert response.headers["x-model-version"] == "1"
     # the patient's data counts: unknown metadata gives other probabilities
     bare = [{"image": r["image"]} for r in _records(images)[:2]]
@@ -197,6 +227,71 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, image
     assert requests.get(f"{server}/ping", timeout=10).ok
     still = _invoke(server, {"dataframe_records": good})
     assert still.status_code == 200 and still.json()["predictions"][0]["prediction"] in CLASSES
+
+
+def _encoded(image: Image.Image, fmt: str = "JPEG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _odd_inputs(images: pd.DataFrame) -> dict[str, str]:
+    """Inputs no lesion model should answer about with confidence, base64-encoded."""
+    from sklearn.datasets import load_sample_image
+
+    lesion = Image.open(images.attrs["folder"] / images["image_path"].iloc[0]).convert("RGB")
+    noise = np.random.default_rng(7).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    grey16 = Image.fromarray(np.full((150, 200), 30000, dtype=np.uint16))
+    return {
+        "1x1": _encoded(Image.new("RGB", (1, 1), (180, 120, 100))),
+        "greyscale": _encoded(lesion.convert("L")),
+        "cmyk": _encoded(lesion.convert("CMYK")),
+        "16-bit": _encoded(grey16, "PNG"),
+        "noise": _encoded(Image.fromarray(noise)),
+        "solid colour": _encoded(Image.new("RGB", (200, 150), (200, 120, 90))),
+        "street photo": _encoded(Image.fromarray(load_sample_image("china.jpg"))),
+    }
+
+
+def test_odd_inputs_are_refused_or_referred_with_their_reason(server, images):
+    """Images that break the training data's rules get a 400 naming the rule; images
+    that keep them but are no lesion are answered with refer and the reason; a lesion
+    gets its set. The server keeps serving."""
+    odd = _odd_inputs(images)
+    refused = {
+        "1x1": "image is 1x1 pixels, smaller than the 64x64",
+        "greyscale": "colour mode is L, the model was trained on RGB images only",
+        "cmyk": "colour mode is CMYK",
+        "16-bit": "colour mode is I;16",
+    }
+    for kind, rule in refused.items():
+        response = _invoke(server, {"dataframe_records": [{"image": odd[kind]}]})
+        assert response.status_code == 400, (kind, response.text)
+        assert rule in response.json()["message"], (kind, response.text)
+    for kind in ("noise", "solid colour", "street photo"):
+        response = _invoke(server, {"dataframe_records": [{"image": odd[kind]}]})
+        assert response.status_code == 200, (kind, response.text)
+        answer = response.json()["predictions"][0]
+        assert answer["refer"] and "out of distribution" in answer["refer_reason"], (kind, answer)
+    lesion = _invoke(server, {"dataframe_records": _records(images)[:1]})
+    assert lesion.status_code == 200
+    assert lesion.json()["predictions"][0]["prediction_set"]
+
+
+def test_a_model_trained_to_refer_answers_odd_inputs_with_the_rule(registry, images, synth_dir):
+    """Under `invalid_input: refer` an image that breaks the contract is answered, with
+    refer and the broken rule as its reason, beside the rows that keep it."""
+    mlflow.set_tracking_uri(registry)
+    with mlflow.start_run():
+        info = log_tiny_model(
+            seed=3, size=24, calibration=_calibration(synth_dir), invalid_input="refer"
+        )
+    odd = _odd_inputs(images)
+    rows = [{"image": odd["1x1"]}, {"image": odd["greyscale"]}, _records(images)[0]]
+    answers = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame(rows))
+    assert answers["refer"].iloc[0] and "input contract: image is 1x1" in answers["refer_reason"][0]
+    assert answers["refer"].iloc[1] and "colour mode is L" in answers["refer_reason"][1]
+    assert "input contract" not in answers["refer_reason"][2]
 
 
 def test_the_served_model_follows_the_alias(registry, server, images):

@@ -53,7 +53,12 @@ def test_model_evaluates_above_chance_on_test_and_probabilities_sum_to_one(train
     model = load_model(root / "models/cnn.keras")
     test = read_manifest(root / "split.csv").query("split == 'test'")
     small = small_params(params)
-    metrics, probs = evaluate_frame(model, test, root / "data", parse_params(small).evaluate)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    metrics, scored = evaluate_frame(model, test, root / "data", parse_params(small).evaluate)
+    np.testing.assert_allclose(scored.probs.sum(axis=1), 1.0, atol=1e-4)
+    conformal = metrics["conformal"]  # the trained model carries its calibration
+    assert conformal["alpha"] == params["train"]["reliability"]["alpha"]
+    assert set(conformal["coverage_by_class"]) == set(metrics["recall"])
+    assert 1 <= conformal["set_size_mean"] <= 7 and 0 <= conformal["refer_rate"] <= 1
+    assert scored.assessment is not None and scored.assessment.sets.shape == (len(test), 7)
     assert metrics["balanced_accuracy"] > 0.4
     assert set(metrics["recall"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}

@@ -1,0 +1,95 @@
+"""Fitting a trained model's reliability (:mod:`skinlesion.model.reliability`) on data it
+did not learn from, after the melanoma operating point is set.
+
+* **Conformal calibration on the validation part.** The sets need scores of labelled
+  images the model was not trained on, with lesions apart from the test part: validation
+  is that. It also chose the best epoch and the melanoma offset, so its scores are a
+  little better than those of new lesions, and the guarantee of ``1 - alpha`` per class
+  is then approximate rather than exact. Carving a separate part would leave 7-9
+  dermatofibroma or vascular images to calibrate each half, too few for a per-class
+  level of 90% (that needs at least 9). The coverage on the test lesions, which nothing
+  here reads, is what evaluation reports and the promotion gate checks.
+* **The feature distance** is fitted on the training images (each once, not its
+  oversampled copies; at most ``reference_images``, sampled), and its threshold is the
+  ``1 - ood_false_refer`` quantile of the validation images' distances: that share of
+  in-distribution images is referred as out of distribution, by design.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from skinlesion.config.schema import ReliabilitySettings, ValidationSettings
+from skinlesion.data.contract import InputContract
+from skinlesion.model.metadata import model_inputs
+from skinlesion.model.reliability import Reliability, feature_model, pooled_feature_layer
+from skinlesion.training.fitting import Context
+
+log = logging.getLogger(__name__)
+
+
+def _features_and_probs(
+    probe: Any, ctx: Context, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features and probabilities of table rows, as the model sees them in use."""
+    images = ctx.table.images[rows].astype("float32")
+    metadata = ctx.table.metadata[rows] if ctx.inputs.metadata else None
+    features, probs = probe.predict(
+        model_inputs(probe, images, metadata), batch_size=ctx.batch_size, verbose=0
+    )
+    return np.asarray(features, dtype="float64"), np.asarray(probs, dtype="float64")
+
+
+def reference_rows(ctx: Context, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training images (table rows, each once) and their labels, at most ``limit``."""
+    rows, first = np.unique(ctx.train_idx, return_index=True)
+    labels = ctx.y_train[first]
+    if len(rows) > limit:
+        chosen = np.sort(np.random.default_rng(ctx.train.seed).choice(len(rows), limit, False))
+        rows, labels = rows[chosen], labels[chosen]
+    return rows, labels
+
+
+def fit_reliability(
+    core: Any,
+    ctx: Context,
+    settings: ReliabilitySettings,
+    validation: ValidationSettings,
+) -> tuple[Reliability, dict[str, float]]:
+    """The reliability of ``core`` (at its operating point), and validation figures to
+    log: mean set size, singleton share and refer rate of the validation images."""
+    layer = pooled_feature_layer(core)
+    probe = feature_model(core, layer)
+    ref_rows, ref_labels = reference_rows(ctx, settings.reference_images)
+    ref_features, _ = _features_and_probs(probe, ctx, ref_rows)
+    val_features, val_probs = _features_and_probs(probe, ctx, ctx.val_idx)
+    reliability = Reliability.fit(
+        (ref_features, ref_labels),
+        (val_features, val_probs, ctx.y_val),
+        settings,
+        InputContract(validation.min_width, validation.min_height),
+        layer,
+    )
+    assessed = reliability.assess(val_probs, val_features)
+    sizes = assessed.sets.sum(axis=1)
+    figures = {
+        "val_set_size_mean": float(sizes.mean()),
+        "val_singleton_share": float((sizes == 1).mean()),
+        "val_refer_rate": float(assessed.refer.mean()),
+        "ood_threshold": reliability.ood_threshold,
+    }
+    log.info(
+        "reliability on validation (calibration part): %d images, sets of %.2f classes on "
+        "average, %.0f%% single-class, %.0f%% referred; feature distance threshold %.1f "
+        "(from %d training images)",
+        len(val_probs),
+        figures["val_set_size_mean"],
+        100 * figures["val_singleton_share"],
+        100 * figures["val_refer_rate"],
+        reliability.ood_threshold,
+        len(ref_rows),
+    )
+    return reliability, figures
