@@ -20,7 +20,7 @@ from skinlesion.config.schema import EvalSettings, Params
 from skinlesion.errors import SkinlesionError
 from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.metrics import compute_metrics
-from skinlesion.model.inference import Scored, score_raw
+from skinlesion.model.inference import Scored, Scorer
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
 from skinlesion.model.reliability import Assessment, reliability_of
@@ -36,7 +36,7 @@ def score_frame(
     if frame.empty:
         raise ValueError("nothing to evaluate: no rows")
     images = read_images(data_dir, frame)
-    return score_raw(model, images, encode_metadata(frame), settings.batch_size, settings.tta)
+    return Scorer(model).score(images, encode_metadata(frame), settings.batch_size, settings.tta)
 
 
 def predict_frame(

@@ -82,7 +82,7 @@ def predict_raw(
     preprocessing; with ``tta`` the mean over the identity and three flips. Consecutive
     images of one size are batched together. ``metadata`` (encoded, one row per image)
     goes to a model that takes it; None means unknown."""
-    return score_raw(model, images, metadata, batch_size, tta).probs
+    return Scorer(model).score(images, metadata, batch_size, tta).probs
 
 
 class Scorer:
@@ -101,7 +101,10 @@ class Scorer:
                 with_preprocessing,
             )
 
-            size, crop = preprocessing_of(model) or (0, False)
+            prepared = preprocessing_of(model)
+            if prepared is None:  # attach() only ever wraps a self-contained model
+                raise ValueError("a model that carries its reliability carries its preprocessing")
+            size, crop = prepared
             core = feature_model(core_of(model), self.reliability.feature_layer)
             self.probe = with_preprocessing(core, size, crop)
 
@@ -136,16 +139,3 @@ class Scorer:
         if features is None:
             features = np.zeros((0, reliability.distance.whitening.shape[0]))
         return Scored(probs, reliability.assess(probs, features, violations))
-
-
-def score_raw(
-    model: Any,
-    images: Iterable[np.ndarray],
-    metadata: np.ndarray | None,
-    batch_size: int,
-    tta: bool = False,
-    violations: list[list[str]] | None = None,
-) -> Scored:
-    """:func:`predict_raw`, plus the sets and referrals of a model that carries its
-    reliability (:class:`Scorer`, for one call)."""
-    return Scorer(model).score(images, metadata, batch_size, tta, violations)

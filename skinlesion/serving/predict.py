@@ -12,7 +12,7 @@ from PIL import Image
 
 from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
-from skinlesion.model.inference import score_raw
+from skinlesion.model.inference import Scorer
 from skinlesion.model.metadata import encode_metadata, model_inputs
 from skinlesion.model.preprocessing import PREPARE_LAYER, core_of
 from skinlesion.model.reliability import reliability_of
@@ -103,7 +103,7 @@ def predict_images(
             violations[i] = [f"input contract: {rule}" for rule in broken]
     images = [load_image(p) for p in paths]
     metadata = encode_metadata(pd.DataFrame([patient or {}] * len(paths)))
-    scored = score_raw(model, images, metadata, batch_size=32, tta=tta, violations=violations)
+    scored = Scorer(model).score(images, metadata, 32, tta=tta, violations=violations)
     results = []
     for row, (path, image, meta, p) in enumerate(
         zip(paths, images, metadata, scored.probs, strict=True)
