@@ -147,3 +147,24 @@ def pipeline_schedule(
             namespace,
         )
     typer.echo(f"recurring run {job.id} created: {job.url}")
+    for old in job.replaced:
+        typer.echo(f"replaced recurring run {old} of the same name (runs it started go on)")
+
+
+@app.command("schedules")
+@user_errors
+def pipeline_schedules(
+    host: HostOpt,
+    experiment: ExperimentOpt = None,
+    namespace: NamespaceOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """List the recurring runs of the experiment: name, id, cron, enabled, created."""
+    from pipelines.client import schedules
+
+    found = schedules(host, load_params(params_file), experiment, namespace)
+    if not found:
+        typer.echo("no recurring runs")
+    for s in found:
+        state = "enabled" if s.enabled else "disabled"
+        typer.echo(f"{s.name}\t{s.id}\t{s.cron}\t{state}\t{s.created_at}")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from pipelines import training_pipeline, tuning_pipeline
+from pipelines.schedules import Schedule, list_schedules, upsert
 from pipelines.tasks import compile_with_images
 from skinlesion.config.files import set_dotted, to_pipeline
 from skinlesion.config.parse import parse_params
@@ -62,10 +63,12 @@ class PipelineClientError(SkinlesionError, ValueError):
 
 @dataclass(frozen=True)
 class Submitted:
-    """What the KFP API answered."""
+    """What the KFP API answered; ``replaced``: the recurring runs of the same name that
+    a new schedule replaced."""
 
     id: str
     url: str
+    replaced: tuple[str, ...] = ()
 
 
 def pipeline_kind(pipeline: str) -> PipelineKind:
@@ -163,26 +166,48 @@ def schedule_run(
     namespace: str | None = None,
 ) -> Submitted:
     """A recurring run: at most one at a time, and no catch-up of missed slots (a paused
-    schedule must not start a burst of GPU trainings when resumed)."""
+    schedule must not start a burst of GPU trainings when resumed). Scheduling a name
+    again replaces the recurring run of that name (:mod:`pipelines.schedules`)."""
     schedule = _schedule(params)
     expression = check_cron(cron or schedule["cron"])
     arguments = pipeline_arguments(params, assignments)
     path = _package(params, package, work_dir, "training")
     client = _client(host, namespace)
     found = client.create_experiment(experiment or schedule["experiment"], namespace=namespace)
-    job = client.create_recurring_run(
-        experiment_id=found.experiment_id,
-        job_name=job_name or f"{training_pipeline.PIPELINE_NAME}-scheduled",
-        cron_expression=expression,
-        max_concurrency=1,
-        no_catchup=True,
-        params=arguments,
-        pipeline_package_path=str(path),
-        service_account=_service_account(params),
+    name = job_name or f"{training_pipeline.PIPELINE_NAME}-scheduled"
+    job, replaced = upsert(
+        client,
+        found.experiment_id,
+        name,
+        lambda: client.create_recurring_run(
+            experiment_id=found.experiment_id,
+            job_name=name,
+            cron_expression=expression,
+            max_concurrency=1,
+            no_catchup=True,
+            params=arguments,
+            pipeline_package_path=str(path),
+            service_account=_service_account(params),
+        ),
     )
     return Submitted(
-        job.recurring_run_id, f"{host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}"
+        job.recurring_run_id,
+        f"{host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}",
+        tuple(replaced),
     )
+
+
+def schedules(
+    host: str, params: Params, experiment: str | None = None, namespace: str | None = None
+) -> list[Schedule]:
+    """The recurring runs of the experiment (default: the schedule's), oldest first."""
+    client = _client(host, namespace)
+    name = experiment or _schedule(params)["experiment"]
+    try:
+        found = client.get_experiment(experiment_name=name, namespace=namespace)
+    except ValueError:  # kfp's answer for an experiment that does not exist
+        return []
+    return list_schedules(client, found.experiment_id)
 
 
 def _schedule(params: Params) -> dict[str, Any]:

@@ -93,6 +93,54 @@ def test_schedule_is_a_recurring_run_without_catch_up(fake_kfp, params):
     assert job["experiment_id"] in fake_kfp.experiments
 
 
+def _schedule(fake_kfp, *extra: str):
+    return CliRunner().invoke(
+        command_line(),
+        ["pipeline", "schedule", "--host", fake_kfp.url, "--name", "weekly", *extra, *PARAMS],
+    )
+
+
+def test_scheduling_a_name_again_replaces_it_and_never_leaves_two(fake_kfp):
+    """Running `pipeline schedule` twice (a new cron, a new pipeline) leaves exactly one
+    recurring run of that name, the new one; the old one is disabled before the new one
+    is created, so two are never active at once; another name is left alone."""
+    assert _schedule(fake_kfp).exit_code == 0
+    other = CliRunner().invoke(
+        command_line(), ["pipeline", "schedule", "--host", fake_kfp.url, "--name", "nightly",
+                         "--cron", "0 0 1 * * *", *PARAMS],
+    )  # fmt: skip
+    assert other.exit_code == 0, other.output
+    [first] = [j for j in fake_kfp.active() if j["display_name"] == "weekly"]
+    again = _schedule(fake_kfp, "--cron", "0 0 4 * * 2", "--param", "train.cnn.epochs=80")
+    assert again.exit_code == 0, again.output
+    assert f"replaced recurring run {first['recurring_run_id']}" in again.output
+    weekly = [j for j in fake_kfp.recurring_runs.values() if j["display_name"] == "weekly"]
+    assert len(weekly) == 1 and weekly[0]["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * 2"
+    assert len(fake_kfp.active()) == 2  # weekly (new) and nightly
+    calls = [(m, p) for m, p, _ in fake_kfp.requests]
+    old = f"{API}/recurringruns/{first['recurring_run_id']}"
+    order = [calls.index(("POST", f"{old}:disable")), len(calls) - 1 - calls[::-1].index(
+        ("POST", f"{API}/recurringruns")), calls.index(("DELETE", old))]  # fmt: skip
+    assert order == sorted(order)  # disable old, create new, delete old
+
+    listed = CliRunner().invoke(
+        command_line(), ["pipeline", "schedules", "--host", fake_kfp.url, *PARAMS]
+    )
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["nightly", "weekly"]
+    assert "0 0 4 * * 2\tenabled" in lines[1]
+
+
+def test_a_failed_replacement_keeps_the_old_schedule(fake_kfp):
+    assert _schedule(fake_kfp).exit_code == 0
+    [old] = fake_kfp.active()
+    fake_kfp.fail_recurring_run = True
+    failed = _schedule(fake_kfp, "--cron", "0 0 4 * * 2")
+    assert failed.exit_code == 1 and "enabled again" in failed.output
+    assert fake_kfp.active() == [old]  # the old one runs on, unchanged
+
+
 def test_five_field_cron_is_refused_before_any_request(fake_kfp):
     result = CliRunner().invoke(
         command_line(),

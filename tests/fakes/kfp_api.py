@@ -1,7 +1,9 @@
 """A small fake Kubeflow Pipelines API server (v2beta1 REST) on 127.0.0.1.
 
-It answers what `kfp.Client` asks when it creates experiments, runs and recurring runs,
-and records every request, so tests can assert on what a cluster would have received."""
+It answers what `kfp.Client` asks when it creates experiments, runs and recurring runs
+(and lists, disables, enables and deletes those), and records every request, so tests can
+assert on what a cluster would have received. ``fail_recurring_run`` makes the next
+creation of a recurring run fail, as an API server that refuses it would."""
 
 from __future__ import annotations
 
@@ -22,8 +24,14 @@ API = "/apis/v2beta1"
 @dataclass
 class FakeKfp:
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> experiment
+    recurring_runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> job
+    fail_recurring_run: bool = False
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     url: str = ""
+
+    def active(self) -> list[dict[str, Any]]:
+        """The recurring runs that would start runs: enabled ones."""
+        return [j for j in self.recurring_runs.values() if j.get("mode", "ENABLE") == "ENABLE"]
 
     def bodies(self, method: str, path: str) -> list[dict[str, Any]]:
         """Every JSON body sent with ``method`` to ``path``."""
@@ -46,7 +54,30 @@ class FakeKfp:
         if path == f"{API}/runs" and method == "POST":
             return 200, {**(body or {}), "run_id": str(uuid.uuid4()), "state": "PENDING"}
         if path == f"{API}/recurringruns" and method == "POST":
-            return 200, {**(body or {}), "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
+            if self.fail_recurring_run:
+                self.fail_recurring_run = False
+                return 500, {"error": "recurring run refused"}
+            job_id = str(uuid.uuid4())
+            stamp = f"2026-12-01T00:00:{len(self.recurring_runs):02d}Z"
+            job = {**(body or {}), "recurring_run_id": job_id, "status": "ENABLED",
+                   "created_at": stamp}  # fmt: skip
+            self.recurring_runs[job_id] = job
+            return 200, job
+        if path == f"{API}/recurringruns" and method == "GET":
+            wanted = (query.get("experiment_id") or [None])[0]
+            jobs = [j for j in self.recurring_runs.values() if wanted in (None, j["experiment_id"])]
+            return 200, ({"recurringRuns": jobs, "total_size": len(jobs)} if jobs else {})
+        if path.startswith(f"{API}/recurringruns/"):
+            job_id, _, action = path.rsplit("/", 1)[1].partition(":")
+            job = self.recurring_runs.get(job_id)
+            if job is None:
+                return 404, {"error": "not found"}
+            if method == "DELETE":
+                del self.recurring_runs[job_id]
+            elif action in ("enable", "disable"):
+                job["mode"] = action.upper()
+                job["status"] = f"{action.upper()}D"
+            return 200, {} if method != "GET" else job
         return 404, {"error": f"fake KFP does not serve {method} {path}"}
 
 
@@ -84,6 +115,9 @@ def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             self._serve("POST")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
 
     return Handler
 
