@@ -103,3 +103,34 @@ def serve(
         settings.follow_seconds if follow is None else follow,
         int(settings.max_body_mb * (1 << 20)),
     )
+
+
+@app.command()
+@user_errors
+def score(
+    input_: Annotated[
+        str,
+        typer.Option("--input", help="Folder of images (any depth), or an s3:// prefix of them."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="MLflow model URI (default: params serve.model, the champion)."),
+    ] = None,
+    chunk: Annotated[int, typer.Option(min=1, help="Images per chunk (one part file each).")] = 256,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Score a folder of images with a registered model, through the server's own path
+    (sets and refer too): one Parquet row per image with the model and data versions.
+    Killed, it resumes where it stopped when run again."""
+    from skinlesion.serving.batch import score as score_images
+
+    params = load_params(params_file)
+    track(params)
+    result = score_images(model or params.serve.model, input_, out, chunk)
+    typer.echo(
+        f"{result.images} images in {result.out} (model version {result.model_version}, "
+        f"data {result.data_version}): {result.scored_now} scored now at "
+        f"{result.images_per_s:.1f} images/s, {result.resumed} from an earlier run; "
+        f"{result.referred} referred, {result.errors} refused"
+    )
