@@ -18,10 +18,12 @@ from skinlesion.model.reliability import Assessment, feature_model, reliability_
 @dataclass(frozen=True)
 class Scored:
     """Probabilities of n images and, for a model that carries its reliability, their
-    sets and referrals (None for a model saved before models did)."""
+    sets and referrals and their pooled image features (None for a model saved before
+    models did)."""
 
     probs: np.ndarray
     assessment: Assessment | None
+    features: np.ndarray | None = None
 
 
 def _batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -138,4 +140,4 @@ class Scorer:
         probs, features = _run(model, images, metadata, batch_size, tta, first_view)
         if features is None:
             features = np.zeros((0, reliability.distance.whitening.shape[0]))
-        return Scored(probs, reliability.assess(probs, features, violations))
+        return Scored(probs, reliability.assess(probs, features, violations), features)

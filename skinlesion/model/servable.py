@@ -35,6 +35,10 @@ from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES
 from skinlesion.model.reliability import Assessment
 
 KERAS_ARTIFACT = "keras_model"
+# Inference parameter: also answer each image's pooled features (float16 precision), for
+# the server's prediction log (skinlesion.serving.server); clients leave it off.
+EMBEDDING_PARAM = "embedding"
+EMBEDDING_COLUMN = "embedding"
 KERAS_FILE = "model.keras"
 MAX_AGE = 120.0
 BATCH_SIZE = 32
@@ -147,13 +151,18 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
         scored = self.scorer.score(
             images, encode_metadata(patient), BATCH_SIZE, violations=violations
         )
-        return answer(scored.probs, scored.assessment)
+        table = answer(scored.probs, scored.assessment)
+        if (params or {}).get(EMBEDDING_PARAM) and scored.features is not None:
+            table[EMBEDDING_COLUMN] = [
+                row.astype("float16").astype("float64").tolist() for row in scored.features
+            ]
+        return table
 
 
 def signature() -> Any:
     """Request and answer columns, as the MLflow UI and scoring server show them."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
     inputs = Schema(
@@ -173,7 +182,8 @@ def signature() -> Any:
             *(ColSpec("double", c) for c in CLASSES),
         ]
     )
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    params = ParamSchema([ParamSpec(EMBEDDING_PARAM, "boolean", False)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def encode_image(image: np.ndarray) -> str:

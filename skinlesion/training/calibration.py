@@ -9,6 +9,8 @@ did not learn from, after the melanoma operating point is set.
   dermatofibroma or vascular images to calibrate each half, too few for a per-class
   level of 90% (that needs at least 9). The coverage on the test lesions, which nothing
   here reads, is what evaluation reports and the promotion gate checks.
+* **The monitoring reference** (:func:`monitoring_reference`): the validation images'
+  patient fields, decisions and features, logged with the run for drift monitoring.
 * **The feature distance** is fitted on the training images (each once, not its
   oversampled copies; at most ``reference_images``, sampled), and its threshold is the
   ``1 - ood_false_refer`` quantile of the validation images' distances: that share of
@@ -21,9 +23,11 @@ import logging
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from skinlesion.config.schema import ReliabilitySettings, ValidationSettings
 from skinlesion.data.contract import InputContract
+from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import model_inputs
 from skinlesion.model.reliability import Reliability, feature_model, pooled_feature_layer
 from skinlesion.training.fitting import Context
@@ -63,9 +67,10 @@ def fit_reliability(
     ctx: Context,
     settings: ReliabilitySettings,
     validation: ValidationSettings,
-) -> tuple[Reliability, dict[str, float]]:
-    """The reliability of ``core`` (at its operating point), and validation figures to
-    log: mean set size, singleton share and refer rate of the validation images."""
+) -> tuple[Reliability, dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """The reliability of ``core`` (at its operating point); validation figures to log
+    (mean set size, singleton share and refer rate of the validation images); and the
+    validation images' (features, probabilities), for :func:`monitoring_reference`."""
     layer = pooled_feature_layer(core)
     probe = feature_model(core, layer)
     ref_rows, ref_labels = reference_rows(ctx, settings.reference_images)
@@ -97,4 +102,19 @@ def fit_reliability(
         reliability.ood_threshold,
         len(ref_rows),
     )
-    return reliability, figures
+    return reliability, figures, (val_features, val_probs)
+
+
+def monitoring_reference(
+    val_rows: pd.DataFrame, features: np.ndarray, probs: np.ndarray
+) -> pd.DataFrame:
+    """What a drift monitor compares served traffic with, logged beside the model: the
+    validation images (lesions the model did not learn from, as traffic will be) with
+    their patient fields, true class, the model's probabilities, decision and confidence,
+    and their pooled features at float16 precision, as the server logs them."""
+    table = val_rows[["image_id", "dx", "age", "sex", "localization"]].reset_index(drop=True)
+    table[list(CLASSES)] = probs
+    table["prediction"] = [CLASSES[i] for i in probs.argmax(axis=1)]
+    table["confidence"] = probs.max(axis=1)
+    table["embedding"] = [row.astype("float16").astype("float64").tolist() for row in features]
+    return table

@@ -9,6 +9,10 @@ the inputs, fit, save and log (a function each; :func:`train_model` runs them).
   its last finished epoch, in the same MLflow run. With ``train.checkpoint_uri`` (the
   cluster) the checkpoints are mirrored to S3 under the pipeline run's id, so a retried
   task on a new node resumes too (``skinlesion.training.checkpoints``).
+* Reliability and monitoring: the conformal calibration, feature distance and input
+  contract saved in the model (``skinlesion.training.calibration``), and the validation
+  images' fields, decisions and features logged as ``monitoring/reference.parquet``, what
+  drift in served traffic is judged against.
 * Provenance: the run carries code, params, data, image and pipeline-run tags, and the
   lesions it was trained and selected on (``lesions.json``), which promotion reads to
   never score a model on its own training data.
@@ -38,7 +42,7 @@ from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
 from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking, flatten
-from skinlesion.training.calibration import fit_reliability
+from skinlesion.training.calibration import fit_reliability, monitoring_reference
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import precision_policy, select_device
 from skinlesion.training.fitting import Context, balanced_class_weight
@@ -48,6 +52,9 @@ from skinlesion.training.plots import plot_history
 from skinlesion.training.recipes import recipe
 
 log = logging.getLogger(__name__)
+# Artifact path of the monitoring reference on a training run (what drift is judged against).
+REFERENCE_DIR = "monitoring"
+REFERENCE_FILE = "reference.parquet"
 
 
 @dataclass
@@ -108,10 +115,13 @@ def train_model(
         provenance = run_provenance(params, listing.version, origin)
         _log_inputs(model_name, ctx, rows, params, {**provenance, **(tags or {})})
         fitted, tuned, throughput = _fit(model_name, ctx, params)
-        reliability, figures = fit_reliability(
+        reliability, figures, (val_features, val_probs) = fit_reliability(
             fitted.model, ctx, params.train.reliability, params.validate_
         )
         mlflow.log_metrics(figures)
+        reference = monitoring_reference(rows.val, val_features, val_probs)
+        reference.to_parquet(ctx.work_dir / REFERENCE_FILE, index=False)
+        mlflow.log_artifact(str(ctx.work_dir / REFERENCE_FILE), REFERENCE_DIR)
         result = _save_and_log(
             model_name,
             fitted,

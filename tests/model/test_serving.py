@@ -179,6 +179,12 @@ def test_evaluate_predict_pyfunc_and_http_give_the_same_probabilities(registry, 
     assert _sets(served) == expected_sets
     assert _sets(pyfunc.to_dict("records")) == expected_sets
     assert _sets(predicted) == expected_sets
+    assert "embedding" not in served[0]  # only when asked for (the prediction log asks)
+    embedded = _invoke(
+        server, {"dataframe_records": _records(images)[:2], "params": {"embedding": True}}
+    ).json()["predictions"]
+    assert len(embedded[0]["embedding"]) == 8  # the tiny CNN's pooled features
+    assert _probabilities(embedded) == pytest.approx(evaluated[:2], abs=1e-6)
     assert response.headers["x-model-version"] == "1"
     # the patient's data counts: unknown metadata gives other probabilities
     bare = [{"image": r["image"]} for r in _records(images)[:2]]

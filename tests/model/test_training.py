@@ -46,6 +46,16 @@ def test_training_is_tracked_in_local_sqlite_store(trained_cnn):
         experiment_ids=[run.info.experiment_id], output_format="list"
     )
     assert any(m.source_run_id == result.run_id for m in models)
+    # what drift monitoring compares served traffic with: the validation images
+    reference = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="monitoring")
+        + "/reference.parquet"
+    )
+    split = read_manifest(root / "split.csv")
+    assert len(reference) == (split["split"] == "val").sum()
+    assert {"dx", "age", "sex", "localization", "prediction", "confidence"} <= set(reference)
+    assert len(reference["embedding"].iloc[0]) == 32  # the small CNN's last filters: [16, 32]
+    assert "val_set_size_mean" in run.data.metrics and "ood_threshold" in run.data.metrics
 
 
 def test_model_evaluates_above_chance_on_test_and_probabilities_sum_to_one(trained_cnn, params):
