@@ -263,6 +263,11 @@ class ServeSettings(Section):
     workers: Positive
     follow_seconds: Annotated[float, Field(ge=0)]  # 0: serve one version, never re-check
     max_body_mb: Annotated[float, Field(gt=0)]
+    log_uri: str  # prediction log: a folder or s3://bucket/prefix; "": no log
+    log_images: bool  # also log the image bytes (health data: off unless needed)
+    log_rotate_records: Positive  # a Parquet file every this many records
+    log_rotate_seconds: Annotated[float, Field(gt=0)]  # or this often, whichever first
+    log_queue: Positive  # records waiting to be written; beyond: dropped and counted
 
 
 class Dimension(Section):
