@@ -82,6 +82,13 @@ def serve(
             "0: never (default: serve.follow_seconds)."
         ),
     ] = None,
+    log_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Prediction log: a folder or s3://bucket/prefix; '' for none "
+            "(default: serve.log_uri)."
+        ),
+    ] = None,
     params_file: ParamsOpt = None,
 ) -> None:
     """Serve a registered model over HTTP with MLflow's scoring server.
@@ -102,6 +109,13 @@ def serve(
         workers or settings.workers,
         settings.follow_seconds if follow is None else follow,
         int(settings.max_body_mb * (1 << 20)),
+        {
+            "uri": settings.log_uri if log_uri is None else log_uri,
+            "images": settings.log_images,
+            "rotate_records": settings.log_rotate_records,
+            "rotate_seconds": settings.log_rotate_seconds,
+            "queue": settings.log_queue,
+        },
     )
 
 

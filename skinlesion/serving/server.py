@@ -15,6 +15,11 @@ additions around it:
 * **Which model answered.** Every response carries ``X-Model-Version`` (and
   ``X-Model-Uri``), and ``GET /model`` describes the served model and its load time.
 * **A body limit.** A request body over ``max_body_bytes`` gets 413 before it is parsed.
+* **The prediction log** (``serve.log_uri``): every image answered through
+  ``/invocations`` is recorded off the request path (:mod:`skinlesion.serving.prediction_log`);
+  the server asks the model for each image's embedding and strips it from the answer.
+  Every response carries ``X-Request-Id`` (the client's, or a new one), the key of its
+  log records. ``GET /model`` shows the log's counters.
 """
 
 from __future__ import annotations
@@ -25,17 +30,22 @@ import logging
 import os
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skinlesion.errors import SkinlesionError
 from skinlesion.promotion.registry import VERSION_URI
+
+if TYPE_CHECKING:
+    from skinlesion.serving.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
 
 ENV_MODEL = "SKINLESION_SERVE_MODEL"
 ENV_FOLLOW = "SKINLESION_SERVE_FOLLOW_SECONDS"
 ENV_MAX_BODY = "SKINLESION_SERVE_MAX_BODY_BYTES"
+ENV_LOG = "SKINLESION_SERVE_LOG"  # JSON: uri, images, rotate_records, rotate_seconds, queue
 
 
 class ServeError(SkinlesionError, RuntimeError):
@@ -52,6 +62,7 @@ class ServedModel:
     run_id: str
     load_seconds: float
     loaded_at: str
+    embeds: bool = False  # the model answers embeddings when asked (for the log)
 
 
 def resolve(uri: str) -> tuple[str, str]:
@@ -99,6 +110,9 @@ def load_served(requested: str) -> tuple[ServedModel, Any]:
     info = check_servable(uri)
     model = mlflow.pyfunc.load_model(uri)
     seconds = time.perf_counter() - started
+    from skinlesion.model.servable import EMBEDDING_PARAM
+
+    params = getattr(info.signature, "params", None) if info.signature else None
     served = ServedModel(
         requested=requested,
         uri=uri,
@@ -106,6 +120,7 @@ def load_served(requested: str) -> tuple[ServedModel, Any]:
         run_id=info.run_id or "",
         load_seconds=round(seconds, 3),
         loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        embeds=any(p.name == EMBEDDING_PARAM for p in (params.params if params else [])),
     )
     log.info("serving %s (version %s), loaded in %.1f s", uri, version or "-", seconds)
     return served, model
@@ -139,10 +154,19 @@ async def _respond(send: Any, status: int, payload: dict[str, Any]) -> None:
 class ScoringApp:
     """ASGI app: MLflow's scoring app for the current model, swapped when the alias moves."""
 
-    def __init__(self, requested: str, follow_seconds: float, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        requested: str,
+        follow_seconds: float,
+        max_body_bytes: int,
+        prediction_log: PredictionLog | None = None,
+        log_images: bool = False,
+    ) -> None:
         self.requested = requested
         self.follow_seconds = follow_seconds
         self.max_body_bytes = max_body_bytes
+        self.prediction_log = prediction_log
+        self.log_images = log_images
         self.served, self.app = self._build(requested)
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
@@ -185,6 +209,8 @@ class ScoringApp:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -206,7 +232,10 @@ class ScoringApp:
             await app(scope, receive, send)
             return
         if scope["path"] == "/model" and scope["method"] == "GET":
-            await _respond(send, 200, {**asdict(served), "follows_alias": self.follows()})
+            described = {**asdict(served), "follows_alias": self.follows()}
+            if self.prediction_log is not None:
+                described["prediction_log"] = self.prediction_log.stats()
+            await _respond(send, 200, described)
             return
         body = await _read_body(receive, self.max_body_bytes)
         if body is None:
@@ -217,37 +246,120 @@ class ScoringApp:
                 {"error_code": "REQUEST_TOO_LARGE", "message": f"request body over {limit} bytes"},
             )
             return
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if replayed:
-                await asyncio.Event().wait()  # nothing more will come; as a server would
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        tags = [
+            (b"x-model-version", served.version.encode()),
+            (b"x-model-uri", served.uri.encode()),
+        ]
+        if self.prediction_log is not None and scope["path"] == "/invocations":
+            await self._logged(scope, body, send, served, app, tags)
+            return
 
         async def tagged(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = {
-                    **message,
-                    "headers": [
-                        *message.get("headers", []),
-                        (b"x-model-version", served.version.encode()),
-                        (b"x-model-uri", served.uri.encode()),
-                    ],
-                }
+                message = {**message, "headers": [*message.get("headers", []), *tags]}
             await send(message)
 
-        await app(scope, replay, tagged)
+        await app(scope, _replay(body), tagged)
+
+    async def _logged(
+        self,
+        scope: dict[str, Any],
+        body: bytes,
+        send: Any,
+        served: ServedModel,
+        app: Any,
+        tags: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Answer through MLflow's app with embeddings asked for, record the answered
+        images on the prediction log, and send the answer without the embeddings. Any
+        failure of the logging side leaves the request as it would be without a log."""
+        from skinlesion.serving.log_records import ask_embeddings, request_rows, take_records
+
+        received = time.time()
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        rows = request_rows(body)
+        asked = ask_embeddings(body) if rows is not None and served.embeds else body
+        inner = _with_length(scope, len(asked))
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                chunks.append(message.get("body", b""))
+
+        await app(inner, _replay(asked), capture)
+        answer = b"".join(chunks)
+        if start.get("status") == 200 and rows is not None:
+            try:
+                answer, records = take_records(
+                    answer, rows, served, request_id, received, self.log_images
+                )
+                self.prediction_log.put(records)  # type: ignore[union-attr]
+            except Exception:  # the log's problem, never the request's
+                log.exception("prediction log: could not record request %s", request_id)
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-length", b"x-request-id")
+        ]
+        headers += [
+            *tags,
+            (b"x-request-id", request_id.encode()),
+            (b"content-length", str(len(answer)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": start.get("status", 500),
+                    "headers": headers})  # fmt: skip
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _replay(body: bytes) -> Any:
+    """An ASGI ``receive`` that gives ``body`` once, then waits as a server would."""
+    replayed = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            await asyncio.Event().wait()  # nothing more will come
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")[:200]
+    return None
+
+
+def _with_length(scope: dict[str, Any], length: int) -> dict[str, Any]:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+    return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}
 
 
 def create_app() -> ScoringApp:
     """The app factory uvicorn calls (in each worker): its settings come from the
     environment that :func:`serve` sets."""
+    settings = json.loads(os.environ.get(ENV_LOG) or "{}")
+    prediction_log = None
+    if settings.get("uri"):
+        from skinlesion.serving.prediction_log import PredictionLog, sink_for
+
+        prediction_log = PredictionLog(
+            sink_for(settings["uri"]),
+            rotate_records=int(settings["rotate_records"]),
+            rotate_seconds=float(settings["rotate_seconds"]),
+            max_queue=int(settings["queue"]),
+        )
     return ScoringApp(
         os.environ[ENV_MODEL],
         float(os.environ.get(ENV_FOLLOW, "60")),
         int(os.environ.get(ENV_MAX_BODY, str(8 << 20))),
+        prediction_log,
+        bool(settings.get("images")),
     )
 
 
@@ -258,13 +370,21 @@ def serve(
     workers: int,
     follow_seconds: float,
     max_body_bytes: int,
+    log: dict[str, Any] | None = None,
 ) -> None:
-    """Run the scoring server in this process (uvicorn) until it is stopped."""
+    """Run the scoring server in this process (uvicorn) until it is stopped. ``log``:
+    the prediction log's ``uri``, ``images``, ``rotate_records``, ``rotate_seconds`` and
+    ``queue`` (no log without a uri)."""
     import uvicorn
 
     check_servable(resolve(model)[0])  # a clear error here rather than in each worker
     os.environ.update(
-        {ENV_MODEL: model, ENV_FOLLOW: str(follow_seconds), ENV_MAX_BODY: str(max_body_bytes)}
+        {
+            ENV_MODEL: model,
+            ENV_FOLLOW: str(follow_seconds),
+            ENV_MAX_BODY: str(max_body_bytes),
+            ENV_LOG: json.dumps(log or {}),
+        }
     )
     uvicorn.run(
         "skinlesion.serving.server:create_app",

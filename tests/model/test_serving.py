@@ -5,12 +5,14 @@ the alias, and models registered before they carried their preprocessing."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from skinlesion.config.files import load_params
@@ -82,11 +85,14 @@ def images(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Data
     return frame
 
 
-@pytest.fixture(scope="module")
-def server(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`skinlesion serve` following `champion` every second, on a free port."""
+@contextmanager
+def _serving(registry: str, workdir: Path, log_uri: str) -> Iterator[str]:
+    """`skinlesion serve` following `champion` every second, on a free port, with its
+    prediction log at ``log_uri`` rotated every second."""
     port = _free_port()
-    workdir = tmp_path_factory.mktemp("serve")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["serve"]["log_rotate_seconds"] = 1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry, "SKINLESION_PROGRESS": "0"}
     command = [
         str(Path(sys.executable).with_name("skinlesion")),
@@ -97,8 +103,10 @@ def server(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         str(port),
         "--follow",
         "1",
+        "--log-uri",
+        log_uri,
         "--params",
-        str(ROOT / "params.yaml"),
+        str(workdir / "params.yaml"),
     ]
     log = (workdir / "serve.log").open("w")
     proc = subprocess.Popen(
@@ -121,6 +129,18 @@ def server(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         _stop_group(proc)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def serve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def server(registry: str, serve_dir: Path) -> Iterator[str]:
+    """The server of these tests, logging every answered image to ``<serve_dir>/log``."""
+    with _serving(registry, serve_dir, str(serve_dir / "log")) as url:
+        yield url
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -298,6 +318,50 @@ def test_a_model_trained_to_refer_answers_odd_inputs_with_the_rule(registry, ima
     assert answers["refer"].iloc[0] and "input contract: image is 1x1" in answers["refer_reason"][0]
     assert answers["refer"].iloc[1] and "colour mode is L" in answers["refer_reason"][1]
     assert "input contract" not in answers["refer_reason"][2]
+
+
+def _log_stats(url: str, until: Callable[[dict], bool]) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        stats = requests.get(f"{url}/model", timeout=10).json()["prediction_log"]
+        if until(stats) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.5)
+
+
+def test_answered_images_are_logged_off_the_request_path(server, serve_dir, images):
+    """Each image of each answered request becomes a record with its request id, image
+    digest and size, the patient, the answer and an embedding; no image bytes; the
+    client's answer carries no embedding."""
+    before = _log_stats(server, lambda s: True)["written"]
+    records = _records(images)[:4]
+    response = _invoke(server, {"dataframe_records": records}, headers={"X-Request-Id": "req-42"})
+    assert response.status_code == 200 and response.headers["x-request-id"] == "req-42"
+    assert "embedding" not in response.json()["predictions"][0]
+    stats = _log_stats(server, lambda s: s["written"] >= before + 4)
+    assert stats["written"] >= before + 4 and stats["dropped"] == 0
+    logged = pd.concat(pd.read_parquet(f) for f in (serve_dir / "log").rglob("*.parquet"))
+    mine = logged[logged["request_id"] == "req-42"].sort_values("row")
+    assert len(mine) == 4 and list(mine["model_version"]) == ["1"] * 4
+    raw = base64.b64decode(records[0]["image"])
+    assert mine["image_sha256"].iloc[0] == hashlib.sha256(raw).hexdigest()
+    assert mine["image_width"].iloc[0] == 200 and mine["age"].iloc[0] == PATIENT["age"]
+    assert len(mine["embedding"].iloc[0]) == 8 and "image" not in mine.columns
+    answered = response.json()["predictions"]
+    assert list(mine["prediction"]) == [a["prediction"] for a in answered]
+
+
+def test_a_failing_log_never_fails_a_request(registry, images, tmp_path_factory):
+    """The log's sink cannot be written (its folder is under a file): requests are
+    answered as ever, and the lost records are counted."""
+    workdir = tmp_path_factory.mktemp("serve-broken-log")
+    (workdir / "not-a-folder").write_text("")
+    with _serving(registry, workdir, str(workdir / "not-a-folder" / "log")) as url:
+        for _ in range(3):
+            response = _invoke(url, {"dataframe_records": _records(images)[:2]})
+            assert response.status_code == 200
+        stats = _log_stats(url, lambda s: s["dropped"] >= 6)
+    assert stats["dropped"] == 6 and stats["failed_writes"] >= 1 and stats["written"] == 0
 
 
 def test_the_served_model_follows_the_alias(registry, server, images):

@@ -1,0 +1,91 @@
+"""The prediction log's writer and records, without a server: rotation into Parquet, a
+failing sink and a full queue that drop and count but never block, the records."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from skinlesion.labels import CLASSES
+from skinlesion.serving.log_records import ask_embeddings, request_rows, take_records
+from skinlesion.serving.prediction_log import PredictionLog, folder_sink
+
+pytestmark = pytest.mark.code
+
+
+def _records(n: int) -> list[dict]:
+    return [{"request_id": f"r{i}", "prediction": "nv", "embedding": [0.5, 1.0]} for i in range(n)]
+
+
+def test_records_are_rotated_into_parquet_files(tmp_path: Path):
+    log = PredictionLog(folder_sink(tmp_path), rotate_records=10, rotate_seconds=30)
+    log.put(_records(25))
+    log.close()
+    files = sorted(tmp_path.rglob("*.parquet"))
+    assert len(files) == 3 and all(f.parent.name.startswith("date=") for f in files)
+    table = pd.concat(pd.read_parquet(f) for f in files)
+    assert sorted(table["request_id"]) == sorted(f"r{i}" for i in range(25))
+    assert log.stats() == {"logged": 25, "written": 25, "dropped": 0, "failed_writes": 0,
+                           "files": 3}  # fmt: skip
+
+
+def test_a_failing_sink_drops_and_counts_and_put_never_waits():
+    def broken(data: bytes, name: str) -> None:
+        raise OSError("disk full")
+
+    log = PredictionLog(broken, rotate_records=5, rotate_seconds=30, max_queue=8)
+    started = time.perf_counter()
+    log.put(_records(100))  # more than the queue holds: the rest is dropped at once
+    assert time.perf_counter() - started < 0.5
+    log.close()
+    stats = log.stats()
+    assert stats["written"] == 0 and stats["failed_writes"] >= 1
+    assert stats["dropped"] == 100  # every record lost is counted, queued or not
+
+
+def _jpeg(width: int, height: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (150, 100, 90)).save(buffer, format="JPEG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_request_rows_take_the_pandas_forms_only():
+    assert request_rows(b'{"dataframe_records": [{"image": "x", "age": 4}]}') == [
+        {"image": "x", "age": 4}
+    ]
+    split = {"dataframe_split": {"columns": ["image", "sex"], "data": [["x", "male"]]}}
+    assert request_rows(json.dumps(split).encode()) == [{"image": "x", "sex": "male"}]
+    assert request_rows(b'{"instances": [1]}') is None
+    assert request_rows(b"not json") is None
+    asked = json.loads(ask_embeddings(b'{"dataframe_records": [], "params": {"a": 1}}'))
+    assert asked["params"] == {"a": 1, "embedding": True}
+
+
+def test_records_hold_the_image_facts_and_the_answer_but_not_the_image():
+    rows = [{"image": _jpeg(200, 150), "age": "61", "sex": " Male", "localization": None}]
+    answer = {
+        "predictions": [
+            {"prediction": "mel", "prediction_set": ["mel", "nv"], "refer": True,
+             "refer_reason": "melanoma cannot be ruled out", "embedding": [0.25, 0.5],
+             **{c: 1 / 7 for c in CLASSES}}
+        ]
+    }  # fmt: skip
+    served = SimpleNamespace(uri="models:/m/3", version="3")
+    body, records = take_records(json.dumps(answer).encode(), rows, served, "req-1", 0.5, False)
+    assert "embedding" not in json.loads(body)["predictions"][0]  # the client never sees it
+    [record] = records
+    assert record["image_width"] == 200 and record["image_height"] == 150
+    assert len(record["image_sha256"]) == 64 and record["image_bytes"] > 0
+    assert record["age"] == 61.0 and record["sex"] == "male" and record["localization"] is None
+    assert record["embedding"] == [0.25, 0.5] and record["model_version"] == "3"
+    assert record["time"] == "1970-01-01T00:00:00.500Z" and "image" not in record
+    _, with_image = take_records(json.dumps(answer).encode(), rows, served, "req-1", 0.5, True)
+    assert with_image[0]["image"] == rows[0]["image"]
