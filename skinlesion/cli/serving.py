@@ -85,8 +85,9 @@ def serve(
     log_uri: Annotated[
         str | None,
         typer.Option(
+            envvar="SKINLESION_SERVE_LOG_URI",
             help="Prediction log: a folder or s3://bucket/prefix; '' for none "
-            "(default: serve.log_uri)."
+            "(default: serve.log_uri).",
         ),
     ] = None,
     params_file: ParamsOpt = None,

@@ -174,11 +174,13 @@ def test_serving_follows_the_champion_non_root_probed_and_autoscaled(overlay, pa
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/ping"
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    [source] = container["envFrom"]
-    secret = source["secretRef"]["name"]
+    secrets = [source["secretRef"]["name"] for source in container["envFrom"]]
     template = _documents((K8S / "secrets" / "serving.template.yaml").read_text())
-    assert [d["metadata"]["name"] for d in template] == [secret]
+    assert [d["metadata"]["name"] for d in template] == secrets
     assert "MLFLOW_TRACKING_URI" in template[0]["stringData"]
+    log_keys = template[1]["stringData"]  # the prediction log, read by `serve` from env
+    assert log_keys["SKINLESION_SERVE_LOG_URI"].startswith("s3://skinlesion-data/")
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(log_keys)
 
     hpa = _find(objects, "HorizontalPodAutoscaler", "skinlesion-serving")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "skinlesion-serving"
