@@ -5,9 +5,12 @@ the champion of this checkout's MLflow store), waits until it answers ``/ping``,
 its model-load time from ``GET /model``, then sends a bounded number of one-image
 requests (real images with their patients' age, sex and site) at each concurrency and
 writes p50/p95/p99 latency and throughput as JSON (default
-``bench/results/serve_load.json``). Example::
+``bench/results/serve_load.json``). With ``--log-uri`` the server keeps its prediction
+log there, and the result gives the log's counters and files after the load, so that
+the latency of a run with the log can be set beside one without. Example::
 
     python bench/serve_load.py --requests 200 --concurrency 1 4 16
+    python bench/serve_load.py --log-uri /tmp/plog --out bench/results/serve_load-log.json
 """
 
 from __future__ import annotations
@@ -53,8 +56,11 @@ def request_bodies(data_dir: Path, count: int) -> list[dict]:
     return bodies
 
 
-def start_server(model: str, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
-    """The server process and the seconds until it answered /ping."""
+def start_server(
+    model: str, port: int, log_path: Path, prediction_log: str = ""
+) -> tuple[subprocess.Popen, float]:
+    """The server process and the seconds until it answered /ping; ``prediction_log``:
+    where it logs what it answers ("": nowhere)."""
     command = [
         str(Path(sys.executable).with_name("skinlesion")),
         "serve",
@@ -64,6 +70,8 @@ def start_server(model: str, port: int, log_path: Path) -> tuple[subprocess.Pope
         str(port),
         "--follow",
         "0",
+        "--log-uri",
+        prediction_log,
     ]
     log = log_path.open("w")
     env = {**os.environ, "SKINLESION_PROGRESS": "0"}
@@ -105,12 +113,25 @@ def measure(url: str, bodies: list[dict], total: int, concurrency: int) -> dict:
     }
 
 
+def log_summary(uri: str, counters: dict | None) -> dict:
+    """The log's counters just after the load, and (for a folder) the records on disk once
+    the server has stopped and written what it held."""
+    summary = {"uri": uri, "counters_after_load": counters}
+    folder = Path(uri)
+    if not uri.startswith("s3://") and folder.is_dir():
+        files = sorted(folder.rglob("*.parquet"))
+        summary["files"] = len(files)
+        summary["records_on_disk"] = int(sum(len(pd.read_parquet(f)) for f in files))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="MLflow model URI (default: params serve.model)")
     parser.add_argument("--data-dir", type=Path, help="images (default: params data.raw_dir)")
     parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--log-uri", default="", help="prediction log folder or s3 prefix")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_load.json"))
     args = parser.parse_args()
 
@@ -119,13 +140,14 @@ def main() -> None:
     bodies = request_bodies(args.data_dir or Path(params.data.raw_dir), 64)
     port = free_port()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    proc, ready_s = start_server(model, port, args.out.with_suffix(".log"))
+    proc, ready_s = start_server(model, port, args.out.with_suffix(".log"), args.log_uri)
     base = f"http://127.0.0.1:{port}"
     try:
         served = requests.get(f"{base}/model", timeout=10).json()
         url = f"{base}/invocations"
         measure(url, bodies, 10, 1)  # warm-up: the first calls trace the graph
         levels = [measure(url, bodies, args.requests, c) for c in args.concurrency]
+        logged = requests.get(f"{base}/model", timeout=10).json().get("prediction_log")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -136,6 +158,7 @@ def main() -> None:
         "model_load_s": served["load_seconds"],
         "image_bytes_mean": int(np.mean([len(b["dataframe_records"][0]["image"]) for b in bodies])),
         "levels": levels,
+        "prediction_log": log_summary(args.log_uri, logged) if args.log_uri else None,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
