@@ -117,3 +117,30 @@ def data_diff(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(asdict(diff), indent=2) + "\n")
     typer.echo(diff.describe())
+
+
+@app.command("add-labels")
+@user_errors
+def data_add_labels(
+    feedback: Annotated[
+        Path, typer.Argument(help="CSV of confirmed diagnoses: dx, dx_type and the image.")
+    ],
+    to: Annotated[Path, typer.Option("--to", help="The HAM10000 folder to add them to.")],
+    log: Annotated[
+        str | None,
+        typer.Option(help="The prediction log folder, to find images by request or digest."),
+    ] = None,
+    allow_relabel: Annotated[
+        bool, typer.Option(help="Change the diagnosis of an image already in the data.")
+    ] = False,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Add confirmed diagnoses of new lesions to the data, validated by the same suite:
+    a new data version (then `skinlesion data publish` it for the cluster)."""
+    from skinlesion.data.feedback import add_labels
+
+    params = load_params(params_file)
+    result = add_labels(feedback, to, params.validate_, params.data.workers, log, allow_relabel)
+    typer.echo(result.describe())
+    for image_id in result.relabelled:
+        typer.echo(f"relabelled: {image_id}")
