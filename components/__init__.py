@@ -13,7 +13,8 @@ PLACEHOLDER_IMAGE = "skinlesion"
 # names, their docstrings, each component's docstring and README, and the library modules
 # that implement a step all use it (tests/code/test_pipeline_spec.py keeps them in step).
 # Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of both pipelines; the
-# tuning pipeline runs 0-4, then its own 11 to 13, and can run 7 to 10.
+# tuning pipeline runs 0-4, then its own 11 to 13, and can run 7 to 10; the batch-scoring
+# pipeline runs 0 and 14.
 STEPS: dict[str, tuple[int, str]] = {
     "read_params": (0, "Read params"),
     "fetch_data": (1, "Fetch data"),
@@ -30,6 +31,7 @@ STEPS: dict[str, tuple[int, str]] = {
     "open_study": (11, "Open the study"),
     "tune_trials": (12, "Trials, worker"),
     "best_params": (13, "Pick the best on validation"),
+    "score": (14, "Score a batch"),
 }
 
 

@@ -44,8 +44,9 @@ PipelineOpt = Annotated[
     str,
     typer.Option(
         "--pipeline",
-        help="training (validate, train, evaluate, promote) or tuning (an Optuna search on "
-        "GPU workers, then optionally training with the best).",
+        help="training (validate, train, evaluate, promote), tuning (an Optuna search on "
+        "GPU workers, then optionally training with the best) or scoring (a registered "
+        "model over a batch of images: --param source=s3://...).",
     ),
 ]
 ExperimentOpt = Annotated[

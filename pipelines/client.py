@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipelines import training_pipeline, tuning_pipeline
+from pipelines import scoring_pipeline, training_pipeline, tuning_pipeline
 from pipelines.schedules import Schedule, list_schedules, upsert
 from pipelines.tasks import compile_with_images
 from skinlesion.config.files import set_dotted, to_pipeline
@@ -53,6 +53,11 @@ PIPELINES = {
         tuning_pipeline.build_tuning_pipeline,
         ("data_uri", "data_version", "model_name", "study", "trials", "train_best"),
     ),
+    "scoring": PipelineKind(
+        scoring_pipeline.PIPELINE_NAME,
+        scoring_pipeline.build_scoring_pipeline,
+        ("source", "model_uri", "chunk"),
+    ),
 }
 TOP_LEVEL = PIPELINES["training"].top_level
 
@@ -89,7 +94,7 @@ def pipeline_arguments(
         key = assignment.split("=", 1)[0].strip()
         if key in pipeline_kind(pipeline).top_level:
             value = assignment.split("=", 1)[1] if "=" in assignment else ""
-            typed = yaml.safe_load(value) if key in ("trials", "train_best") else value
+            typed = yaml.safe_load(value) if key in ("trials", "train_best", "chunk") else value
             arguments[key] = typed
         else:
             run_params = set_dotted(run_params, assignment)

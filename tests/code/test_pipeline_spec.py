@@ -243,6 +243,29 @@ def tuning(tmp_path_factory) -> tuple[dict, dict]:
     return _compile(tmp_path_factory.mktemp("compiled") / "tuning.yaml", "--pipeline", "tuning")
 
 
+@pytest.fixture(scope="module")
+def scoring(tmp_path_factory) -> tuple[dict, dict]:
+    """The batch-scoring pipeline as `skinlesion pipeline compile --pipeline scoring`
+    writes it."""
+    out = tmp_path_factory.mktemp("compiled") / "scoring.yaml"
+    return _compile(out, "--pipeline", "scoring")
+
+
+def test_the_scoring_pipeline_scores_a_batch_with_the_champion(scoring, params):
+    spec, platform = scoring
+    named = _root_tasks(spec)
+    assert sorted(named) == ["0. Read params", "14. Score a batch"]
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert "defaultValue" not in inputs["source"]  # which images: always given
+    assert inputs["model_uri"]["defaultValue"] == params["serve"]["model"]
+    task = named["14. Score a batch"]
+    executor = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
+    secrets = sorted(s["secretName"] for s in executor["secretAsEnv"])
+    assert secrets == ["skinlesion-mlflow", "skinlesion-s3"]
+    assert "accelerator" not in _executor(spec, task)["resources"]
+    assert _executor(spec, task)["image"] == params["cluster"]["images"]["cpu"]
+
+
 def _root_tasks(spec: dict) -> dict[str, dict]:
     return {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
 
@@ -292,7 +315,7 @@ def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     assert {"read-params", "prepare-data", "check-changes"} <= set(training)  # all of it
 
 
-def test_one_numbering_of_steps_everywhere(compiled, tuning):
+def test_one_numbering_of_steps_everywhere(compiled, tuning, scoring):
     """Display names, both pipelines' docstrings, each component's docstring and README,
     and the library modules that implement a step give a step the number of STEPS."""
     from components import STEPS
@@ -302,7 +325,7 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning):
         assert source.startswith(f'"""Step {number}'), folder
         readme = (ROOT / "components" / folder / "README.md").read_text().splitlines()[0]
         assert f"step {number}" in readme, (folder, readme)
-    for spec, _ in (compiled, tuning):
+    for spec, _ in (compiled, tuning, scoring):
         description = spec["pipelineInfo"]["description"]
         listed = re.findall(r"^\s*(\d+)\. ", description, flags=re.M)
         assert listed, description
@@ -343,13 +366,14 @@ READS = {
     "open-study": {"tune", "train", "input", "tracking"},
     "tune-trials": {"tune", "train", "input", "data", "validate", "tracking", "params_hash"},
     "best-params": {"params"},  # it hands the whole params, best values in, to training
+    "score": {"tracking"},
 }
 SECTION_NAMES = {"params", *STEP_SECTIONS}
 
 
-def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning):
+def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning, scoring):
     """As the DVC stages declare params: no step but the first sees the whole params."""
-    for spec, _ in (compiled, tuning):
+    for spec, _ in (compiled, tuning, scoring):
         for name, component in spec["components"].items():
             if "executorLabel" not in component:
                 continue  # a sub-pipeline or a condition: what it passes on, not reads

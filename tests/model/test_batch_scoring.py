@@ -108,3 +108,27 @@ def test_parts_of_another_model_are_not_mixed_in(registered, folder, tmp_path):
     )
     with pytest.raises(batch.BatchScoringError, match="model version 7"):
         batch.score(registered, str(folder), out)
+
+
+def test_score_component_writes_the_table_and_its_metrics(registered, folder, tmp_path, params):
+    """The KFP component (step 14) over the same folder: the Parquet artifact with the
+    versions in its metadata, and the counts in its metrics."""
+    import json
+
+    from kfp.dsl import Dataset, Metrics
+
+    from components.score.component import score
+
+    predictions = Dataset(uri=str(tmp_path / "predictions.parquet"))
+    summary = Metrics(uri="")
+    score.python_func(
+        model_uri=registered,
+        source=str(folder),
+        chunk=8,
+        tracking=json.dumps(params["tracking"]),
+        predictions=predictions,
+        summary=summary,
+    )
+    table = pd.read_parquet(predictions.path)
+    assert len(table) == 23 and predictions.metadata["model_version"] == "1"
+    assert summary.metadata["images"] == 23 and summary.metadata["errors"] == 1
