@@ -95,3 +95,26 @@ def test_mlflow_server_proxies_artifacts_to_s3(s3_env, tmp_path):
             run_id=run.info.run_id, artifact_path="card.md", dst_path=str(tmp_path)
         )
         assert Path(local).read_text() == "model card"
+
+
+def test_the_prediction_log_writes_parquet_under_an_s3_prefix(s3_env):
+    """The cluster's sink: rotated Parquet files under the prefix, dated, readable."""
+    import io
+
+    import pandas as pd
+
+    from skinlesion.serving.prediction_log import PredictionLog, sink_for
+
+    client = s3_client()
+    client.create_bucket(Bucket="logs")
+    log = PredictionLog(sink_for("s3://logs/prediction-log"), rotate_records=3)
+    log.put([{"request_id": f"r{i}", "prediction": "nv"} for i in range(5)])
+    log.close()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="logs")["Contents"]]
+    assert len(keys) == 2 and all(k.startswith("prediction-log/date=") for k in keys)
+    tables = [
+        pd.read_parquet(io.BytesIO(client.get_object(Bucket="logs", Key=k)["Body"].read()))
+        for k in keys
+    ]
+    assert sorted(pd.concat(tables)["request_id"]) == [f"r{i}" for i in range(5)]
+    assert log.stats()["written"] == 5

@@ -132,3 +132,15 @@ def test_score_component_writes_the_table_and_its_metrics(registered, folder, tm
     table = pd.read_parquet(predictions.path)
     assert len(table) == 23 and predictions.metadata["model_version"] == "1"
     assert summary.metadata["images"] == 23 and summary.metadata["errors"] == 1
+
+
+def test_score_reads_images_under_an_s3_prefix(registered, folder, tmp_path, s3_env):
+    """An s3:// source (a local S3 endpoint) is downloaded beside the output and scored."""
+    from skinlesion.data.storage import mirror_to_s3, s3_client
+
+    s3_client().create_bucket(Bucket="incoming")
+    mirror_to_s3(folder, "s3://incoming/clinic-a")
+    result = batch.score(registered, "s3://incoming/clinic-a", tmp_path / "s3.parquet")
+    assert result.images == 23 and result.errors == 1
+    local = batch.score(registered, str(folder), tmp_path / "local.parquet")
+    assert result.data_version == local.data_version  # the same images, the same version
