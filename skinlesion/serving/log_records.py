@@ -39,11 +39,13 @@ def request_rows(body: bytes) -> list[dict[str, Any]] | None:
     return None
 
 
-def ask_embeddings(body: bytes) -> bytes:
-    """The request with the model's ``embedding`` inference parameter switched on."""
+def ask_embeddings(body: bytes) -> tuple[bytes, bool]:
+    """The request with the model's ``embedding`` inference parameter switched on, and
+    whether the client had asked for embeddings itself (then its answer keeps them)."""
     payload = json.loads(body)
+    asked = bool((payload.get("params") or {}).get(EMBEDDING_PARAM))
     payload["params"] = {**(payload.get("params") or {}), EMBEDDING_PARAM: True}
-    return json.dumps(payload).encode()
+    return json.dumps(payload).encode(), asked
 
 
 def _image_facts(value: Any) -> dict[str, Any]:
@@ -85,11 +87,16 @@ def take_records(
     request_id: str,
     received: float,
     log_images: bool,
+    keep_embeddings: bool = False,
 ) -> tuple[bytes, list[dict[str, Any]]]:
-    """The answer without embeddings (what the client gets) and one record per image."""
+    """The answer the client gets (without embeddings, unless it asked for them) and one
+    record per image."""
     payload = json.loads(answer)
     predictions = payload["predictions"]
-    embeddings = [p.pop(EMBEDDING_COLUMN, None) for p in predictions]
+    embeddings = [
+        p.get(EMBEDDING_COLUMN) if keep_embeddings else p.pop(EMBEDDING_COLUMN, None)
+        for p in predictions
+    ]
     stamp = (
         time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(received))
         + f".{int(received % 1 * 1000):03d}Z"

@@ -278,7 +278,7 @@ class ScoringApp:
         received = time.time()
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
         rows = request_rows(body)
-        asked = ask_embeddings(body) if rows is not None and served.embeds else body
+        asked, keep = ask_embeddings(body) if rows is not None and served.embeds else (body, True)
         inner = _with_length(scope, len(asked))
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
@@ -294,7 +294,7 @@ class ScoringApp:
         if start.get("status") == 200 and rows is not None:
             try:
                 answer, records = take_records(
-                    answer, rows, served, request_id, received, self.log_images
+                    answer, rows, served, request_id, received, self.log_images, keep
                 )
                 self.prediction_log.put(records)  # type: ignore[union-attr]
             except Exception:  # the log's problem, never the request's

@@ -65,8 +65,9 @@ def test_request_rows_take_the_pandas_forms_only():
     assert request_rows(json.dumps(split).encode()) == [{"image": "x", "sex": "male"}]
     assert request_rows(b'{"instances": [1]}') is None
     assert request_rows(b"not json") is None
-    asked = json.loads(ask_embeddings(b'{"dataframe_records": [], "params": {"a": 1}}'))
-    assert asked["params"] == {"a": 1, "embedding": True}
+    body, by_client = ask_embeddings(b'{"dataframe_records": [], "params": {"a": 1}}')
+    assert json.loads(body)["params"] == {"a": 1, "embedding": True} and not by_client
+    assert ask_embeddings(b'{"dataframe_records": [], "params": {"embedding": true}}')[1]
 
 
 def test_records_hold_the_image_facts_and_the_answer_but_not_the_image():
