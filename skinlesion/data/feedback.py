@@ -63,14 +63,11 @@ class FeedbackResult:
 
 
 def _log_records(log_uri: str | None) -> pd.DataFrame:
-    if not log_uri:
+    """Every record of a prediction log folder (none without a log)."""
+    files = sorted(Path(log_uri).rglob("*.parquet")) if log_uri else []
+    if not files:
         return pd.DataFrame()
-    files = sorted(Path(log_uri).rglob("*.parquet"))
-    return (
-        pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        if files
-        else (pd.DataFrame())
-    )
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
 def _resolve(row: pd.Series, n: int, base: Path, log: pd.DataFrame) -> tuple[bytes, dict]:
