@@ -33,7 +33,13 @@ from typing import Any
 import pandas as pd
 
 from skinlesion.config.schema import ValidationSettings
-from skinlesion.data.catalog import IMAGE_DIRS, find_metadata, load_catalog, read_metadata
+from skinlesion.data.catalog import (
+    IMAGE_DIRS,
+    content_hashes,
+    find_metadata,
+    load_catalog,
+    read_metadata,
+)
 from skinlesion.errors import SkinlesionError
 
 PATIENT = ("age", "sex", "localization")
@@ -144,11 +150,8 @@ def add_labels(
     if missing:
         raise FeedbackError(f"{feedback_file} lacks the column(s) {', '.join(sorted(missing))}")
     catalog = load_catalog(root)
-    hashes = {
-        hashlib.sha256((root / p).read_bytes()).hexdigest(): i
-        for i, p in zip(catalog["image_id"], catalog["image_path"], strict=True)
-        if isinstance(p, str)
-    }
+    digests = content_hashes(root, catalog["image_path"], workers)
+    hashes = {d: i for i, d in zip(catalog["image_id"], digests, strict=True) if d}
     labels = dict(zip(catalog["image_id"], catalog["dx"], strict=True))
     lesions, ids = set(catalog["lesion_id"]), set(catalog["image_id"])
     log = _log_records(log_uri)

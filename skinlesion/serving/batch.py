@@ -31,7 +31,12 @@ from typing import Any
 
 import pandas as pd
 
-from skinlesion.data.catalog import IMAGE_SUFFIXES, METADATA_NAMES, read_metadata
+from skinlesion.data.catalog import (
+    IMAGE_SUFFIXES,
+    METADATA_NAMES,
+    content_hashes,
+    read_metadata,
+)
 from skinlesion.errors import SkinlesionError
 from skinlesion.progress import progress
 
@@ -69,11 +74,12 @@ def find_images(folder: Path) -> pd.DataFrame:
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise BatchScoringError(f"no images (.jpg, .jpeg, .png) below {folder}")
+    relative = [p.relative_to(folder).as_posix() for p in paths]
     frame = pd.DataFrame(
         {
             "image_id": [p.stem for p in paths],
-            "path": [p.relative_to(folder).as_posix() for p in paths],
-            "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths],
+            "path": relative,
+            "sha256": content_hashes(folder, relative),
         }
     )
     duplicated = frame["image_id"][frame["image_id"].duplicated()]
