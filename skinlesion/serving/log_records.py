@@ -2,7 +2,8 @@
 
 Only JSON requests in the pandas forms (``dataframe_records``, ``dataframe_split``) are
 logged: the forms this project's clients and docs use. Anything else is answered as
-usual and not logged (:func:`request_rows` returns None).
+usual and not logged (:func:`request_rows` returns None). The request body is parsed
+once (:func:`request_payload`), on the request path.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from skinlesion.labels import CLASSES
 from skinlesion.model.servable import EMBEDDING_COLUMN, EMBEDDING_PARAM
 
 
-def request_rows(body: bytes) -> list[dict[str, Any]] | None:
-    """The rows of a JSON request in a pandas form, else None."""
+def request_payload(body: bytes) -> dict[str, Any] | None:
+    """The JSON object of a request, else None."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(payload, dict):
-        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def request_rows(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The rows of a request in a pandas form, else None."""
     records = payload.get("dataframe_records")
     if isinstance(records, list) and all(isinstance(r, dict) for r in records):
         return records
@@ -39,13 +43,12 @@ def request_rows(body: bytes) -> list[dict[str, Any]] | None:
     return None
 
 
-def ask_embeddings(body: bytes) -> tuple[bytes, bool]:
+def ask_embeddings(payload: dict[str, Any]) -> tuple[bytes, bool]:
     """The request with the model's ``embedding`` inference parameter switched on, and
     whether the client had asked for embeddings itself (then its answer keeps them)."""
-    payload = json.loads(body)
-    asked = bool((payload.get("params") or {}).get(EMBEDDING_PARAM))
-    payload["params"] = {**(payload.get("params") or {}), EMBEDDING_PARAM: True}
-    return json.dumps(payload).encode(), asked
+    params = payload.get("params") or {}
+    asked = bool(params.get(EMBEDDING_PARAM))
+    return json.dumps({**payload, "params": {**params, EMBEDDING_PARAM: True}}).encode(), asked
 
 
 def _image_facts(value: Any) -> dict[str, Any]:

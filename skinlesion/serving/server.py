@@ -273,12 +273,20 @@ class ScoringApp:
         """Answer through MLflow's app with embeddings asked for, record the answered
         images on the prediction log, and send the answer without the embeddings. Any
         failure of the logging side leaves the request as it would be without a log."""
-        from skinlesion.serving.log_records import ask_embeddings, request_rows, take_records
+        from skinlesion.serving.log_records import (
+            ask_embeddings,
+            request_payload,
+            request_rows,
+            take_records,
+        )
 
         received = time.time()
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
-        rows = request_rows(body)
-        asked, keep = ask_embeddings(body) if rows is not None and served.embeds else (body, True)
+        payload = request_payload(body)
+        rows = request_rows(payload) if payload is not None else None
+        asked, keep = (
+            ask_embeddings(payload) if rows is not None and served.embeds else (body, True)
+        )
         inner = _with_length(scope, len(asked))
         start: dict[str, Any] = {}
         chunks: list[bytes] = []

@@ -15,7 +15,12 @@ import pytest
 from PIL import Image
 
 from skinlesion.labels import CLASSES
-from skinlesion.serving.log_records import ask_embeddings, request_rows, take_records
+from skinlesion.serving.log_records import (
+    ask_embeddings,
+    request_payload,
+    request_rows,
+    take_records,
+)
 from skinlesion.serving.prediction_log import PredictionLog, folder_sink
 
 pytestmark = pytest.mark.code
@@ -58,16 +63,19 @@ def _jpeg(width: int, height: int) -> str:
 
 
 def test_request_rows_take_the_pandas_forms_only():
-    assert request_rows(b'{"dataframe_records": [{"image": "x", "age": 4}]}') == [
-        {"image": "x", "age": 4}
-    ]
+    def rows(body: bytes):
+        payload = request_payload(body)
+        return None if payload is None else request_rows(payload)
+
+    assert rows(b'{"dataframe_records": [{"image": "x", "age": 4}]}') == [{"image": "x", "age": 4}]
     split = {"dataframe_split": {"columns": ["image", "sex"], "data": [["x", "male"]]}}
-    assert request_rows(json.dumps(split).encode()) == [{"image": "x", "sex": "male"}]
-    assert request_rows(b'{"instances": [1]}') is None
-    assert request_rows(b"not json") is None
-    body, by_client = ask_embeddings(b'{"dataframe_records": [], "params": {"a": 1}}')
+    assert rows(json.dumps(split).encode()) == [{"image": "x", "sex": "male"}]
+    assert rows(b'{"instances": [1]}') is None
+    assert rows(b"not json") is None
+    assert rows(b"[1, 2]") is None
+    body, by_client = ask_embeddings({"dataframe_records": [], "params": {"a": 1}})
     assert json.loads(body)["params"] == {"a": 1, "embedding": True} and not by_client
-    assert ask_embeddings(b'{"dataframe_records": [], "params": {"embedding": true}}')[1]
+    assert ask_embeddings({"dataframe_records": [], "params": {"embedding": True}})[1]
 
 
 def test_records_hold_the_image_facts_and_the_answer_but_not_the_image():
