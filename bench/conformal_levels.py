@@ -18,15 +18,27 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-
 from skinlesion.config.files import load_params
 from skinlesion.data.split import read_manifest
+from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.evaluate import score_frame
-from skinlesion.labels import CLASSES
 from skinlesion.model.loading import load_model
 from skinlesion.model.reliability import reliability_of
 from skinlesion.training.inputs import labels_of
+
+# The figures of skinlesion.evaluation.coverage reported per level, and their decimals.
+FIGURES = {
+    "coverage": 3,
+    "set_size_mean": 2,
+    "singleton_share": 3,
+    "refer_rate": 3,
+    "answered_accuracy": 3,
+}
+
+
+def _rounded(value: float, places: int = 3) -> float | None:
+    """``value`` to ``places``; None for a figure with nothing to measure (NaN)."""
+    return None if value != value else round(float(value), places)
 
 
 def main() -> None:
@@ -48,26 +60,18 @@ def main() -> None:
         scored = score_frame(model, test, Path(params.data.raw_dir), settings)
         reliability = reliability_of(model)
         features = scored.features
+        groups = test["lesion_id"].astype(str).to_numpy()
         levels = []
         for alpha in args.alphas:
             assessed = dataclasses.replace(reliability, alpha=alpha).assess(scored.probs, features)
-            covered = assessed.sets[np.arange(len(y)), y]
-            sizes = assessed.sets.sum(axis=1)
-            answered = ~assessed.refer
-            right = scored.probs.argmax(axis=1) == y
+            figures = conformal_metrics(y, scored.probs, assessed, groups, alpha, 0, 0)
             levels.append(
                 {
                     "alpha": alpha,
-                    "coverage": round(float(covered.mean()), 3),
+                    **{key: _rounded(figures[key], places) for key, places in FIGURES.items()},
                     "coverage_by_class": {
-                        c: round(float(covered[y == k].mean()), 3) for k, c in enumerate(CLASSES)
+                        c: _rounded(v) for c, v in figures["coverage_by_class"].items()
                     },
-                    "set_size_mean": round(float(sizes.mean()), 2),
-                    "singleton_share": round(float((sizes == 1).mean()), 3),
-                    "refer_rate": round(float(assessed.refer.mean()), 3),
-                    "answered_accuracy": round(float(right[answered].mean()), 3)
-                    if answered.any()
-                    else None,
                 }
             )
         results[path.stem] = levels
