@@ -16,7 +16,7 @@ from components.oversample.component import oversample
 from components.split.component import split
 from components.validate.component import validate
 from pipelines.tasks import secrets, step
-from skinlesion.config.schema import ClusterSettings
+from skinlesion.config.operations import ClusterSettings
 
 
 class Prepared(NamedTuple):

@@ -14,7 +14,8 @@ from components.read_params.component import read_params
 from components.score.component import score
 from pipelines.tasks import secrets, step
 from skinlesion.config.files import to_pipeline
-from skinlesion.config.schema import ClusterSettings, Params
+from skinlesion.config.operations import ClusterSettings
+from skinlesion.config.schema import Params
 
 PIPELINE_NAME = "skinlesion-batch-scoring"
 CHUNK = 256

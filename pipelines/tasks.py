@@ -8,7 +8,8 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from skinlesion.config.schema import ClusterSettings, Params, Resources
+from skinlesion.config.operations import ClusterSettings, Resources
+from skinlesion.config.schema import Params
 
 
 def resources(task: dsl.PipelineTask, spec: Resources) -> None:

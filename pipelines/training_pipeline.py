@@ -23,7 +23,8 @@ from components.train.component import train
 from pipelines.data_preparation import build_data_preparation, prepare
 from pipelines.tasks import on_gpu_nodes, secrets, step
 from skinlesion.config.files import to_pipeline
-from skinlesion.config.schema import ClusterSettings, Params
+from skinlesion.config.operations import ClusterSettings
+from skinlesion.config.schema import Params
 
 PIPELINE_NAME = "skinlesion-training"
 

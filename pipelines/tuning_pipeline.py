@@ -22,7 +22,8 @@ from pipelines.data_preparation import build_data_preparation, prepare
 from pipelines.tasks import on_gpu_nodes, secrets, step
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.files import to_pipeline
-from skinlesion.config.schema import ClusterSettings, Params, ParamsError
+from skinlesion.config.operations import ClusterSettings
+from skinlesion.config.schema import Params, ParamsError
 
 PIPELINE_NAME = "skinlesion-tuning"
 

@@ -18,25 +18,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from skinlesion.errors import SkinlesionError
+from skinlesion.config.base import Count, Fraction, ParamsError, Positive, Section
+from skinlesion.config.operations import (
+    ClusterSettings,
+    InfraSettings,
+    MonitorSettings,
+    ServeSettings,
+    TuneSettings,
+)
 
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Positive = Annotated[int, Field(ge=1)]
-Count = Annotated[int, Field(ge=0)]
 LrSchedule = Literal["cosine", "plateau", "constant"]
 Monitor = Literal["val_balanced_accuracy", "val_accuracy", "val_mel_recall", "val_macro_auc"]
-
-
-class ParamsError(SkinlesionError, ValueError):
-    """params.yaml is missing, malformed, or holds a key or value the model refuses."""
-
-
-class Section(BaseModel):
-    """A section of params.yaml: every key required, no unknown key, values immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataSettings(Section):
@@ -254,136 +248,6 @@ class PromotionSettings(Section):
     unloadable_champion: Literal["keep", "replace"]
 
 
-class ServeSettings(Section):
-    """``serve``: the scoring server of `skinlesion serve` (skinlesion.serving.server)."""
-
-    model: Annotated[str, Field(min_length=1)]  # an MLflow model URI, usually an alias
-    host: Annotated[str, Field(min_length=1)]
-    port: Annotated[int, Field(ge=1, le=65535)]
-    workers: Positive
-    follow_seconds: Annotated[float, Field(ge=0)]  # 0: serve one version, never re-check
-    max_body_mb: Annotated[float, Field(gt=0)]
-    log_uri: str  # prediction log: a folder or s3://bucket/prefix; "": no log
-    log_images: bool  # also log the image bytes (health data: off unless needed)
-    log_rotate_records: Positive  # a Parquet file every this many records
-    log_rotate_seconds: Annotated[float, Field(gt=0)]  # or this often, whichever first
-    log_queue: Positive  # records waiting to be written; beyond: dropped and counted
-
-
-class Dimension(Section):
-    """One searched key of ``tune.<model>.space``: ``choices``, or a ``low``..``high``
-    range (integers when both ends are, ``log`` for a log scale, ``step`` a grid)."""
-
-    low: int | float | None = None  # the optional keys of a dimension: it is one or the
-    high: int | float | None = None  # other kind, so each leaves the other's keys out
-    log: bool = False
-    step: int | float | None = None
-    choices: Annotated[list[Any], Field(min_length=1)] | None = None
-
-    @model_validator(mode="after")
-    def _kind(self) -> Dimension:
-        ranged = self.low is not None or self.high is not None
-        if (self.choices is None) == (not ranged):
-            raise ValueError("give either choices or low and high")
-        if ranged:
-            if self.low is None or self.high is None or self.low >= self.high:
-                raise ValueError(f"needs low < high (got {self.low}, {self.high})")
-            if self.log and (self.low <= 0 or self.step is not None):
-                raise ValueError("a log scale needs low > 0 and no step")
-        elif self.log or self.step is not None:
-            raise ValueError("log and step apply to ranges, not choices")
-        return self
-
-    @property
-    def integer(self) -> bool:
-        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
-
-
-class TuneModelSettings(Section):
-    """``tune.<model>``: the search space of one model section, by dotted params key."""
-
-    space: Annotated[dict[str, Dimension], Field(min_length=1)]
-
-
-class TuneSettings(Section):
-    """``tune``: the Optuna search (``skinlesion.tuning.study``), plus one section per model that
-    can be tuned (extra keys, each a :class:`TuneModelSettings`)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    __pydantic_extra__: dict[str, TuneModelSettings]
-
-    trials: Positive  # finished (complete or pruned) trials a study ends with
-    timeout_minutes: Count  # 0: no limit
-    seed: int
-    startup_trials: Count
-    pruner: Literal["median", "halving", "none"]
-    pruner_warmup_epochs: Count
-    baseline_first: bool
-    storage: str  # "": sqlite in work_dir, or $OPTUNA_STORAGE when set
-    work_dir: str
-    heartbeat_seconds: Positive
-    parallel: Positive
-
-    def space(self, model: str) -> dict[str, Dimension]:
-        section = (self.__pydantic_extra__ or {}).get(model)
-        if section is None:
-            tunable = ", ".join(self.__pydantic_extra__ or {}) or "none"
-            raise ParamsError(f"params have no tune.{model}.space (tunable: {tunable})")
-        return section.space
-
-
-class InfraSettings(Section):
-    buckets: list[str]
-
-
-class Resources(Section):
-    cpu: str
-    memory: str
-    accelerator: str | None = None  # absent: no accelerator
-    gpus: Count = 0
-
-
-class SecretRef(Section):
-    name: str
-    keys: list[str]
-
-
-class Schedule(Section):
-    cron: str
-    experiment: str
-
-
-class PvcMount(Section):
-    name: str
-    mount_path: str
-
-
-class ClusterSettings(Section):
-    """``cluster``: how Kubeflow runs the steps. ``overrides`` is merged over the stage
-    sections for a cluster run and validated as a whole (see :meth:`Params.for_cluster`)."""
-
-    overrides: dict[str, Any]
-    data_uri: str
-    data_version: str  # "" : whatever data_uri holds (recorded); a version: pinned
-    data_pvc: PvcMount | None = None  # None (or absent): read data_uri
-    images: dict[Literal["cpu", "gpu"], str]
-    resources: dict[str, Resources]
-    retries: Count
-    tolerations: list[dict[str, str]]
-    gpu_node_selector: dict[str, str]
-    secrets: dict[str, SecretRef]
-    service_account: str | None = None  # None (or absent): the namespace default
-    schedule: Schedule
-
-    @model_validator(mode="after")
-    def _needed(self) -> ClusterSettings:
-        for mapping, keys in (("resources", ("default",)), ("secrets", ("mlflow", "s3"))):
-            missing = [k for k in keys if k not in getattr(self, mapping)]
-            if missing:
-                raise ValueError(f"{mapping} needs {', '.join(missing)}")
-        return self
-
-
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -399,6 +263,7 @@ class Params(Section):
     compare: CompareSettings
     promote: PromotionSettings
     serve: ServeSettings
+    monitor: MonitorSettings
     tune: TuneSettings
     infra: InfraSettings
     cluster: ClusterSettings
@@ -420,15 +285,15 @@ class Params(Section):
         )
 
     def stages(self) -> dict[str, Any]:
-        """Every section but ``cluster``, ``serve``, ``tracking`` and ``tune``: what decides a
-        model (hashed for provenance; where it is tracked, or how it is searched for or served,
-        does not change it). Only a complete Params has them all."""
+        """Every section but ``cluster``, ``monitor``, ``serve``, ``tracking`` and ``tune``: what
+        decides a model (hashed for provenance; where it is tracked, or how it is searched
+        for, served or watched, does not change it). Only a complete Params has them all."""
         if not self.complete:
             fields = type(self).model_fields
             missing = sorted(fields[n].alias or n for n in set(fields) - self.model_fields_set)
             raise ParamsError(f"these params hold only some sections (not {', '.join(missing)})")
         raw = self.raw()
-        for section in ("cluster", "serve", "tracking", "tune"):
+        for section in ("cluster", "monitor", "serve", "tracking", "tune"):
             raw.pop(section)
         return raw
 

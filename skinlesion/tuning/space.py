@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.config.files import Params
+from skinlesion.config.operations import Dimension
 from skinlesion.config.parse import revalidate
-from skinlesion.config.schema import Dimension, deep_merge
+from skinlesion.config.schema import deep_merge
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.config.files import Params
-from skinlesion.config.schema import Dimension
+from skinlesion.config.operations import Dimension
 from skinlesion.provenance import RunOrigin, params_hash
 from skinlesion.tuning.space import current_values, suggest, with_values
 
