@@ -18,17 +18,13 @@ import numpy as np
 
 from skinlesion.evaluation.resampling import (
     accuracy,
+    class_rates,
     lesion_counts,
     lesion_weights,
     percentile_interval,
 )
 from skinlesion.labels import CLASSES
 from skinlesion.model.reliability import Assessment
-
-
-def _class_coverage(total: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, covered / np.where(total > 0, total, 1), np.nan)
 
 
 def risk_coverage(y: np.ndarray, probs: np.ndarray, points: int = 20) -> list[dict[str, float]]:
@@ -57,7 +53,7 @@ def conformal_metrics(
     sizes = assessment.sets.sum(axis=1)
     answered = ~assessment.refer
     total, (hits,) = lesion_counts(y, [covered], groups)
-    by_class = _class_coverage(total.sum(axis=0), hits.sum(axis=0))
+    by_class = class_rates(total.sum(axis=0), hits.sum(axis=0))
     report: dict[str, Any] = {
         "alpha": alpha,
         "coverage": float(covered.mean()),
@@ -79,7 +75,7 @@ def conformal_metrics(
         weights = lesion_weights(len(total), resamples, seed)
         sampled_total, sampled_hits = weights @ total, weights @ hits
         report["coverage_ci95"] = percentile_interval(accuracy(sampled_total, sampled_hits), 0.95)
-        per_class = _class_coverage(sampled_total, sampled_hits)
+        per_class = class_rates(sampled_total, sampled_hits)
         report["coverage_by_class_ci95"] = {
             c: percentile_interval(per_class[:, k], 0.95) for k, c in enumerate(CLASSES)
         }

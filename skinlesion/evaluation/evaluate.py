@@ -23,7 +23,7 @@ from skinlesion.evaluation.metrics import compute_metrics
 from skinlesion.model.inference import Scored, Scorer
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
-from skinlesion.model.reliability import Assessment, reliability_of
+from skinlesion.model.reliability import Assessment
 from skinlesion.training.inputs import labels_of, read_images
 
 
@@ -56,15 +56,14 @@ def evaluate_frame(
     rows = frame.reset_index(drop=True)
     y = labels_of(rows)
     metrics = compute_metrics(y, scored.probs, rows, settings)
-    reliability = reliability_of(model)
-    if scored.assessment is not None and reliability is not None:
+    if scored.assessment is not None:
         groups = rows["lesion_id"] if "lesion_id" in rows else pd.Series(range(len(rows)))
         metrics["conformal"] = conformal_metrics(
             y,
             scored.probs,
             scored.assessment,
             groups.astype(str).to_numpy(),
-            reliability.alpha,
+            scored.assessment.alpha,
             settings.bootstrap,
             settings.seed,
         )

@@ -19,14 +19,16 @@ from skinlesion.labels import CLASSES
 MEL = CLASSES.index("mel")
 
 
-def _recall(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
+def class_rates(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Per class (last axis): the share of its images counted in ``correct`` (recall, or
+    the coverage of prediction sets); NaN for a class without images."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(total > 0, correct / np.where(total > 0, total, 1), np.nan)
 
 
 def balanced_accuracy(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
     """Mean recall over the classes present (last axis: classes)."""
-    return np.nanmean(_recall(total, correct), axis=-1)
+    return np.nanmean(class_rates(total, correct), axis=-1)
 
 
 def accuracy(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
@@ -35,7 +37,7 @@ def accuracy(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
 
 def melanoma_sensitivity(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
     """Recall of melanoma; NaN where no melanoma image is present."""
-    return _recall(total, correct)[..., MEL]
+    return class_rates(total, correct)[..., MEL]
 
 
 # The metrics that promotion may rank and gate on, by their params.yaml name.

@@ -31,6 +31,7 @@ import numpy as np
 
 from skinlesion.config.schema import ReliabilitySettings
 from skinlesion.data.contract import InputContract
+from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
 from skinlesion.model.conformal import prediction_sets, true_class_scores
 from skinlesion.model.ood import FeatureDistance
@@ -43,15 +44,21 @@ InvalidInput = Literal["refuse", "refer"]
 @dataclass(frozen=True)
 class Assessment:
     """Per image: the conformal set (n x K booleans), the out-of-distribution score, and
-    whether and why the answer is referred."""
+    whether and why the answer is referred; ``alpha``, the miscoverage the sets promise
+    (what a report of their coverage compares with)."""
 
     sets: np.ndarray
     ood: np.ndarray
     refer: np.ndarray
     reasons: list[str]
+    alpha: float
 
     def prediction_set(self, row: int) -> list[str]:
         return [c for c, inside in zip(CLASSES, self.sets[row], strict=True) if inside]
+
+
+class InputContractError(SkinlesionError, ValueError):
+    """An image breaks the input contract of a model that refuses such images."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,16 @@ class Reliability:
             feature_layer=feature_layer,
         )
 
+    def screen(self, raw: bytes) -> list[str]:
+        """The contract rules an encoded image breaks (read from its header), as referral
+        reasons; under ``invalid_input: refuse`` an image that breaks any is refused
+        instead (:class:`InputContractError`, naming the rules). Every path that reads
+        image bytes (the server, `predict`) screens them here, before the model runs."""
+        broken = self.contract.check_bytes(raw)
+        if broken and self.invalid_input == "refuse":
+            raise InputContractError("; ".join(broken))
+        return [f"input contract: {rule}" for rule in broken]
+
     def sets(self, probs: np.ndarray) -> np.ndarray:
         return prediction_sets(self.cal_scores, self.cal_labels, probs, self.alpha)
 
@@ -127,7 +144,7 @@ class Reliability:
                 found.append("melanoma cannot be ruled out")
             reasons.append("; ".join(found))
         refer = np.array([bool(r) for r in reasons], dtype=bool)
-        return Assessment(sets=sets, ood=ood, refer=refer, reasons=reasons)
+        return Assessment(sets=sets, ood=ood, refer=refer, reasons=reasons, alpha=self.alpha)
 
 
 @functools.cache

@@ -29,10 +29,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from skinlesion.data.contract import InputContract
 from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES
-from skinlesion.model.reliability import Assessment
+from skinlesion.model.reliability import Assessment, Reliability
 
 KERAS_ARTIFACT = "keras_model"
 # Inference parameter: also answer each image's pooled features (float16 precision), for
@@ -56,12 +55,11 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _image(
-    row: int, value: Any, contract: InputContract | None, refuse: bool
-) -> tuple[np.ndarray, list[str]]:
-    """The decoded image of one row and the contract rules it breaks (refused at once
-    when ``refuse``)."""
+def _image(row: int, value: Any, reliability: Reliability | None) -> tuple[np.ndarray, list[str]]:
+    """The decoded image of one row and the contract rules it breaks, screened by the
+    model's ``reliability`` (none without one)."""
     from skinlesion.model.preprocessing import ImageDecodeError, read_image
+    from skinlesion.model.reliability import InputContractError
 
     if not isinstance(value, str | bytes) or not value:
         raise RequestError(f"row {row}: 'image' must be a base64-encoded JPEG or PNG")
@@ -69,26 +67,27 @@ def _image(
         raw = value if isinstance(value, bytes) else base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as err:
         raise RequestError(f"row {row}: 'image' is not valid base64 ({err})") from err
-    broken = contract.check_bytes(raw) if contract is not None else []
-    if broken and refuse:
-        raise RequestError(f"row {row}: {'; '.join(broken)}")
     try:
-        return read_image(raw), [f"input contract: {rule}" for rule in broken]
+        broken = reliability.screen(raw) if reliability is not None else []
+    except InputContractError as err:
+        raise RequestError(f"row {row}: {err}") from err
+    try:
+        return read_image(raw), broken
     except ImageDecodeError as err:
         raise RequestError(f"row {row}: 'image' is {err}") from err
 
 
 def parse_request(
-    frame: pd.DataFrame, contract: InputContract | None = None, refuse: bool = True
+    frame: pd.DataFrame, reliability: Reliability | None = None
 ) -> tuple[list[np.ndarray], pd.DataFrame, list[list[str]]]:
-    """The images and the patient fields of a request, checked row by row, and the rules
-    of ``contract`` each image breaks (a request is refused on the first when
-    ``refuse``)."""
+    """The images and the patient fields of a request, checked row by row, and the input
+    contract rules each image breaks (:meth:`Reliability.screen`: a request is refused on
+    the first image that breaks one, unless the model refers such images)."""
     if "image" not in frame.columns:
         raise RequestError("the request has no 'image' column")
     if frame.empty:
         raise RequestError("the request has no rows")
-    decoded = [_image(i, v, contract, refuse) for i, v in enumerate(frame["image"])]
+    decoded = [_image(i, v, reliability) for i, v in enumerate(frame["image"])]
     images = [image for image, _ in decoded]
     violations = [broken for _, broken in decoded]
     patient = pd.DataFrame(index=range(len(frame)))
@@ -141,11 +140,8 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
 
         from skinlesion.model.metadata import encode_metadata
 
-        reliability = self.scorer.reliability
-        contract = reliability.contract if reliability is not None else None
-        refuse = reliability is None or reliability.invalid_input == "refuse"
         try:
-            images, patient, violations = parse_request(model_input, contract, refuse)
+            images, patient, violations = parse_request(model_input, self.scorer.reliability)
         except RequestError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from err
         scored = self.scorer.score(

@@ -30,7 +30,7 @@ import numpy as np
 from skinlesion.config.schema import PromotionSettings
 from skinlesion.evaluation.resampling import (
     COUNT_METRICS,
-    accuracy,
+    class_rates,
     lesion_counts,
     lesion_weights,
     melanoma_sensitivity,
@@ -87,16 +87,15 @@ def check_coverage(
     covered = answers.sets[np.arange(len(y)), y]
     total, (hits,) = lesion_counts(y, [covered], groups)
     weights = lesion_weights(len(total), settings.resamples, settings.seed)
-    sampled_total, sampled_hits = weights @ total, weights @ hits
     floor = 1 - answers.alpha - settings.coverage_tolerance
+    by_class = class_rates(total.sum(axis=0), hits.sum(axis=0))
+    resampled = class_rates(weights @ total, weights @ hits)
     coverage, upper, short = {}, {}, []
     for k, name in enumerate(CLASSES):
-        if total[:, k].sum() == 0:
+        if np.isnan(by_class[k]):
             continue
-        coverage[name] = float(hits[:, k].sum() / total[:, k].sum())
-        present = sampled_total[:, k] > 0
-        resampled = accuracy(sampled_total[present][:, [k]], sampled_hits[present][:, [k]])
-        upper[name] = percentile_interval(resampled, settings.confidence)[1]
+        coverage[name] = float(by_class[k])
+        upper[name] = percentile_interval(resampled[:, k], settings.confidence)[1]
         if upper[name] < floor:
             short.append(name)
     return CoverageCheck(floor=floor, coverage=coverage, upper=upper, short=short)

@@ -349,7 +349,6 @@ def promote_from_reports(
     from skinlesion.data.split import read_manifest, split_summary
     from skinlesion.evaluation.evaluate import score_frame
     from skinlesion.model.loading import load_model
-    from skinlesion.model.reliability import reliability_of
     from skinlesion.tracking import configure_tracking
 
     params = as_params(params)
@@ -363,10 +362,10 @@ def promote_from_reports(
     def predict(uri: str, rows: pd.DataFrame) -> Answers:
         model = load(uri)
         scored = score_frame(model, rows, data_dir, evaluation)
-        reliability = reliability_of(model)
-        if scored.assessment is None or reliability is None:
+        assessed = scored.assessment
+        if assessed is None:
             return Answers(scored.probs.argmax(axis=1))
-        return Answers(scored.probs.argmax(axis=1), scored.assessment.sets, reliability.alpha)
+        return Answers(scored.probs.argmax(axis=1), assessed.sets, assessed.alpha)
 
     candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)
     decision = promote(mlflow.MlflowClient(), candidates, settings, test, predict)

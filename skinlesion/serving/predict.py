@@ -10,16 +10,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
 from skinlesion.model.inference import Scorer
 from skinlesion.model.metadata import encode_metadata, model_inputs
 from skinlesion.model.preprocessing import PREPARE_LAYER, core_of
-from skinlesion.model.reliability import reliability_of
-
-
-class InputContractError(SkinlesionError, ValueError):
-    """An image breaks the input contract of the model's training data."""
+from skinlesion.model.reliability import InputContractError, reliability_of
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -97,10 +92,10 @@ def predict_images(
     violations: list[list[str]] = [[] for _ in paths]
     if reliability is not None:
         for i, path in enumerate(paths):
-            broken = reliability.contract.check_bytes(Path(path).read_bytes())
-            if broken and reliability.invalid_input == "refuse":
-                raise InputContractError(f"{path}: {'; '.join(broken)}")
-            violations[i] = [f"input contract: {rule}" for rule in broken]
+            try:
+                violations[i] = reliability.screen(Path(path).read_bytes())
+            except InputContractError as err:
+                raise InputContractError(f"{path}: {err}") from err
     images = [load_image(p) for p in paths]
     metadata = encode_metadata(pd.DataFrame([patient or {}] * len(paths)))
     scored = Scorer(model).score(images, metadata, 32, tta=tta, violations=violations)
