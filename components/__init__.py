@@ -14,7 +14,8 @@ PLACEHOLDER_IMAGE = "skinlesion"
 # that implement a step all use it (tests/code/test_pipeline_spec.py keeps them in step).
 # Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of both pipelines; the
 # tuning pipeline runs 0-4, then its own 11 to 13, and can run 7 to 10; the batch-scoring
-# pipeline runs 0 and 14.
+# pipeline runs 0 and 14; the monitoring pipeline runs 0 and 15, then (when it retrains on
+# drift) the training pipeline's 0 to 10.
 STEPS: dict[str, tuple[int, str]] = {
     "read_params": (0, "Read params"),
     "fetch_data": (1, "Fetch data"),
@@ -32,6 +33,7 @@ STEPS: dict[str, tuple[int, str]] = {
     "tune_trials": (12, "Trials, worker"),
     "best_params": (13, "Pick the best on validation"),
     "score": (14, "Score a batch"),
+    "monitor": (15, "Monitor served traffic"),
 }
 
 

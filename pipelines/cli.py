@@ -17,8 +17,8 @@ from skinlesion.cli.options import ParamsOpt, user_errors
 from skinlesion.config.files import load_params
 
 app = typer.Typer(
-    help="Kubeflow Pipelines: compile and submit the training and tuning pipelines; "
-    "schedule training.",
+    help="Kubeflow Pipelines: compile and submit the training, tuning, scoring and "
+    "monitoring pipelines; schedule training and monitoring.",
     no_args_is_help=True,
 )
 
@@ -45,12 +45,17 @@ PipelineOpt = Annotated[
     typer.Option(
         "--pipeline",
         help="training (validate, train, evaluate, promote), tuning (an Optuna search on "
-        "GPU workers, then optionally training with the best) or scoring (a registered "
-        "model over a batch of images: --param source=s3://...).",
+        "GPU workers, then optionally training with the best), scoring (a registered "
+        "model over a batch of images: --param source=s3://...) or monitoring (the serving "
+        "log against the champion's reference; retraining on drift if monitor.on_drift).",
     ),
 ]
 ExperimentOpt = Annotated[
-    str | None, typer.Option(help="KFP experiment (default: params cluster.schedule.experiment).")
+    str | None,
+    typer.Option(
+        help="KFP experiment (default: the pipeline's schedule's, cluster.schedule or "
+        "cluster.monitoring_schedule)."
+    ),
 ]
 
 
@@ -119,8 +124,8 @@ def pipeline_schedule(
     cron: Annotated[
         str | None,
         typer.Option(
-            help="Six-field cron (seconds first), e.g. '0 0 3 * * 1' "
-            "(default: params cluster.schedule.cron)."
+            help="Six-field cron (seconds first), e.g. '0 0 3 * * 1' (default: the "
+            "pipeline's schedule, cluster.schedule or cluster.monitoring_schedule)."
         ),
     ] = None,
     param: ParamOpt = None,
@@ -128,9 +133,11 @@ def pipeline_schedule(
     experiment: ExperimentOpt = None,
     name: Annotated[str | None, typer.Option(help="Name of the recurring run.")] = None,
     namespace: NamespaceOpt = None,
+    pipeline: PipelineOpt = "training",
     params_file: ParamsOpt = None,
 ) -> None:
-    """Schedule recurring retraining: one run at a time, missed runs not caught up."""
+    """Schedule recurring retraining (or monitoring): one run at a time, missed runs not
+    caught up; scheduling a name again replaces its recurring run."""
     import tempfile
 
     from pipelines.client import schedule_run
@@ -146,6 +153,7 @@ def pipeline_schedule(
             experiment,
             name,
             namespace,
+            pipeline,
         )
     typer.echo(f"recurring run {job.id} created: {job.url}")
     for old in job.replaced:
@@ -158,12 +166,13 @@ def pipeline_schedules(
     host: HostOpt,
     experiment: ExperimentOpt = None,
     namespace: NamespaceOpt = None,
+    pipeline: PipelineOpt = "training",
     params_file: ParamsOpt = None,
 ) -> None:
     """List the recurring runs of the experiment: name, id, cron, enabled, created."""
     from pipelines.client import schedules
 
-    found = schedules(host, load_params(params_file), experiment, namespace)
+    found = schedules(host, load_params(params_file), experiment, namespace, pipeline)
     if not found:
         typer.echo("no recurring runs")
     for s in found:

@@ -1,4 +1,4 @@
-"""Submitting (training or tuning) and scheduling (training) pipelines through `kfp.Client`.
+"""Submitting and scheduling the project's pipelines through `kfp.Client`.
 
 A run's arguments start from the compiled defaults (params.yaml with its cluster profile)
 and change only what ``--param`` names: ``data_uri=...`` sets the pipeline parameter,
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipelines import scoring_pipeline, training_pipeline, tuning_pipeline
+from pipelines import monitoring_pipeline, scoring_pipeline, training_pipeline, tuning_pipeline
 from pipelines.schedules import Schedule, list_schedules, upsert
 from pipelines.tasks import compile_with_images
 from skinlesion.config.files import set_dotted, to_pipeline
@@ -57,6 +57,11 @@ PIPELINES = {
         scoring_pipeline.PIPELINE_NAME,
         scoring_pipeline.build_scoring_pipeline,
         ("source", "model_uri", "chunk"),
+    ),
+    "monitoring": PipelineKind(
+        monitoring_pipeline.PIPELINE_NAME,
+        monitoring_pipeline.build_monitoring_pipeline,
+        ("log_uri", "since", "until", "labels_uri", "data_uri", "data_version"),
     ),
 }
 TOP_LEVEL = PIPELINES["training"].top_level
@@ -151,7 +156,7 @@ def submit_run(
         str(path),
         arguments=arguments,
         run_name=run_name,
-        experiment_name=experiment or _schedule(params)["experiment"],
+        experiment_name=experiment or _schedule(params, pipeline)["experiment"],
         namespace=namespace,
         enable_caching=enable_caching,
         service_account=_service_account(params),
@@ -169,17 +174,20 @@ def schedule_run(
     experiment: str | None = None,
     job_name: str | None = None,
     namespace: str | None = None,
+    pipeline: str = "training",
 ) -> Submitted:
-    """A recurring run: at most one at a time, and no catch-up of missed slots (a paused
-    schedule must not start a burst of GPU trainings when resumed). Scheduling a name
-    again replaces the recurring run of that name (:mod:`pipelines.schedules`)."""
-    schedule = _schedule(params)
+    """A recurring run of ``pipeline`` (training on ``cluster.schedule``, monitoring on
+    ``cluster.monitoring_schedule``): at most one at a time, and no catch-up of missed
+    slots (a paused schedule must not start a burst of GPU trainings when resumed).
+    Scheduling a name again replaces the recurring run of that name
+    (:mod:`pipelines.schedules`)."""
+    schedule = _schedule(params, pipeline)
     expression = check_cron(cron or schedule["cron"])
-    arguments = pipeline_arguments(params, assignments)
-    path = _package(params, package, work_dir, "training")
+    arguments = pipeline_arguments(params, assignments, pipeline)
+    path = _package(params, package, work_dir, pipeline)
     client = _client(host, namespace)
     found = client.create_experiment(experiment or schedule["experiment"], namespace=namespace)
-    name = job_name or f"{training_pipeline.PIPELINE_NAME}-scheduled"
+    name = job_name or f"{pipeline_kind(pipeline).name}-scheduled"
     job, replaced = upsert(
         client,
         found.experiment_id,
@@ -203,11 +211,16 @@ def schedule_run(
 
 
 def schedules(
-    host: str, params: Params, experiment: str | None = None, namespace: str | None = None
+    host: str,
+    params: Params,
+    experiment: str | None = None,
+    namespace: str | None = None,
+    pipeline: str = "training",
 ) -> list[Schedule]:
-    """The recurring runs of the experiment (default: the schedule's), oldest first."""
+    """The recurring runs of the experiment (default: the schedule's of ``pipeline``),
+    oldest first."""
     client = _client(host, namespace)
-    name = experiment or _schedule(params)["experiment"]
+    name = experiment or _schedule(params, pipeline)["experiment"]
     try:
         found = client.get_experiment(experiment_name=name, namespace=namespace)
     except ValueError:  # kfp's answer for an experiment that does not exist
@@ -215,8 +228,11 @@ def schedules(
     return list_schedules(client, found.experiment_id)
 
 
-def _schedule(params: Params) -> dict[str, Any]:
-    return params.cluster.schedule.model_dump()
+def _schedule(params: Params, pipeline: str = "training") -> dict[str, Any]:
+    """The cron and experiment of ``pipeline``'s schedule: monitoring has its own."""
+    cluster = params.cluster
+    chosen = cluster.monitoring_schedule if pipeline == "monitoring" else cluster.schedule
+    return chosen.model_dump()
 
 
 def _service_account(params: Params) -> str | None:

@@ -25,6 +25,7 @@ def read_params(
     compare=str,
     promote=str,
     tune=str,
+    monitor=str,
     params_hash=str,
 ):
     """Validate ``params`` (JSON text, so that every number keeps its type) with every

@@ -128,7 +128,10 @@ def data_add_labels(
     to: Annotated[Path, typer.Option("--to", help="The HAM10000 folder to add them to.")],
     log: Annotated[
         str | None,
-        typer.Option(help="The prediction log folder, to find images by request or digest."),
+        typer.Option(
+            help="The prediction log (a folder or s3:// prefix), to find images by request "
+            "or digest."
+        ),
     ] = None,
     allow_relabel: Annotated[
         bool, typer.Option(help="Change the diagnosis of an image already in the data.")
@@ -138,9 +141,11 @@ def data_add_labels(
     """Add confirmed diagnoses of new lesions to the data, validated by the same suite:
     a new data version (then `skinlesion data publish` it for the cluster)."""
     from skinlesion.data.feedback import add_labels
+    from skinlesion.serving.prediction_log import read_records
 
     params = load_params(params_file)
-    result = add_labels(feedback, to, params.validate_, params.data.workers, log, allow_relabel)
+    records = read_records(log) if log else None
+    result = add_labels(feedback, to, params.validate_, params.data.workers, records, allow_relabel)
     typer.echo(result.describe())
     for image_id in result.relabelled:
         typer.echo(f"relabelled: {image_id}")

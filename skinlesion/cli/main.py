@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from skinlesion.cli import data, infra, modeling, prepare, promotion, serving, tune
+from skinlesion.cli import data, infra, modeling, monitoring, prepare, promotion, serving, tune
 
 PLUGIN_GROUP = "skinlesion.commands"
 
@@ -44,7 +44,7 @@ def command_line() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.callback()(_logging)
-    for steps in (prepare, modeling, promotion, serving):
+    for steps in (prepare, modeling, promotion, serving, monitoring):
         app.add_typer(steps.app)
     app.add_typer(data.app, name="data")
     app.add_typer(infra.app, name="infra")

@@ -35,6 +35,7 @@ STEP_SECTIONS = (
     "compare",
     "promote",
     "tune",
+    "monitor",
     "params_hash",
 )
 DEFAULT_PARAMS_FILE = "params.yaml"

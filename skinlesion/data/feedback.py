@@ -68,14 +68,6 @@ class FeedbackResult:
         )
 
 
-def _log_records(log_uri: str | None) -> pd.DataFrame:
-    """Every record of a prediction log folder (none without a log)."""
-    files = sorted(Path(log_uri).rglob("*.parquet")) if log_uri else []
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
 def _resolve(row: pd.Series, n: int, base: Path, log: pd.DataFrame) -> tuple[bytes, dict]:
     """The image bytes of feedback row ``n`` and the log record it matched (or {})."""
     import base64
@@ -137,10 +129,12 @@ def add_labels(
     data_dir: str | Path,
     settings: ValidationSettings,
     workers: int,
-    log_uri: str | None = None,
+    log: pd.DataFrame | None = None,
     allow_relabel: bool = False,
 ) -> FeedbackResult:
-    """Add the confirmed images of ``feedback_file`` to ``data_dir`` (see the module)."""
+    """Add the confirmed images of ``feedback_file`` to ``data_dir`` (see the module);
+    ``log`` holds the prediction log's records (the command line reads them) that rows
+    may name an image by."""
     from skinlesion.data.validation import validate_dataset
     from skinlesion.data.versions import list_folder
 
@@ -154,7 +148,7 @@ def add_labels(
     hashes = {d: i for i, d in zip(catalog["image_id"], digests, strict=True) if d}
     labels = dict(zip(catalog["image_id"], catalog["dx"], strict=True))
     lesions, ids = set(catalog["lesion_id"]), set(catalog["image_id"])
-    log = _log_records(log_uri)
+    log = pd.DataFrame() if log is None else log
     result = FeedbackResult(old_version=list_folder(root, workers).version)
     metadata = read_metadata(find_metadata(root))
     new_rows, new_files = [], {}

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -152,3 +153,56 @@ class PredictionLog:
         else:
             self._count("written", len(buffer))
             self._count("files", 1)
+
+
+def _day_of(name: str) -> str | None:
+    """The ``YYYY-MM-DD`` of a part file's ``date=`` folder, if it has one."""
+    for part in name.split("/"):
+        if part.startswith("date="):
+            return part.removeprefix("date=")
+    return None
+
+
+def read_records(
+    uri: str, since: pd.Timestamp | None = None, until: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The records of a prediction log (a folder or an ``s3://`` prefix) whose ``time``
+    lies in [``since``, ``until``), as written; files are picked by their day folder
+    first, so a window reads only its days. Empty when nothing matches."""
+    first = since.strftime("%Y-%m-%d") if since is not None else ""
+    last = until.strftime("%Y-%m-%d") if until is not None else "9999"
+
+    def wanted(name: str) -> bool:
+        day = _day_of(name)
+        return name.endswith(".parquet") and (day is None or first <= day <= last)
+
+    if uri.startswith("s3://"):
+        from skinlesion.data.storage import s3_client, split_uri
+
+        bucket, prefix = split_uri(uri)
+        client = s3_client()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, StartAfter=f"{prefix}date={first}" if first else ""
+        )  # keys sort by day: the listing starts at the window's first one
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        tables = [
+            pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+            for key in keys
+            if wanted(key[len(prefix) :])
+        ]
+    else:
+        root = Path(uri)
+        files = sorted(root.rglob("*.parquet")) if root.is_dir() else []
+        tables = [pd.read_parquet(f) for f in files if wanted(f.relative_to(root).as_posix())]
+    if not tables:
+        return pd.DataFrame()
+    records = pd.concat(tables, ignore_index=True)
+    if since is None and until is None:
+        return records
+    stamps = pd.to_datetime(records["time"], utc=True)
+    keep = np.ones(len(records), dtype=bool)
+    if since is not None:
+        keep &= (stamps >= since).to_numpy()
+    if until is not None:
+        keep &= (stamps < until).to_numpy()
+    return records[keep].sort_values("time", kind="stable").reset_index(drop=True)

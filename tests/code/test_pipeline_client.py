@@ -153,3 +153,39 @@ def test_five_field_cron_is_refused_before_any_request(fake_kfp):
 
 def test_check_cron_accepts_six_fields():
     assert check_cron("0 30 2 * * *") == "0 30 2 * * *"
+
+
+def _monitoring_schedule(fake_kfp, *extra: str):
+    return CliRunner().invoke(
+        command_line(),
+        ["pipeline", "schedule", "--pipeline", "monitoring", "--host", fake_kfp.url, *extra,
+         *PARAMS],
+    )  # fmt: skip
+
+
+def test_the_monitoring_schedule_is_upserted_in_its_own_experiment(fake_kfp, params):
+    """The monitoring pipeline on cluster.monitoring_schedule, under its default name:
+    scheduled twice, one recurring run is left, beside the training schedule."""
+    assert _schedule(fake_kfp).exit_code == 0
+    first = _monitoring_schedule(fake_kfp)
+    assert first.exit_code == 0, first.output
+    again = _monitoring_schedule(fake_kfp, "--param", "since=2026-11-01")
+    assert again.exit_code == 0, again.output
+    assert "replaced recurring run" in again.output
+    monitoring = [
+        j for j in fake_kfp.recurring_runs.values()
+        if j["display_name"] == "skinlesion-monitoring-scheduled"
+    ]  # fmt: skip
+    assert len(monitoring) == 1 and len(fake_kfp.active()) == 2
+    [job] = monitoring
+    schedule = params["cluster"]["monitoring_schedule"]
+    assert job["trigger"]["cron_schedule"]["cron"] == schedule["cron"]
+    assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "skinlesion-monitoring"
+    assert job["runtime_config"]["parameters"]["since"] == "2026-11-01"
+    experiments = {e["display_name"] for e in fake_kfp.bodies("POST", f"{API}/experiments")}
+    assert schedule["experiment"] in experiments
+    listed = CliRunner().invoke(
+        command_line(),
+        ["pipeline", "schedules", "--pipeline", "monitoring", "--host", fake_kfp.url, *PARAMS],
+    )
+    assert listed.output.startswith("skinlesion-monitoring-scheduled\t"), listed.output

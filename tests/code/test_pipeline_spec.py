@@ -270,6 +270,50 @@ def _root_tasks(spec: dict) -> dict[str, dict]:
     return {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
 
 
+@pytest.fixture(scope="module")
+def monitoring(tmp_path_factory) -> tuple[dict, dict]:
+    """The monitoring pipeline as params.yaml has it (monitor.on_drift: report)."""
+    out = tmp_path_factory.mktemp("compiled") / "monitoring.yaml"
+    return _compile(out, "--pipeline", "monitoring")
+
+
+def test_the_monitoring_pipeline_reports_and_starts_no_training(monitoring, params):
+    spec, platform = monitoring
+    named = _root_tasks(spec)
+    assert sorted(named) == ["0. Read params", "15. Monitor served traffic"]
+    assert not [c for c in spec["components"] if c.startswith("comp-train")]
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    cluster_log = params["cluster"]["overrides"]["monitor"]["log_uri"]
+    assert inputs["log_uri"]["defaultValue"] == cluster_log  # the serving Deployment's log
+    task = named["15. Monitor served traffic"]
+    executor = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
+    assert sorted(s["secretName"] for s in executor["secretAsEnv"]) == [
+        "skinlesion-mlflow",
+        "skinlesion-s3",
+    ]
+    assert task["cachingOptions"] == {}  # a new window each run: never from cache
+
+
+def test_a_retraining_monitor_trains_only_on_drift(params, tmp_path):
+    """With on_drift: retrain, the training pipeline (change check, GPU training, gate)
+    is a sub-pipeline under the condition that the monitor said drift."""
+    params["monitor"]["on_drift"] = "retrain"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(
+        command_line(),
+        ["pipeline", "compile", "--pipeline", "monitoring", "--out", str(tmp_path / "m.yaml"),
+         "--params", str(tmp_path / "params.yaml")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec, _ = yaml.safe_load_all((tmp_path / "m.yaml").read_text())
+    [condition] = [t for t in spec["root"]["dag"]["tasks"].values() if "triggerPolicy" in t]
+    assert "drift" in condition["triggerPolicy"]["condition"]
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    [training] = inner.values()
+    assert spec["components"][training["componentRef"]["name"]]["dag"]  # the whole pipeline
+    assert any(c.startswith("comp-train") for c in spec["components"])
+
+
 def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
     spec, platform = tuning
     named = _root_tasks(spec)
@@ -315,7 +359,7 @@ def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     assert {"read-params", "prepare-data", "check-changes"} <= set(training)  # all of it
 
 
-def test_one_numbering_of_steps_everywhere(compiled, tuning, scoring):
+def test_one_numbering_of_steps_everywhere(compiled, tuning, scoring, monitoring):
     """Display names, both pipelines' docstrings, each component's docstring and README,
     and the library modules that implement a step give a step the number of STEPS."""
     from components import STEPS
@@ -325,7 +369,7 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning, scoring):
         assert source.startswith(f'"""Step {number}'), folder
         readme = (ROOT / "components" / folder / "README.md").read_text().splitlines()[0]
         assert f"step {number}" in readme, (folder, readme)
-    for spec, _ in (compiled, tuning, scoring):
+    for spec, _ in (compiled, tuning, scoring, monitoring):
         description = spec["pipelineInfo"]["description"]
         listed = re.findall(r"^\s*(\d+)\. ", description, flags=re.M)
         assert listed, description
@@ -367,13 +411,14 @@ READS = {
     "tune-trials": {"tune", "train", "input", "data", "validate", "tracking", "params_hash"},
     "best-params": {"params"},  # it hands the whole params, best values in, to training
     "score": {"tracking"},
+    "monitor": {"monitor"},
 }
 SECTION_NAMES = {"params", *STEP_SECTIONS}
 
 
-def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning, scoring):
+def test_a_compiled_step_receives_only_the_sections_it_reads(compiled, tuning, scoring, monitoring):
     """As the DVC stages declare params: no step but the first sees the whole params."""
-    for spec, _ in (compiled, tuning, scoring):
+    for spec, _ in (compiled, tuning, scoring, monitoring):
         for name, component in spec["components"].items():
             if "executorLabel" not in component:
                 continue  # a sub-pipeline or a condition: what it passes on, not reads

@@ -48,6 +48,7 @@ LAYERS = [
     "evaluation",
     "promotion",
     "serving",
+    "monitoring",
     "tuning",
     "cli",
 ]

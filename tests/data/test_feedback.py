@@ -19,6 +19,7 @@ from skinlesion.data.feedback import FeedbackError, add_labels
 from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.data.validation import InvalidDataError
 from skinlesion.data.versions import data_version
+from skinlesion.serving.prediction_log import read_records
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.data
@@ -118,14 +119,14 @@ def test_images_are_found_in_the_prediction_log(synth_copy, clinic, tmp_path):
     pd.DataFrame({"request_id": ["req-7"], "dx": ["bcc"], "dx_type": ["histo"]}).to_csv(
         feedback, index=False
     )
-    result = add_labels(feedback, synth_copy, *_settings(), log_uri=str(tmp_path / "log"))
+    result = add_labels(feedback, synth_copy, *_settings(), log=read_records(str(tmp_path / "log")))
     row = load_catalog(synth_copy).set_index("image_id").loc[result.added[0]]
     assert row["dx"] == "bcc" and row["age"] == 61 and row["localization"] == "face"
     pd.DataFrame({"request_id": ["req-8"], "dx": ["bcc"], "dx_type": ["histo"]}).to_csv(
         feedback, index=False
     )
     with pytest.raises(FeedbackError, match=r"serve\.log_images was off"):
-        add_labels(feedback, synth_copy, *_settings(), log_uri=str(tmp_path / "log"))
+        add_labels(feedback, synth_copy, *_settings(), log=read_records(str(tmp_path / "log")))
 
 
 def test_the_change_check_reports_the_new_version(synth_copy, clinic, tmp_path, monkeypatch):

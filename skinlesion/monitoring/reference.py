@@ -1,0 +1,63 @@
+"""What the served model's traffic is compared with: the monitoring reference its
+training run logged (``monitoring/reference.parquet``: the validation images' patient
+fields, decisions, probabilities and pooled features, computed as the server computes
+them for its log; :func:`skinlesion.training.calibration.monitoring_reference`)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from skinlesion.errors import SkinlesionError
+
+
+class ReferenceError(SkinlesionError, LookupError):
+    """The model's reference cannot be found; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A model URI pinned to what it means now: an alias becomes its version."""
+
+    requested: str
+    uri: str
+    version: str
+    run_id: str
+
+
+def served_version(model_uri: str) -> ServedVersion:
+    """The version an alias points to now (as the server resolves it) and its run."""
+    from mlflow.models import get_model_info
+
+    from skinlesion.serving.server import resolve
+
+    uri, version = resolve(model_uri)
+    try:
+        run_id = get_model_info(uri).run_id or ""
+    except Exception as err:  # registry or storage failure: MLflow raises several types
+        raise ReferenceError(f"cannot read {uri}: {type(err).__name__}: {err}") from err
+    return ServedVersion(model_uri, uri, version, run_id)
+
+
+def load_reference(served: ServedVersion) -> pd.DataFrame:
+    """The reference table logged with the training run of ``served``."""
+    import mlflow
+
+    from skinlesion.training.lifecycle import REFERENCE_DIR, REFERENCE_FILE
+
+    path = f"{REFERENCE_DIR}/{REFERENCE_FILE}"
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=served.run_id, artifact_path=path, dst_path=folder
+            )
+        except Exception as err:  # MLflow raises several types for a missing artifact
+            raise ReferenceError(
+                f"{served.uri} (run {served.run_id or 'unknown'}) has no {path}: it was "
+                "trained before models logged their monitoring reference. Retrain it, or "
+                "give a reference table (--reference)"
+            ) from err
+        return pd.read_parquet(Path(local))
