@@ -103,6 +103,7 @@ def test_the_log_is_read_by_window_from_a_folder(tmp_path):
     assert read_records(str(tmp_path / "none")).empty
 
 
+@pytest.mark.integration  # a moto S3 server
 def test_the_log_is_read_by_window_from_s3(s3_env):
     client = boto3.client("s3")
     client.create_bucket(Bucket="logs")

@@ -188,3 +188,30 @@ def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path)
     assert verdict == "stable" and report.metadata["model_version"] == "1"
     assert "Drift in embeddings" in Path(report.path).read_text()
     assert summary.metadata["images"] == 60 and "drift_embedding" in summary.metadata
+
+
+def test_the_monitoring_pipeline_runs_locally(tracked, synth_dir, tmp_path, monkeypatch):
+    """`kfp.local` runs the monitoring pipeline (report only) as the cluster would: read
+    params, then step 15 in a subprocess, its HTML report an artifact of the run."""
+    from kfp import local
+
+    from pipelines.monitoring_pipeline import build_monitoring_pipeline
+    from skinlesion.config.parse import parse_params
+
+    _write_log(tmp_path / "log", _rows(synth_dir, tracked["catalog"].head(60)))
+    params = yaml.safe_load(tracked["params"].read_text())
+    params["cluster"]["overrides"] = {}  # the pipeline's `params` default is these
+    params["monitor"]["log_uri"] = str(tmp_path / "log")
+    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
+    monkeypatch.chdir(tmp_path)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "pipeline_root"),
+        raise_on_error=True,
+    )
+    build_monitoring_pipeline(parse_params(params))()
+    [run_dir] = (tmp_path / "pipeline_root").iterdir()
+    [report] = (run_dir / "monitor").rglob("report")
+    assert "Value Drift for column age" in report.read_text()
+    runs = mlflow.search_runs(experiment_names=["skinlesion-monitoring"])
+    assert list(runs["tags.verdict"]) == ["stable"]
