@@ -165,6 +165,21 @@ def _with_reliability(model, core, images, labels, settings, validation):
     return attach(model, reliability)
 
 
+def run_kfp_locally(tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfp.local with each step a subprocess in ``tmp_path``, MLflow at ``tracking_uri``
+    (what the cluster's Secret sets)."""
+    from kfp import local
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
+    monkeypatch.chdir(tmp_path)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "pipeline_root"),
+        raise_on_error=True,
+    )
+
+
 def write_params(params: dict, path: Path) -> Path:
     import yaml
 

@@ -259,15 +259,19 @@ def test_the_scoring_pipeline_scores_a_batch_with_the_champion(scoring, params):
     assert "defaultValue" not in inputs["source"]  # which images: always given
     assert inputs["model_uri"]["defaultValue"] == params["serve"]["model"]
     task = named["14. Score a batch"]
-    executor = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
-    secrets = sorted(s["secretName"] for s in executor["secretAsEnv"])
-    assert secrets == ["skinlesion-mlflow", "skinlesion-s3"]
+    assert _secrets(platform, task) == ["skinlesion-mlflow", "skinlesion-s3"]
     assert "accelerator" not in _executor(spec, task)["resources"]
     assert _executor(spec, task)["image"] == params["cluster"]["images"]["cpu"]
 
 
 def _root_tasks(spec: dict) -> dict[str, dict]:
     return {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
+
+
+def _secrets(platform: dict, task: dict) -> list[str]:
+    """The Secrets a task's pod gets as environment, by name."""
+    executor = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
+    return sorted(s["secretName"] for s in executor["secretAsEnv"])
 
 
 @pytest.fixture(scope="module")
@@ -286,11 +290,7 @@ def test_the_monitoring_pipeline_reports_and_starts_no_training(monitoring, para
     cluster_log = params["cluster"]["overrides"]["monitor"]["log_uri"]
     assert inputs["log_uri"]["defaultValue"] == cluster_log  # the serving Deployment's log
     task = named["15. Monitor served traffic"]
-    executor = platform[task["componentRef"]["name"].replace("comp-", "exec-")]
-    assert sorted(s["secretName"] for s in executor["secretAsEnv"]) == [
-        "skinlesion-mlflow",
-        "skinlesion-s3",
-    ]
+    assert _secrets(platform, task) == ["skinlesion-mlflow", "skinlesion-s3"]
     assert task["cachingOptions"] == {}  # a new window each run: never from cache
 
 

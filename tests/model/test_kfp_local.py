@@ -5,30 +5,16 @@ real `mlflow server` on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow
 import pytest
-from kfp import local
 
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
-from tests.conftest import small_params
+from tests.conftest import run_kfp_locally, small_params
 
 pytestmark = pytest.mark.model
-
-
-def _run_locally(tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """kfp.local with each step a subprocess in ``tmp_path``, MLflow at the test server."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # what the Secret sets
-    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
-    monkeypatch.chdir(tmp_path)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "pipeline_root"),
-        raise_on_error=True,
-    )
 
 
 def test_tuning_then_training_pipelines_run_locally(
@@ -62,7 +48,7 @@ def test_tuning_then_training_pipelines_run_locally(
         work_dir=str(tmp_path / "tune"),
     )  # fmt: skip
     small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 16, 24]}}}
-    _run_locally(tmp_path, mlflow_server, monkeypatch)
+    run_kfp_locally(tmp_path, mlflow_server, monkeypatch)
 
     build_tuning_pipeline(parse_params(small))(
         data_uri=str(data), study="kfp-local", train_best=True

@@ -24,7 +24,7 @@ from skinlesion.labels import CLASSES
 from skinlesion.model.preprocessing import read_image
 from skinlesion.serving.log_records import take_records
 from skinlesion.serving.prediction_log import PredictionLog, folder_sink
-from tests.conftest import ROOT, log_tiny_model
+from tests.conftest import ROOT, log_tiny_model, run_kfp_locally
 
 pytestmark = pytest.mark.model
 NAME = "monitor-test"
@@ -193,8 +193,6 @@ def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path)
 def test_the_monitoring_pipeline_runs_locally(tracked, synth_dir, tmp_path, monkeypatch):
     """`kfp.local` runs the monitoring pipeline (report only) as the cluster would: read
     params, then step 15 in a subprocess, its HTML report an artifact of the run."""
-    from kfp import local
-
     from pipelines.monitoring_pipeline import build_monitoring_pipeline
     from skinlesion.config.parse import parse_params
 
@@ -202,13 +200,7 @@ def test_the_monitoring_pipeline_runs_locally(tracked, synth_dir, tmp_path, monk
     params = yaml.safe_load(tracked["params"].read_text())
     params["cluster"]["overrides"] = {}  # the pipeline's `params` default is these
     params["monitor"]["log_uri"] = str(tmp_path / "log")
-    monkeypatch.setenv("SKINLESION_PROGRESS", "0")
-    monkeypatch.chdir(tmp_path)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "pipeline_root"),
-        raise_on_error=True,
-    )
+    run_kfp_locally(tmp_path, tracked["uri"], monkeypatch)
     build_monitoring_pipeline(parse_params(params))()
     [run_dir] = (tmp_path / "pipeline_root").iterdir()
     [report] = (run_dir / "monitor").rglob("report")
