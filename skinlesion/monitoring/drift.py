@@ -10,8 +10,10 @@ What is tested, each with the method and threshold of ``monitor.drift`` /
   comes back;
 * the images themselves, through the pooled features the model computed (``embedding``
   in the log): first reduced to ``components`` principal components fitted on the
-  reference, then Evidently's embedding drift method (by default a domain classifier: the
-  ROC AUC of telling traffic from reference; 0.5 is no difference).
+  reference and scaled to its unit variance, then Evidently's embedding drift method (by
+  default ``distance``: how far the mean embedding of the traffic lies from the
+  reference's, in the reference's standard deviations; a domain classifier, ``model``,
+  caught blurred images less often in the replay at a threshold without false alarms).
 
 A distance fires above its threshold, a p-value (``ks``, ``chisquare``) below it. The
 verdict is ``drift`` when any test fires. The thresholds in params.yaml were chosen by

@@ -119,6 +119,8 @@ def _traffic(records: pd.DataFrame, version: str) -> tuple[pd.DataFrame, int]:
     """The records answered by ``version`` with an embedding, and how many others."""
     if records.empty:
         return records, 0
+    if EMBEDDING not in records:  # a model that answers no embeddings: nothing to judge
+        return records.iloc[:0], len(records)
     mine = records["model_version"].astype(str) == version if version else True
     served = records[mine & records[EMBEDDING].notna()]
     return served, len(records) - len(served)
