@@ -56,7 +56,8 @@ def test_the_dockerfile_installs_by_hash_from_a_digest_pinned_base_without_copyi
     joined = DOCKERFILE.replace("\\\n", " ")  # continuation lines joined
     installs = re.findall(r"pip install.*", joined)
     assert len(installs) == 2 and all("--no-compile" in i for i in installs)
-    assert "--require-hashes" in installs[0]
+    assert "--require-hashes" in installs[0] and "--no-deps" in installs[0]
+    assert "pip check" in installs[0]  # the lock, installed as it is, meets every requirement
     assert "--mount=type=secret,id=pip_ca" in DOCKERFILE
     copies = [line for line in DOCKERFILE.splitlines() if line.startswith("COPY")]
     assert not [c for c in copies if "pem" in c or "ca" in c.split()[1:2]]
