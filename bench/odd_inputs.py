@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
+from monitor_replay import request_rows
 from PIL import Image
 from serve_load import free_port, start_server
 
@@ -77,12 +78,7 @@ def ask(url: str, records: list[dict]) -> tuple[int, dict]:
 def test_records(manifest: Path, data_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
     split = pd.read_csv(manifest)
     test = split[split["split"] == "test"].drop_duplicates("image_id").reset_index(drop=True)
-    records = []
-    for row in test.itertuples():
-        patient = {"age": row.age, "sex": row.sex, "localization": row.localization}
-        image = base64.b64encode((data_dir / row.image_path).read_bytes()).decode()
-        records.append({"image": image, **{k: v for k, v in patient.items() if not pd.isna(v)}})
-    return test, records
+    return test, request_rows(test, data_dir)
 
 
 def library_answers(model: str, test: pd.DataFrame, data_dir: Path) -> list[tuple]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from skinlesion.evaluation.resampling import balanced_accuracy, melanoma_sensitivity
 from skinlesion.labels import CLASSES
+from skinlesion.training.inputs import labels_of
 
 
 def confirmed_labels(data_dir: str | Path, workers: int) -> pd.DataFrame:
@@ -30,8 +31,7 @@ def confirmed_labels(data_dir: str | Path, workers: int) -> pd.DataFrame:
 
 
 def _figures(rows: pd.DataFrame) -> dict[str, float | int]:
-    index = {c: i for i, c in enumerate(CLASSES)}
-    y = rows["dx"].map(index).to_numpy()
+    y = labels_of(rows)
     hit = (rows["prediction"] == rows["dx"]).to_numpy()
     total = np.bincount(y, minlength=len(CLASSES)).astype(float)
     correct = np.bincount(y[hit], minlength=len(CLASSES)).astype(float)

@@ -29,17 +29,12 @@ class ServedVersion:
 
 
 def served_version(model_uri: str) -> ServedVersion:
-    """The version an alias points to now (as the server resolves it) and its run."""
-    from mlflow.models import get_model_info
-
-    from skinlesion.serving.server import resolve
+    """The version an alias points to now and its run, resolved and checked as the server
+    does before it serves one (a registry failure or an unservable model is refused)."""
+    from skinlesion.serving.server import check_servable, resolve
 
     uri, version = resolve(model_uri)
-    try:
-        run_id = get_model_info(uri).run_id or ""
-    except Exception as err:  # registry or storage failure: MLflow raises several types
-        raise ReferenceError(f"cannot read {uri}: {type(err).__name__}: {err}") from err
-    return ServedVersion(model_uri, uri, version, run_id)
+    return ServedVersion(model_uri, uri, version, check_servable(uri).run_id or "")
 
 
 def load_reference(served: ServedVersion) -> pd.DataFrame:
