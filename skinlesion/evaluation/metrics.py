@@ -20,34 +20,10 @@ import pandas as pd
 
 from skinlesion.config.schema import EvalSettings
 from skinlesion.labels import CLASSES
+from skinlesion.model.confidence import expected_calibration_error
 
 MEL = CLASSES.index("mel")
 AGE_BANDS = (0, 30, 45, 60, 75, 200)
-
-
-def expected_calibration_error(
-    probs: np.ndarray, y: np.ndarray, bins: int
-) -> tuple[float, list[dict[str, float]]]:
-    """ECE over confidence bins of the top class, and the per-bin table for the diagram."""
-    conf = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == y).astype(float)
-    edges = np.linspace(0, 1, bins + 1)
-    table, ece = [], 0.0
-    for lo, hi in itertools.pairwise(edges):
-        mask = (conf > lo) & (conf <= hi)
-        if mask.any():
-            gap = abs(correct[mask].mean() - conf[mask].mean())
-            ece += mask.mean() * gap
-            table.append(
-                {
-                    "lower": float(lo),
-                    "upper": float(hi),
-                    "n": int(mask.sum()),
-                    "accuracy": float(correct[mask].mean()),
-                    "confidence": float(conf[mask].mean()),
-                }
-            )
-    return float(ece), table
 
 
 def core_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:

@@ -190,6 +190,19 @@ def _find_layer(model: Any, name: str) -> Any:
     return None
 
 
+def scale_logits(model: Any, scale: np.ndarray, shift: np.ndarray) -> Any:
+    """Replace the logits ``z`` of the softmax layer ``probs`` by ``scale * z + shift``
+    (per class), folded into its kernel and bias: a fitted calibration
+    (:mod:`skinlesion.model.confidence`) that every consumer of the saved model sees."""
+    layer = _find_layer(model, "probs")
+    if layer is None:
+        raise ValueError("the model has no 'probs' output layer")
+    kernel, bias = layer.get_weights()
+    scale = np.asarray(scale, dtype=kernel.dtype)
+    layer.set_weights([kernel * scale, bias * scale + np.asarray(shift, dtype=bias.dtype)])
+    return model
+
+
 def shift_decisions(model: Any, offsets: list[float]) -> Any:
     """Add per-class ``offsets`` to the bias of the softmax layer ``probs``.
 

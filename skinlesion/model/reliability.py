@@ -74,6 +74,30 @@ class Reliability:
     contract: InputContract
     invalid_input: InvalidInput
     feature_layer: str
+    # How the probabilities were made from the network's logits z: softmax(scale * z +
+    # shift + offsets), the calibration (skinlesion.model.confidence) and the operating
+    # point; empty for a model saved before they were recorded.
+    calibration_scale: tuple[float, ...] = ()
+    calibration_shift: tuple[float, ...] = ()
+    decision_offsets: tuple[float, ...] = ()
+
+    def _shifts(self, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.asarray(self.calibration_scale or np.ones(n_classes), dtype="float64")
+        shift = np.asarray(self.calibration_shift or np.zeros(n_classes), dtype="float64")
+        offsets = np.asarray(self.decision_offsets or np.zeros(n_classes), dtype="float64")
+        return scale, shift, offsets
+
+    def without_offsets(self, probs: np.ndarray) -> np.ndarray:
+        """The calibrated probabilities before the operating point's offsets: what an
+        ensemble combines."""
+        _, _, offsets = self._shifts(probs.shape[1])
+        return _softmax(np.log(np.clip(probs, 1e-12, 1.0)) - offsets)
+
+    def uncalibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The network's own probabilities, before calibration and operating point: what
+        evaluation reports the calibration error of, beside the calibrated one."""
+        scale, shift, offsets = self._shifts(probs.shape[1])
+        return _softmax((np.log(np.clip(probs, 1e-12, 1.0)) - offsets - shift) / scale)
 
     @classmethod
     def fit(
@@ -83,11 +107,14 @@ class Reliability:
         settings: ReliabilitySettings,
         contract: InputContract,
         feature_layer: str,
+        adjustments: dict[str, list[float]] | None = None,
     ) -> Reliability:
         """Fit from the (features, labels) of ``reference`` images (what the model learnt
         from) and the (features, probabilities, labels) of ``calibration`` images (held
         out from training): the calibration scores, the feature distance, and its
-        threshold at the ``1 - ood_false_refer`` quantile of the calibration distances."""
+        threshold at the ``1 - ood_false_refer`` quantile of the calibration distances.
+        ``adjustments`` records how the probabilities were made (``calibration_scale``,
+        ``calibration_shift``, ``decision_offsets``: K floats each)."""
         ref_features, ref_labels = reference
         cal_features, cal_probs, cal_labels = calibration
         distance = FeatureDistance.fit(ref_features, ref_labels, len(CLASSES))
@@ -102,6 +129,7 @@ class Reliability:
             contract=contract,
             invalid_input=settings.invalid_input,
             feature_layer=feature_layer,
+            **{k: tuple(float(v) for v in values) for k, values in (adjustments or {}).items()},
         )
 
     def screen(self, raw: bytes) -> list[str]:
@@ -145,6 +173,11 @@ class Reliability:
             reasons.append("; ".join(found))
         refer = np.array([bool(r) for r in reasons], dtype=bool)
         return Assessment(sets=sets, ood=ood, refer=refer, reasons=reasons, alpha=self.alpha)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 @functools.cache
@@ -211,6 +244,9 @@ def attach(model: Any, reliability: Reliability) -> Any:
         "feature_layer": reliability.feature_layer,
         "n_calibration": len(reliability.cal_scores),
         "n_features": reliability.distance.whitening.shape[0],
+        "calibration_scale": list(reliability.calibration_scale),
+        "calibration_shift": list(reliability.calibration_shift),
+        "decision_offsets": list(reliability.decision_offsets),
     }
     layer = _layer_class()(settings, name=RELIABILITY_LAYER)
     outputs = layer(model.output)
@@ -246,6 +282,10 @@ def reliability_of(model: Any) -> Reliability | None:
                 ),
                 invalid_input=s["invalid_input"],
                 feature_layer=str(s["feature_layer"]),
+                **{
+                    key: tuple(float(v) for v in s.get(key, ()))
+                    for key in ("calibration_scale", "calibration_shift", "decision_offsets")
+                },
             )
     return None
 

@@ -29,7 +29,13 @@ from skinlesion.config.schema import ReliabilitySettings, ValidationSettings
 from skinlesion.data.contract import InputContract
 from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import model_inputs
-from skinlesion.model.reliability import Reliability, feature_model, pooled_feature_layer
+from skinlesion.model.operating_curve import sensitivity_curve
+from skinlesion.model.reliability import (
+    Assessment,
+    Reliability,
+    feature_model,
+    pooled_feature_layer,
+)
 from skinlesion.training.fitting import Context
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,7 @@ def fit_reliability(
     ctx: Context,
     settings: ReliabilitySettings,
     validation: ValidationSettings,
+    adjustments: dict[str, list[float]] | None = None,
 ) -> tuple[Reliability, dict[str, float], tuple[np.ndarray, np.ndarray]]:
     """The reliability of ``core`` (at its operating point); validation figures to log
     (mean set size, singleton share and refer rate of the validation images); and the
@@ -82,15 +89,11 @@ def fit_reliability(
         settings,
         InputContract(validation.min_width, validation.min_height),
         layer,
+        adjustments,
     )
     assessed = reliability.assess(val_probs, val_features)
-    sizes = assessed.sets.sum(axis=1)
-    figures = {
-        "val_set_size_mean": float(sizes.mean()),
-        "val_singleton_share": float((sizes == 1).mean()),
-        "val_refer_rate": float(assessed.refer.mean()),
-        "ood_threshold": reliability.ood_threshold,
-    }
+    figures = reliability_figures(assessed, val_probs, ctx.y_val)
+    figures["ood_threshold"] = reliability.ood_threshold
     log.info(
         "reliability on validation (calibration part): %d images, sets of %.2f classes on "
         "average, %.0f%% single-class, %.0f%% referred; feature distance threshold %.1f "
@@ -103,6 +106,22 @@ def fit_reliability(
         len(ref_rows),
     )
     return reliability, figures, (val_features, val_probs)
+
+
+def reliability_figures(assessed: Assessment, probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """What a clinic would feel of a model, on validation: the mean set size, the share of
+    single-class answers, the refer rate, and melanoma sensitivity at fixed specificities
+    (``val_mel_sensitivity_at_0.80``, ...); what promotion may choose a challenger by."""
+    sizes = assessed.sets.sum(axis=1)
+    return {
+        "val_set_size_mean": float(sizes.mean()),
+        "val_singleton_share": float((sizes == 1).mean()),
+        "val_refer_rate": float(assessed.refer.mean()),
+        **{
+            f"val_mel_sensitivity_at_{spec}": value
+            for spec, value in sensitivity_curve(probs, y).items()
+        },
+    }
 
 
 def monitoring_reference(

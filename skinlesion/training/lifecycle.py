@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from skinlesion.data.leakage import assert_no_leakage
 from skinlesion.data.split import read_manifest
 from skinlesion.data.storage import delete_prefix, mirror_from_s3
 from skinlesion.data.versions import file_md5, list_folder, log_data_listing
+from skinlesion.model.confidence import ECE_BINS
 from skinlesion.model.preprocessing import with_preprocessing
 from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
@@ -50,11 +52,15 @@ from skinlesion.training.inputs import decode_images, labels_of
 from skinlesion.training.operating_point import set_operating_point
 from skinlesion.training.plots import plot_history
 from skinlesion.training.recipes import recipe
+from skinlesion.training.scaling import calibrate
 
 log = logging.getLogger(__name__)
 # Artifact path of the monitoring reference on a training run (what drift is judged against).
 REFERENCE_DIR = "monitoring"
 REFERENCE_FILE = "reference.parquet"
+# What the calibration and the operating point report of how they changed the logits;
+# the model's reliability records them.
+ADJUSTMENTS = ("calibration_scale", "calibration_shift", "decision_offsets")
 
 
 @dataclass
@@ -74,6 +80,17 @@ class TrainResult:
     train_images_per_s: float
     replicas: int
     mixed_precision: bool
+    # calibration (fitted on validation): ECE before and after, the temperature
+    val_ece_uncalibrated: float = math.nan
+    val_ece: float = math.nan
+    temperature: float = math.nan
+    # what a clinic feels, on validation, at the configured alpha (promotion may choose
+    # by these): sets, referrals, melanoma sensitivity at fixed specificities
+    val_set_size_mean: float = math.nan
+    val_singleton_share: float = math.nan
+    val_refer_rate: float = math.nan
+    val_mel_sensitivity_at: dict[str, float] = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)  # an ensemble's
 
 
 def train_model(
@@ -103,7 +120,7 @@ def train_model(
 
     params = as_params(params)
     origin = origin or RunOrigin()
-    rows = _training_rows(manifest_path)
+    rows = training_rows(manifest_path)
     ctx = _resume(model_name, rows, data_dir, Path(report_dir), params, on_epoch, origin)
     listing = list_folder(data_dir, params.data.workers)
     configure_tracking(params.tracking.experiment)
@@ -114,9 +131,13 @@ def train_model(
         log_data_listing(listing, data_dir)
         provenance = run_provenance(params, listing.version, origin)
         _log_inputs(model_name, ctx, rows, params, {**provenance, **(tags or {})})
-        fitted, tuned, throughput = _fit(model_name, ctx, params)
+        fitted, tuned, throughput = _fit(model_name, ctx, params, rows.val)
         reliability, figures, (val_features, val_probs) = fit_reliability(
-            fitted.model, ctx, params.train.reliability, params.validate_
+            fitted.model,
+            ctx,
+            params.train.reliability,
+            params.validate_,
+            {k: v for k, v in tuned.items() if k in ADJUSTMENTS},
         )
         mlflow.log_metrics(figures)
         reference = monitoring_reference(rows.val, val_features, val_probs)
@@ -129,6 +150,7 @@ def train_model(
             throughput,
             ctx,
             reliability,
+            figures,
             Path(out_model),
             Path(report_dir),
         )
@@ -161,7 +183,7 @@ class _Rows:
     val: pd.DataFrame
 
 
-def _training_rows(manifest_path: str | Path) -> _Rows:
+def training_rows(manifest_path: str | Path) -> _Rows:
     manifest = read_manifest(manifest_path)
     assert_no_leakage(manifest)  # never train on a manifest that leaks
     train_rows = manifest[manifest["split"] == "train"]
@@ -280,15 +302,29 @@ def _log_inputs(
     )
 
 
-def _fit(model_name: str, ctx: Context, params: Params) -> tuple[Any, dict[str, Any], float]:
-    """Fit: the recipe's phases, then the melanoma operating point on validation.
-    Returns the fitted model, the validation logs at the operating point and images/s."""
+def _fit(
+    model_name: str, ctx: Context, params: Params, val_rows: pd.DataFrame
+) -> tuple[Any, dict[str, Any], float]:
+    """Fit: the recipe's phases, then the calibration and the melanoma operating point on
+    validation. Returns the fitted model, the validation figures at the operating point
+    (with the calibration's) and images/s."""
     train_cfg = params.train
     fit = recipe(train_cfg.recipe_of(model_name))
     started = time.perf_counter()
     fitted = fit(train_cfg.model(model_name), ctx)
     seconds = time.perf_counter() - started
-    tuned = set_operating_point(fitted.model, ctx) if train_cfg.decision_min_mel_recall > 0 else {}
+    probs = fitted.model.predict(ctx.image_batches(False), verbose=0)
+    probs, tuned = calibrate(
+        fitted.model,
+        probs,
+        ctx.y_val,
+        val_rows["lesion_id"].astype(str).to_numpy(),
+        train_cfg.calibration,
+        ECE_BINS,
+        train_cfg.seed,
+    )
+    if train_cfg.decision_min_mel_recall > 0:
+        tuned = {**tuned, **set_operating_point(fitted.model, ctx, probs)}
     throughput = fitted.epochs_run * len(ctx.train_idx) / seconds if seconds else 0.0
     return fitted, tuned, throughput
 
@@ -300,6 +336,7 @@ def _save_and_log(
     throughput: float,
     ctx: Context,
     reliability: Reliability,
+    figures: dict[str, float],
     out: Path,
     report: Path,
 ) -> TrainResult:
@@ -329,7 +366,24 @@ def _save_and_log(
         train_images_per_s=round(throughput, 1),
         replicas=ctx.device.replicas,
         mixed_precision=ctx.device.mixed_precision,
+        val_ece_uncalibrated=float(tuned.get("val_ece_uncalibrated", math.nan)),
+        val_ece=float(tuned.get("val_ece", math.nan)),
+        temperature=float(tuned.get("temperature", math.nan)),
+        **validation_figures(figures),
     )
+
+
+def validation_figures(figures: dict[str, float]) -> dict[str, Any]:
+    """The reliability's validation figures as :class:`TrainResult` fields."""
+    prefix = "val_mel_sensitivity_at_"
+    return {
+        "val_set_size_mean": figures["val_set_size_mean"],
+        "val_singleton_share": figures["val_singleton_share"],
+        "val_refer_rate": figures["val_refer_rate"],
+        "val_mel_sensitivity_at": {
+            k.removeprefix(prefix): v for k, v in figures.items() if k.startswith(prefix)
+        },
+    }
 
 
 def _example_image(data_dir: str | Path, val_rows: pd.DataFrame) -> Any:

@@ -16,16 +16,17 @@ log = logging.getLogger(__name__)
 MEL = CLASSES.index("mel")
 
 
-def set_operating_point(model: Any, ctx: Context) -> dict[str, float]:
+def set_operating_point(model: Any, ctx: Context, probs: np.ndarray) -> dict[str, Any]:
     """Raise melanoma's decision offset until the validation melanoma recall reaches
     ``train.decision_min_mel_recall`` (never looking at test), folded into the softmax
-    bias of ``model``. Returns the validation metrics at that operating point."""
+    bias of ``model``; ``probs`` are its validation probabilities before. Returns the
+    validation metrics at that operating point and the offsets (``decision_offsets``: an
+    ensemble undoes them to combine the members' calibrated probabilities)."""
     import mlflow
 
     from skinlesion.model.networks import shift_decisions
 
     floor = ctx.train.decision_min_mel_recall
-    probs = model.predict(ctx.image_batches(False), verbose=0)
     grid = offset_grid(ctx.train.decision_offset_max, ctx.train.decision_offset_step)
     offsets, before, after = fit_recall_floors(probs, ctx.y_val, {MEL: floor}, grid)
     log.info(
@@ -46,6 +47,7 @@ def set_operating_point(model: Any, ctx: Context) -> dict[str, float]:
     decided = (np.log(np.clip(probs, 1e-7, 1.0)) + offsets).argmax(axis=1)
     mel = ctx.y_val == MEL
     return {
+        "decision_offsets": offsets.tolist(),
         "val_balanced_accuracy": after,
         "val_mel_recall": float((decided[mel] == MEL).mean()) if mel.any() else float("nan"),
         "val_accuracy": float((decided == ctx.y_val).mean()),
