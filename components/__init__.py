@@ -15,7 +15,8 @@ PLACEHOLDER_IMAGE = "skinlesion"
 # Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of both pipelines; the
 # tuning pipeline runs 0-4, then its own 11 to 13, and can run 7 to 10; the batch-scoring
 # pipeline runs 0 and 14; the monitoring pipeline runs 0 and 15, then (when it retrains on
-# drift) the training pipeline's 0 to 10.
+# drift) the training pipeline's 0 to 10. Step 16 (ensembles) came later: it runs after
+# step 7 and before the ensembles' own 8.
 STEPS: dict[str, tuple[int, str]] = {
     "read_params": (0, "Read params"),
     "fetch_data": (1, "Fetch data"),
@@ -34,6 +35,7 @@ STEPS: dict[str, tuple[int, str]] = {
     "best_params": (13, "Pick the best on validation"),
     "score": (14, "Score a batch"),
     "monitor": (15, "Monitor served traffic"),
+    "ensemble": (16, "Build ensemble"),
 }
 
 

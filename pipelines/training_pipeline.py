@@ -16,6 +16,7 @@ from components.check_changes.component import check_changes
 from components.collect_reports.component import collect_reports, start_reports
 from components.compare.component import compare
 from components.eda.component import eda
+from components.ensemble.component import ensemble
 from components.evaluate.component import evaluate
 from components.promote.component import promote
 from components.read_params.component import read_params
@@ -35,6 +36,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
     cluster = cluster or params.cluster
     run = params.for_cluster()
     models = list(run.train.models)
+    ensembles = list(run.train.ensembles)
     prepare_data = build_data_preparation(cluster)
 
     @dsl.pipeline(name=PIPELINE_NAME)
@@ -58,10 +60,14 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
         6. Explore the data (EDA report), beside the training branch.
         7. Train each model of `train.models` in parallel, each on a GPU node, tracked in
            MLflow; checkpoints go to S3, so a retried task resumes.
-        8. Evaluate each on the lesion-disjoint test part (metrics, confusion matrix, ROC).
+        16. Build each ensemble of `train.ensembles` from its trained members (no
+            retraining): its operating point and prediction sets fitted on validation.
+        8. Evaluate each model and ensemble on the lesion-disjoint test part (metrics,
+           confusion matrix, ROC).
         9. Compare the models on the same test lesions: paired lesion-bootstrap intervals
            of their differences, McNemar's test, per-class recall, their average.
-        10. Promote in the MLflow registry: `challenger` for the model best on validation,
+        10. Promote in the MLflow registry: `challenger` for the candidate best on validation
+            by `promote.primary_metric` (by default the fewest referrals),
             `champion` when it beats the current one on test lesions neither model saw
             (paired bootstrap interval of the difference).
         """
@@ -84,7 +90,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
         with dsl.If(changes.outputs["Output"] == "changed", name="something-changed"):
             explored = eda(raw_data=raw, manifest=manifest, eda=sections["eda"])
             step(explored, step_title("eda"), cluster)
-            collected = None
+            collected: Any = None
             for name in models:
                 trained = train(
                     model_name=name,
@@ -102,25 +108,24 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
                 step(trained, step_title("train", name), cluster, kind="train", retry=True)
                 on_gpu_nodes(trained, cluster)
                 secrets(trained, cluster, "mlflow", "s3")
-                scored = evaluate(
+                collected = _evaluated(name, trained, raw, manifest, sections, cluster, collected)
+            for name in ensembles:
+                built = ensemble(
                     model_name=name,
-                    model=trained.outputs["model"],
                     raw_data=raw,
-                    manifest=manifest,
-                    evaluate=sections["evaluate"],
+                    training_manifest=prepared["training_manifest"],
+                    reports=collected,
+                    data=sections["data"],
+                    validate=sections["validate"],
+                    tracking=sections["tracking"],
+                    train=sections["train"],
+                    params_hash=sections["params_hash"],
+                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    image=cluster.images["gpu"],
                 )
-                step(scored, step_title("evaluate", name), cluster, kind="evaluate")
-                own = {
-                    "report": trained.outputs["report"],
-                    "evaluation": scored.outputs["evaluation"],
-                }
-                gathered = (
-                    start_reports(model_name=name, **own)
-                    if collected is None
-                    else collect_reports(model_name=name, earlier=collected, **own)
-                )
-                step(gathered, step_title("collect_reports", name), cluster)
-                collected = gathered.outputs["reports"]
+                step(built, step_title("ensemble", name), cluster, kind="evaluate", retry=True)
+                secrets(built, cluster, "mlflow", "s3")
+                collected = _evaluated(name, built, raw, manifest, sections, cluster, collected)
             compared = compare(
                 reports=collected,
                 train=sections["train"],
@@ -142,3 +147,26 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
             secrets(promotion, cluster, "mlflow")
 
     return training_pipeline
+
+
+def _evaluated(
+    name: str, produced: Any, raw: Any, manifest: Any, sections: Any, cluster: Any, earlier: Any
+) -> Any:
+    """Step 8 for one model or ensemble: its evaluation on the test part, then its two
+    reports added to those gathered so far (what comparison and promotion read)."""
+    scored = evaluate(
+        model_name=name,
+        model=produced.outputs["model"],
+        raw_data=raw,
+        manifest=manifest,
+        evaluate=sections["evaluate"],
+    )
+    step(scored, step_title("evaluate", name), cluster, kind="evaluate")
+    own = {"report": produced.outputs["report"], "evaluation": scored.outputs["evaluation"]}
+    gathered = (
+        start_reports(model_name=name, **own)
+        if earlier is None
+        else collect_reports(model_name=name, earlier=earlier, **own)
+    )
+    step(gathered, step_title("collect_reports", name), cluster)
+    return gathered.outputs["reports"]

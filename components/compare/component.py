@@ -29,7 +29,7 @@ def compare(
     params = from_pipeline(train=train, compare=compare, tracking=tracking)
     out = Path(comparison.path)
     report = run_comparison(
-        read_predictions(Path(reports.path) / "eval", list(params.train.models)),
+        read_predictions(Path(reports.path) / "eval", params.train.candidates),
         out,
         params.compare,
         params.tracking.experiment,

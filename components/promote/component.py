@@ -28,7 +28,11 @@ def promote(
 
     params = from_pipeline(train=train, evaluate=evaluate, promote=promote, tracking=tracking)
     record = promote_from_reports(
-        Path(manifest.path), Path(raw_data.path), Path(reports.path), params.train.models, params
+        Path(manifest.path),
+        Path(raw_data.path),
+        Path(reports.path),
+        params.train.candidates,
+        params,
     )
     Path(decision.path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     decision.metadata.update(record)

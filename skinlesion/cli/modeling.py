@@ -1,4 +1,5 @@
-"""The model steps of the flow: train one model, evaluate a model on a split."""
+"""The model steps of the flow: train one model, build an ensemble of trained models,
+evaluate a model on a split, compare them."""
 
 from __future__ import annotations
 
@@ -46,6 +47,42 @@ def train(
         f"{model}: best epoch {result.best_epoch}, val balanced accuracy "
         f"{result.val_balanced_accuracy:.3f}, val melanoma recall "
         f"{result.val_mel_recall:.3f}; MLflow run {result.run_id}; saved {out}"
+    )
+
+
+@app.command()
+@user_errors
+def ensemble(
+    name: Annotated[
+        str, typer.Option("--name", help="An ensemble of params train.ensembles, e.g. ensemble.")
+    ],
+    manifest: Annotated[
+        Path,
+        typer.Option("--manifest", help="The manifest its members were trained on (val rows)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where the .keras ensemble goes.")],
+    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where metrics.json goes.")],
+    models_dir: Annotated[
+        Path, typer.Option("--models-dir", help="The members' saved models, as <member>.keras.")
+    ] = Path("models"),
+    data_dir: DataDirOpt = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Build an ensemble from trained members (no retraining): its operating point,
+    prediction sets and out-of-distribution reference on validation, tracked in MLflow."""
+    from skinlesion.training.ensemble import build_ensemble_candidate
+
+    params = load_params(params_file)
+    if name not in params.train.ensembles:
+        raise fail(f"no ensemble {name!r} in train.ensembles ({list(params.train.ensembles)})")
+    members = {m: models_dir / f"{m}.keras" for m in params.train.ensembles[name].members}
+    result = build_ensemble_candidate(
+        name, members, manifest, data_dir_of(data_dir, params), out, report_dir, params
+    )
+    typer.echo(
+        f"{name}: val balanced accuracy {result.val_balanced_accuracy:.3f}, val melanoma "
+        f"recall {result.val_mel_recall:.3f}, {result.val_refer_rate:.0%} referred, "
+        f"{result.val_singleton_share:.0%} single-class; MLflow run {result.run_id}; saved {out}"
     )
 
 
@@ -126,7 +163,10 @@ def compare(
     ] = Path("reports/compare"),
     models: Annotated[
         list[str] | None,
-        typer.Option("--model", help="A model to compare (repeat; default: train.models)."),
+        typer.Option(
+            "--model",
+            help="A model to compare (repeat; default: train.models and train.ensembles).",
+        ),
     ] = None,
     track: Annotated[
         bool, typer.Option("--track/--no-track", help="Also log the comparison to MLflow.")
@@ -138,7 +178,7 @@ def compare(
     from skinlesion.evaluation.compare import read_predictions, run_comparison
 
     params = load_params(params_file)
-    names = models or list(params.train.models)
+    names = models or params.train.candidates
     report = run_comparison(
         read_predictions(eval_dir, names),
         out_dir,

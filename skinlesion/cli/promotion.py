@@ -44,7 +44,9 @@ def promote(
     out: Annotated[Path, typer.Option("--out", help="Decision JSON to write.")],
     models: Annotated[
         list[str] | None,
-        typer.Option("--model", help="Model(s) to register (default: params train.models)."),
+        typer.Option(
+            "--model", help="Model(s) to register (default: train.models and train.ensembles)."
+        ),
     ] = None,
     reports_dir: Annotated[
         Path, typer.Option(help="Holds train/<model>/metrics.json and eval/<model>/metrics.json.")
@@ -62,7 +64,7 @@ def promote(
             manifest,
             data_dir_of(data_dir, params),
             reports_dir,
-            models or list(params.train.models),
+            models or params.train.candidates,
             params,
         )
     except PromotionError as err:

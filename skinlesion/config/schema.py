@@ -173,6 +173,15 @@ class ReliabilitySettings(Section):
     invalid_input: Literal["refuse", "refer"]  # an image breaking validation's rules
 
 
+class EnsembleSettings(Section):
+    """``train.ensembles.<name>``: a candidate built from trained members without
+    retraining them (skinlesion.training.ensemble): their calibrated probabilities
+    combined, then its own operating point and reliability fitted on validation."""
+
+    members: Annotated[list[str], Field(min_length=2)]  # names of train.models
+    combine: Literal["geometric", "arithmetic"]  # mean of log-probabilities or of probabilities
+
+
 class TrainSettings(Section):
     """``train``: shared keys, plus one recipe section per model name (extra keys)."""
 
@@ -189,12 +198,24 @@ class TrainSettings(Section):
     decision_offset_max: Annotated[float, Field(gt=0)]  # search range of melanoma's offset
     decision_offset_step: Annotated[float, Field(gt=0)]
     class_weight: Literal["balanced", "none"]
+    # post-hoc scaling of the logits fitted on validation, before the operating point
+    calibration: Literal["temperature", "vector", "none"]
     reliability: ReliabilitySettings
+    ensembles: dict[str, EnsembleSettings]
 
     @model_validator(mode="after")
     def _models(self) -> TrainSettings:
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models lists a name twice: {self.models}")
+        for name, ensemble in self.ensembles.items():
+            if name in self.models:
+                raise ValueError(f"ensembles.{name}: the name of a model of train.models")
+            strangers = [m for m in ensemble.members if m not in self.models]
+            if strangers or len(set(ensemble.members)) != len(ensemble.members):
+                raise ValueError(
+                    f"ensembles.{name}.members: {ensemble.members} must name distinct models "
+                    f"of train.models ({self.models})"
+                )
         if self.checkpoint_uri and not self.checkpoint_uri.startswith("s3://"):
             raise ValueError(f"checkpoint_uri must be empty or s3://…, not {self.checkpoint_uri!r}")
         return self
@@ -208,6 +229,12 @@ class TrainSettings(Section):
 
     def recipe_of(self, name: str) -> str:
         return self.model(name).recipe or name
+
+    @property
+    def candidates(self) -> list[str]:
+        """Every model a run evaluates, compares and may promote: the trained models, then
+        the ensembles built from them."""
+        return [*self.models, *self.ensembles]
 
 
 class TrackingSettings(Section):
@@ -236,7 +263,16 @@ class CompareSettings(Section):
 
 class PromotionSettings(Section):
     registered_model: Annotated[str, Field(min_length=1)]
-    primary_metric: Literal["balanced_accuracy", "accuracy", "melanoma_sensitivity"]
+    primary_metric: Literal[
+        "balanced_accuracy",
+        "accuracy",
+        "melanoma_sensitivity",
+        "refer_rate",
+        "single_class_share",
+        "melanoma_sensitivity_at_specificity",
+    ]
+    # the specificity of melanoma_sensitivity_at_specificity: 0.50 to 0.95 in steps of 0.05
+    mel_specificity: Annotated[float, Field(ge=0.5, le=0.95)]
     min_improvement: float
     confidence: Annotated[float, Field(ge=0.5, lt=1)]
     resamples: Annotated[int, Field(ge=100)]
@@ -246,6 +282,12 @@ class PromotionSettings(Section):
     coverage_tolerance: Fraction  # per-class coverage may fall this far under 1 - alpha
     policy: Literal["auto", "manual"]
     unloadable_champion: Literal["keep", "replace"]
+
+    @model_validator(mode="after")
+    def _on_the_grid(self) -> PromotionSettings:
+        if abs(self.mel_specificity * 20 - round(self.mel_specificity * 20)) > 1e-6:
+            raise ValueError(f"mel_specificity {self.mel_specificity} is not a multiple of 0.05")
+        return self
 
 
 class Params(Section):

@@ -87,6 +87,42 @@ def predict_raw(
     return Scorer(model).score(images, metadata, batch_size, tta).probs
 
 
+def probe_outputs(
+    model: Any,
+    probe: Any,
+    images: Iterable[np.ndarray],
+    metadata: np.ndarray | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features, probabilities) of raw images through a two-output ``probe`` of
+    ``model`` (:func:`feature_probe_of`), batch by batch."""
+
+    def first_view(x: Any) -> tuple[np.ndarray, np.ndarray]:
+        features, probs = probe.predict_on_batch(x)
+        return probs, features
+
+    probs, features = _run(model, images, metadata, batch_size, False, first_view)
+    if features is None:
+        features = np.zeros((0, 0))
+    return features, probs
+
+
+def feature_probe_of(model: Any, feature_layer: str) -> Any:
+    """``model`` with two outputs, its pooled image features and its probabilities: an
+    ensemble's are its members' (:mod:`skinlesion.model.ensemble`), a single model's come
+    from its ``feature_layer``, each behind the model's own preprocessing."""
+    from skinlesion.model.ensemble import feature_probe, is_ensemble
+    from skinlesion.model.preprocessing import core_of, preprocessing_of, with_preprocessing
+
+    if is_ensemble(model):
+        return feature_probe(model)
+    prepared = preprocessing_of(model)
+    if prepared is None:  # attach() only ever wraps a self-contained model
+        raise ValueError("a model that carries its reliability carries its preprocessing")
+    size, crop = prepared
+    return with_preprocessing(feature_model(core_of(model), feature_layer), size, crop)
+
+
 class Scorer:
     """A model ready to score: its reliability read and its two-output probe (features
     and probabilities) built once, so that a server answering request after request does
@@ -97,18 +133,7 @@ class Scorer:
         self.reliability = reliability_of(model)
         self.probe: Any | None = None
         if self.reliability is not None:
-            from skinlesion.model.preprocessing import (
-                core_of,
-                preprocessing_of,
-                with_preprocessing,
-            )
-
-            prepared = preprocessing_of(model)
-            if prepared is None:  # attach() only ever wraps a self-contained model
-                raise ValueError("a model that carries its reliability carries its preprocessing")
-            size, crop = prepared
-            core = feature_model(core_of(model), self.reliability.feature_layer)
-            self.probe = with_preprocessing(core, size, crop)
+            self.probe = feature_probe_of(model, self.reliability.feature_layer)
 
     def score(
         self,

@@ -60,6 +60,7 @@ def _read_model(ref: str, local: str) -> Any:
     a bare file of that kind is refused, because nothing says how it was trained."""
     import keras
 
+    from skinlesion.model.ensemble import is_ensemble
     from skinlesion.model.preprocessing import preprocessing_of, register, with_preprocessing
     from skinlesion.model.servable import keras_file_of
 
@@ -78,7 +79,7 @@ def _read_model(ref: str, local: str) -> Any:
         raise
     except Exception as err:  # Keras raises many types for files it cannot read
         raise ModelFormatError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
-    if preprocessing_of(model) is None:
+    if preprocessing_of(model) is None and not is_ensemble(model):
         raise ModelFormatError(
             f"{ref} was saved before models carried their own preprocessing, so it is not "
             "known how its images were cropped; train it again (`dvc repro`) or load it "

@@ -87,17 +87,21 @@ def _layer_class() -> type:
 
 
 def register() -> None:
-    """Make saved models that hold :class:`PrepareImages` and the reliability layer
-    (skinlesion.model.reliability) loadable (call before loading)."""
+    """Make saved models that hold :class:`PrepareImages`, the reliability layer
+    (skinlesion.model.reliability) and an ensemble's (skinlesion.model.ensemble) loadable
+    (call before loading)."""
+    from skinlesion.model.ensemble import register as register_ensemble
     from skinlesion.model.reliability import register as register_reliability
 
     _layer_class()
     register_reliability()
+    register_ensemble()
 
 
-def with_preprocessing(core: Any, size: int, center_crop: bool) -> Any:
+def with_preprocessing(core: Any, size: int, center_crop: bool, name: str = "skinlesion") -> Any:
     """The model to save and serve: raw uint8 ``image`` (N, H, W, 3), any H and W, plus the
-    ``metadata`` input if ``core`` takes one -> :func:`prepare_images` -> ``core``."""
+    ``metadata`` input if ``core`` takes one -> :func:`prepare_images` -> ``core``;
+    ``name`` tells it apart from another such model inside an ensemble."""
     import keras
 
     from skinlesion.model.metadata import METADATA_DIM, uses_metadata
@@ -105,10 +109,10 @@ def with_preprocessing(core: Any, size: int, center_crop: bool) -> Any:
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
     prepared = _layer_class()(size, center_crop, name=PREPARE_LAYER)(image)
     if not uses_metadata(core):
-        return keras.Model(image, core(prepared), name="skinlesion")
+        return keras.Model(image, core(prepared), name=name)
     metadata = keras.Input((METADATA_DIM,), name="metadata")
     outputs = core({"image": prepared, "metadata": metadata})
-    return keras.Model({"image": image, "metadata": metadata}, outputs, name="skinlesion")
+    return keras.Model({"image": image, "metadata": metadata}, outputs, name=name)
 
 
 def preprocessing_of(model: Any) -> tuple[int, bool] | None:

@@ -198,9 +198,13 @@ def requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "keras", tensorflow, "pillow")]
 
 
-def log_serving_model(keras_path: str | Path, example_image: np.ndarray) -> Any:
+def log_serving_model(
+    keras_path: str | Path, example_image: np.ndarray, members: list[str] | None = None
+) -> Any:
     """Log the saved Keras model as the servable MLflow model of the active run, with its
-    signature and a one-image request as the input example; returns MLflow's ModelInfo."""
+    signature and a one-image request as the input example; returns MLflow's ModelInfo.
+    An ensemble's ``members`` go into the model's metadata (the server's ``GET /model``
+    names them)."""
     from importlib.metadata import version
 
     example = pd.DataFrame(
@@ -218,7 +222,11 @@ def log_serving_model(keras_path: str | Path, example_image: np.ndarray) -> Any:
         signature=signature(),
         input_example=example,
         pip_requirements=requirements(),
-        metadata={"skinlesion_version": version("skinlesion"), "needs": "skinlesion"},
+        metadata={
+            "skinlesion_version": version("skinlesion"),
+            "needs": "skinlesion",
+            **({"members": list(members)} if members else {}),
+        },
     )
 
 

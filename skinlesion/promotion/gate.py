@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from skinlesion.config.schema import PromotionSettings
 from skinlesion.evaluation.resampling import (
@@ -37,12 +38,31 @@ from skinlesion.evaluation.resampling import (
     percentile_interval,
 )
 
-# Where a model's validation figure for each primary metric sits in its training report.
+# Where a model's validation figure for each primary metric sits in its training report
+# (melanoma_sensitivity_at_specificity: under val_mel_sensitivity_at, by specificity).
 VALIDATION_KEYS: dict[str, str] = {
     "balanced_accuracy": "val_balanced_accuracy",
     "accuracy": "val_accuracy",
     "melanoma_sensitivity": "val_mel_recall",
+    "refer_rate": "val_refer_rate",
+    "single_class_share": "val_singleton_share",
+    "melanoma_sensitivity_at_specificity": "val_mel_sensitivity_at",
 }
+# Criteria where less is better: the gate's "difference" is then champion minus challenger.
+LOWER_IS_BETTER = frozenset({"refer_rate"})
+# Criteria that read the prediction sets and referrals (a model without them has none).
+SET_METRICS = frozenset({"refer_rate", "single_class_share"})
+
+
+def validation_figure(report: dict[str, Any], settings: PromotionSettings) -> float:
+    """A model's validation figure of ``promote.primary_metric``, NaN when it has none,
+    signed so that more is better (a refer rate counts negative)."""
+    metric = settings.primary_metric
+    value = report.get(VALIDATION_KEYS[metric], math.nan)
+    if metric == "melanoma_sensitivity_at_specificity":
+        value = (value or {}).get(f"{settings.mel_specificity:.2f}", math.nan)
+    value = float(math.nan if value is None else value)
+    return -value if metric in LOWER_IS_BETTER else value
 
 
 class GateError(ValueError):
@@ -58,6 +78,8 @@ class Answers:
     classes: np.ndarray
     sets: np.ndarray | None = None
     alpha: float = 0.0
+    refer: np.ndarray | None = None  # referred to a clinician (n booleans)
+    mel_scores: np.ndarray | None = None  # the melanoma probability of each image
 
 
 @dataclass(frozen=True)
@@ -119,7 +141,8 @@ class Comparison:
     def describe(self) -> str:
         lo, hi = self.interval or [math.nan, math.nan]
         return (
-            f"{self.metric} {self.challenger:.4f} vs {self.champion:.4f}, difference "
+            f"{self.metric} {self.challenger:.4f} vs {self.champion:.4f}, "
+            f"{'reduction' if self.metric in LOWER_IS_BETTER else 'difference'} "
             f"{self.difference:+.4f} ({100 * self.confidence:.0f}% interval {lo:+.4f} to "
             f"{hi:+.4f}); melanoma sensitivity {self.mel_challenger:.4f} vs "
             f"{self.mel_champion:.4f}; on {self.n_images} test images of {self.n_lesions} "
@@ -132,47 +155,87 @@ class Comparison:
 
 def choose_challenger(validation: dict[str, dict[str, Any]], settings: PromotionSettings) -> str:
     """The name of the best new model by its validation figure (never by test)."""
-    key = VALIDATION_KEYS[settings.primary_metric]
     scored = {}
     for name, report in validation.items():
-        value = float(report.get(key, math.nan))
+        value = validation_figure(report, settings)
         if not math.isnan(value):
             scored[name] = value
     if not scored:
+        key = VALIDATION_KEYS[settings.primary_metric]
         raise GateError(f"no new model reports {key}: cannot choose a challenger")
     return max(sorted(scored), key=lambda name: scored[name])
 
 
+def _as_answers(answers: Answers | np.ndarray) -> Answers:
+    return answers if isinstance(answers, Answers) else Answers(np.asarray(answers))
+
+
+def _figures(
+    y: np.ndarray,
+    answers: Answers,
+    codes: np.ndarray,
+    weights: np.ndarray,
+    settings: PromotionSettings,
+) -> tuple[float, np.ndarray]:
+    """``answers``' figure of the primary metric on all images, and under each resample of
+    lesion ``weights`` (R x G); ``codes`` is each image's lesion (0..G-1)."""
+    from skinlesion.model.operating_curve import MEL, weighted_sensitivity_at
+
+    metric = settings.primary_metric
+    if metric == "melanoma_sensitivity_at_specificity":
+        if answers.mel_scores is None:
+            raise GateError(f"{metric} needs the models' probabilities")
+        spec = settings.mel_specificity
+        mel = y == MEL
+        overall = weighted_sensitivity_at(answers.mel_scores, mel, np.ones((1, len(y))), spec)
+        return float(overall[0]), weighted_sensitivity_at(
+            answers.mel_scores, mel, weights[:, codes], spec
+        )
+    if metric in SET_METRICS:
+        if answers.sets is None or answers.refer is None:
+            raise GateError(f"{metric} needs prediction sets: a model saved without them has none")
+        hits = answers.refer if metric == "refer_rate" else answers.sets.sum(axis=1) == 1
+        measure = COUNT_METRICS["accuracy"]
+    else:
+        hits = answers.classes == y
+        measure = COUNT_METRICS[metric]
+    total, (counted,) = lesion_counts(y, [hits], codes)
+    overall = float(measure(total.sum(axis=0), counted.sum(axis=0)))
+    return overall, measure(weights @ total, weights @ counted)
+
+
 def compare(
     y: np.ndarray,
-    challenger_pred: np.ndarray,
-    champion_pred: np.ndarray,
+    challenger: Answers | np.ndarray,
+    champion: Answers | np.ndarray,
     groups: np.ndarray,
     settings: PromotionSettings,
 ) -> Comparison:
-    """Both models' figures on the same images, and the paired bootstrap interval of the
-    difference (challenger minus champion), resampling whole lesions."""
+    """Both models' figures on the same images (their answers, or their predicted
+    classes), and the paired bootstrap interval of the difference (challenger minus
+    champion; champion minus challenger where less is better), resampling whole lesions."""
+    new_answers, old_answers = _as_answers(challenger), _as_answers(champion)
     n_lesions = len(set(groups.tolist()))
     if n_lesions < settings.min_gate_lesions:
         raise GateError(
             f"only {n_lesions} test lesions are unseen by both models (need "
             f"{settings.min_gate_lesions}, promote.min_gate_lesions): refusing to compare"
         )
-    measure = COUNT_METRICS[settings.primary_metric]
+    codes = pd.factorize(pd.Series(groups))[0]
+    weights = lesion_weights(n_lesions, settings.resamples, settings.seed)
+    new, new_resampled = _figures(y, new_answers, codes, weights, settings)
+    old, old_resampled = _figures(y, old_answers, codes, weights, settings)
+    sign = -1.0 if settings.primary_metric in LOWER_IS_BETTER else 1.0
+    differences = sign * (new_resampled - old_resampled)
     total, (right_new, right_old) = lesion_counts(
-        y, [challenger_pred == y, champion_pred == y], groups
+        y, [new_answers.classes == y, old_answers.classes == y], codes
     )
-    weights = lesion_weights(len(total), settings.resamples, settings.seed)
-    sampled = weights @ total
-    differences = measure(sampled, weights @ right_new) - measure(sampled, weights @ right_old)
     overall = total.sum(axis=0)
-    new = float(measure(overall, right_new.sum(axis=0)))
-    old = float(measure(overall, right_old.sum(axis=0)))
     return Comparison(
         metric=settings.primary_metric,
         challenger=new,
         champion=old,
-        difference=new - old,
+        difference=sign * (new - old),
         interval=percentile_interval(differences, settings.confidence),
         confidence=settings.confidence,
         mel_challenger=float(melanoma_sensitivity(overall, right_new.sum(axis=0))),

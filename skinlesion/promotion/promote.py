@@ -31,9 +31,10 @@ import pandas as pd
 from skinlesion.config.parse import as_params
 from skinlesion.config.schema import Params, PromotionSettings
 from skinlesion.errors import SkinlesionError
+from skinlesion.labels import CLASSES
 from skinlesion.promotion.candidates import Candidate, PromotionError, load_candidates
 from skinlesion.promotion.gate import (
-    VALIDATION_KEYS,
+    LOWER_IS_BETTER,
     Answers,
     Comparison,
     CoverageCheck,
@@ -41,6 +42,7 @@ from skinlesion.promotion.gate import (
     check_coverage,
     choose_challenger,
     compare,
+    validation_figure,
     verdict,
 )
 from skinlesion.promotion.registry import (
@@ -56,6 +58,7 @@ from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.training.inputs import labels_of
 
 log = logging.getLogger(__name__)
+MEL = CLASSES.index("mel")
 
 # A predictor: model URI and rows -> the predicted class of each row and the model's
 # conformal sets, if it has them.
@@ -142,7 +145,7 @@ def assess(
             groups = rows["lesion_id"].astype(str).to_numpy()
             y = labels_of(rows)
             try:
-                comparison = compare(y, new.classes, old.classes, groups, settings)
+                comparison = compare(y, new, old, groups, settings)
             except GateError as err:
                 raise PromotionError(
                     f"{err} ({excluded} test lesions were seen in training)"
@@ -307,17 +310,20 @@ def _write(
 
 
 def _scores(candidates: list[Candidate], settings: PromotionSettings) -> dict[str, float]:
-    key = VALIDATION_KEYS[settings.primary_metric]
-    return {c.name: float(c.validation.get(key, math.nan)) for c in candidates}
+    """Each candidate's validation figure of the primary metric, as reported."""
+    sign = -1.0 if settings.primary_metric in LOWER_IS_BETTER else 1.0
+    return {c.name: sign * validation_figure(c.validation, settings) for c in candidates}
 
 
 def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str, str]:
-    val_key = VALIDATION_KEYS[settings.primary_metric]
+    sign = -1.0 if settings.primary_metric in LOWER_IS_BETTER else 1.0
     return {
         **candidate.tags,
         "model": candidate.name,
         "run_id": candidate.run_id,
-        f"validation.{settings.primary_metric}": _fmt(candidate.validation.get(val_key)),
+        f"validation.{settings.primary_metric}": _fmt(
+            sign * validation_figure(candidate.validation, settings)
+        ),
         "test.balanced_accuracy": _fmt(candidate.metrics.get("balanced_accuracy")),
         "test.melanoma_sensitivity": _fmt(
             (candidate.metrics.get("melanoma") or {}).get("sensitivity")
@@ -363,9 +369,10 @@ def promote_from_reports(
         model = load(uri)
         scored = score_frame(model, rows, data_dir, evaluation)
         assessed = scored.assessment
+        classes, mel = scored.probs.argmax(axis=1), scored.probs[:, MEL]
         if assessed is None:
-            return Answers(scored.probs.argmax(axis=1))
-        return Answers(scored.probs.argmax(axis=1), assessed.sets, assessed.alpha)
+            return Answers(classes, mel_scores=mel)
+        return Answers(classes, assessed.sets, assessed.alpha, assessed.refer, mel)
 
     candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)
     decision = promote(mlflow.MlflowClient(), candidates, settings, test, predict)

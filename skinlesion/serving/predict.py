@@ -38,10 +38,15 @@ def grad_cam(
     model: Any, image: np.ndarray, class_index: int, metadata: np.ndarray | None = None
 ) -> np.ndarray:
     """Grad-CAM heatmap in 0..1 for one raw image at the target layer's resolution,
-    looked for inside the classifier, on the image as the model prepares it."""
+    looked for inside the classifier, on the image as the model prepares it; for an
+    ensemble, inside its first member (a heatmap belongs to one network)."""
     import keras
     import tensorflow as tf
 
+    from skinlesion.model.ensemble import is_ensemble, member, members_of
+
+    if is_ensemble(model):
+        model = member(model, members_of(model)[0])
     core = core_of(model)
     prepared = np.asarray(model.get_layer(PREPARE_LAYER)(image[None]))
     target = last_spatial_layer(core)

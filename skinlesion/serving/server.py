@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from skinlesion.errors import SkinlesionError
@@ -63,6 +63,7 @@ class ServedModel:
     load_seconds: float
     loaded_at: str
     embeds: bool = False  # the model answers embeddings when asked (for the log)
+    members: list[str] = field(default_factory=list)  # an ensemble's models
 
 
 def resolve(uri: str) -> tuple[str, str]:
@@ -121,6 +122,7 @@ def load_served(requested: str) -> tuple[ServedModel, Any]:
         load_seconds=round(seconds, 3),
         loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         embeds=any(p.name == EMBEDDING_PARAM for p in (params.params if params else [])),
+        members=list((info.metadata or {}).get("members", [])),
     )
     log.info("serving %s (version %s), loaded in %.1f s", uri, version or "-", seconds)
     return served, model

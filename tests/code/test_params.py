@@ -107,9 +107,21 @@ def test_a_variant_names_its_recipe(params):
     variant = copy.deepcopy(params)
     variant["train"]["cnn_small"] = {**params["train"]["cnn"], "recipe": "cnn", "filters": [8]}
     variant["train"]["models"] = ["cnn_small"]
+    variant["train"]["ensembles"] = {}
     typed = parse_params(variant)
     assert typed.train.recipe_of("cnn_small") == "cnn"
     assert typed.train.model("cnn_small").filters == [8]
+
+
+def test_an_ensemble_of_models_that_are_not_trained_is_refused(params):
+    """Its members must be models of train.models: a run cannot build it otherwise."""
+    narrowed = copy.deepcopy(params)
+    narrowed["train"]["models"] = ["cnn"]
+    with pytest.raises(ParamsError, match=r"ensembles\.ensemble\.members"):
+        parse_params(narrowed)
+    narrowed["train"]["ensembles"] = {}
+    assert parse_params(narrowed).train.candidates == ["cnn"]
+    assert parse_params(params).train.candidates == ["cnn", "efficientnet_lite", "ensemble"]
 
 
 def test_the_cli_stops_on_a_misspelt_key_before_any_work(params, tmp_path, synth_dir):

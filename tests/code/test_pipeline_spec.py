@@ -38,6 +38,9 @@ STEPS = [
     "8. Collect reports of cnn",
     "8. Collect reports of efficientnet_lite",
     "8. Collect reports of resnet152v2",
+    "16. Build ensemble ensemble",
+    "8. Evaluate ensemble",
+    "8. Collect reports of ensemble",
     "9. Compare models",
     "10. Promote in MLflow",
 ]
@@ -203,6 +206,7 @@ def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
     promotion reads whole; nothing names the study's two models."""
     changed = copy.deepcopy(params)
     changed["train"]["models"] = models
+    changed["train"]["ensembles"] = {}
     del changed["cluster"]["overrides"]["train"]["models"]  # else the cluster's list wins
     changed["train"]["cnn_small"] = {**params["train"]["cnn"], "recipe": "cnn", "epochs": 3}
     out = tmp_path / "pipeline.yaml"
@@ -404,6 +408,7 @@ READS = {
     "check-changes": {"data", "tracking", "promote", "params_hash"},
     "eda": {"eda"},
     "train": {"data", "validate", "input", "tracking", "train", "params_hash"},
+    "ensemble": {"data", "validate", "tracking", "train", "params_hash"},
     "evaluate": {"evaluate"},
     "compare": {"train", "compare", "tracking"},
     "promote": {"train", "evaluate", "promote", "tracking"},

@@ -25,6 +25,7 @@ COMMANDS = {
     "eda": ["skinlesion.data.eda"],
     "oversample": ["skinlesion.data.oversample"],
     "train": ["skinlesion.training.lifecycle"],
+    "ensemble": ["skinlesion.training.ensemble"],
     "evaluate": [
         "skinlesion.evaluation.evaluate",
         "skinlesion.evaluation.plots",
@@ -115,9 +116,9 @@ def test_every_stage_depends_on_the_modules_its_command_runs(dvc_file):
     stages = yaml.safe_load((ROOT / dvc_file).read_text())["stages"]
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        command = re.search(r"skinlesion (\S+)", body["cmd"]).group(1)
+        commands = re.findall(r"skinlesion (\S+)", body["cmd"])  # one, or a chain
         deps = [d for d in body["deps"] if d.startswith("skinlesion")]
-        needed = _closure(COMMANDS[command]) - NOT_OUTPUT
+        needed = _closure([m for c in commands for m in COMMANDS[c]]) - NOT_OUTPUT
         missing = {f for f in needed if not any(f == d or f.startswith(f"{d}/") for d in deps)}
         assert not missing, f"stage {name} lacks deps {sorted(missing)}"
         stale = [d for d in deps if not (ROOT / d).exists()]

@@ -45,7 +45,9 @@ def test_training_pipeline_runs_in_the_image(
         small = small_params(params, cnn={"epochs": 2})
         # two models fan in to one promotion; a second CNN is the cheaper second model
         small["train"]["cnn_tiny"] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
-        small["train"].update(models=["cnn", "cnn_tiny"], checkpoint_dir="/tmp/checkpoints")
+        small["train"].update(
+            models=["cnn", "cnn_tiny"], ensembles={}, checkpoint_dir="/tmp/checkpoints"
+        )
         small["tracking"]["experiment"] = "image"
         small["promote"]["registered_model"] = MODEL
         small["cluster"].update(overrides={}, images={"cpu": image, "gpu": image})

@@ -61,6 +61,7 @@ def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, 
             **small["train"]["cnn"], "recipe": "cnn", "filters": [8], "epochs": 1
         }  # fmt: skip
     small["train"]["models"] = models
+    small["train"]["ensembles"] = {}
     repo, env = _dvc_repo(tmp_path, small)
     return repo, small, env
 
@@ -95,19 +96,26 @@ def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_pa
     assert "up to date" in second.stdout
 
     small["train"]["models"] = ["cnn", "cnn_small", "cnn_tiny"]
+    small["train"]["ensembles"] = {
+        "pair": {"members": ["cnn", "cnn_small"], "combine": "geometric"}
+    }
     write_params(small, repo / "params.yaml")
     third = _run([DVC, "repro"], repo, env)
     for model in ("cnn_small", "cnn_tiny"):
         assert f"Running stage 'train@{model}'" in third.stdout
         assert f"Running stage 'evaluate@{model}'" in third.stdout
     assert "Running stage 'train@cnn'" not in third.stdout  # its section did not change
+    assert "Running stage 'ensemble@pair'" in third.stdout  # after its members, not retrained
     assert "Running stage 'promote'" in third.stdout
     decision = json.loads((repo / "reports/promotion/decision.json").read_text())
-    assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny"}
+    assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny", "pair"}
+    built = json.loads((repo / "reports/train/pair/metrics.json").read_text())
+    assert built["members"] == ["cnn", "cnn_small"] and 0 <= built["val_refer_rate"] <= 1
+    assert "conformal" in json.loads((repo / "reports/eval/pair/metrics.json").read_text())
     assert "Running stage 'compare'" in third.stdout  # every pair, on the same test lesions
     comparison = json.loads((repo / "reports/compare/comparison.json").read_text())
     assert (
-        len(comparison["pairs"]) == 3
+        len(comparison["pairs"]) == 6
         and "| cnn - cnn_small |" in (repo / "reports/compare/comparison.md").read_text()
     )
 

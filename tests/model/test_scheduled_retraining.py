@@ -77,7 +77,9 @@ def test_four_weeks_of_unattended_retraining(tmp_path, params, monkeypatch, caps
     make_synthetic_dataset(data, n_images=260, seed=11)
     weekly = small_params(params)
     # one model a week: choosing among several is the DVC and kfp.local tests' part
-    weekly["train"].update(models=["cnn"], checkpoint_dir=str(tmp_path / "checkpoints"))
+    weekly["train"].update(
+        models=["cnn"], ensembles={}, checkpoint_dir=str(tmp_path / "checkpoints")
+    )
     weekly["tracking"]["experiment"] = "weekly"
     weekly["promote"].update(registered_model=NAME, min_gate_lesions=10)
     monkeypatch.setenv("SKINLESION_GIT_COMMIT", "c0ffee")  # one image build all month

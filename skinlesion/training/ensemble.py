@@ -1,0 +1,208 @@
+"""Step 16 of the flow (after training, before evaluation): an ensemble candidate built
+from trained members, without retraining them (:mod:`skinlesion.model.ensemble` says what
+it is and why).
+
+Like a model's training run, on the *validation* part only (the test part is not read):
+
+1. the members, loaded from their saved files, are combined (``train.ensembles.<name>``);
+2. its melanoma operating point: the smallest offset that reaches
+   ``train.decision_min_mel_recall`` on validation (:mod:`skinlesion.training.decision`);
+3. its reliability: conformal calibration on validation, the feature distance to the
+   training images (its members' features side by side), the input contract;
+4. an MLflow run like a model's: the lesions it was trained and selected on (its
+   members'), its monitoring reference, provenance tags, the servable model; and the
+   training report that evaluation, comparison and promotion read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlesion.config.parse import as_params
+from skinlesion.config.schema import Params
+from skinlesion.data.contract import InputContract
+from skinlesion.data.versions import list_folder, log_data_listing
+from skinlesion.labels import CLASSES
+from skinlesion.model.confidence import ECE_BINS, expected_calibration_error
+from skinlesion.model.ensemble import MEMBER_FEATURES, build_ensemble, feature_probe, set_offsets
+from skinlesion.model.inference import probe_outputs
+from skinlesion.model.loading import load_model
+from skinlesion.model.metadata import encode_metadata
+from skinlesion.model.reliability import Reliability, attach
+from skinlesion.model.servable import log_serving_model
+from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
+from skinlesion.tracking import configure_tracking
+from skinlesion.training.calibration import monitoring_reference, reliability_figures
+from skinlesion.training.decision import fit_recall_floors, offset_grid
+from skinlesion.training.inputs import labels_of, read_images
+from skinlesion.training.lifecycle import (
+    REFERENCE_DIR,
+    REFERENCE_FILE,
+    TrainResult,
+    training_lesions,
+    training_rows,
+    validation_figures,
+)
+
+log = logging.getLogger(__name__)
+MEL = CLASSES.index("mel")
+BATCH_SIZE = 64
+
+
+def build_ensemble_candidate(
+    name: str,
+    members: Mapping[str, str | Path],
+    manifest_path: str | Path,
+    data_dir: str | Path,
+    out_model: str | Path,
+    report_dir: str | Path,
+    params: Params | dict[str, Any],
+    origin: RunOrigin | None = None,
+) -> TrainResult:
+    """Build ensemble ``name`` of ``train.ensembles`` from its ``members`` (name -> saved
+    model), fit its operating point and reliability on the validation rows of the
+    (oversampled) manifest the members were trained on, save ``out_model`` and log it to
+    MLflow as a training run would."""
+    import mlflow
+
+    params = as_params(params)
+    settings = params.train.ensembles[name]
+    missing = [m for m in settings.members if m not in members]
+    if missing:
+        raise ValueError(f"ensemble {name}: no saved model given for member(s) {missing}")
+    rows = training_rows(manifest_path)
+    loaded = {m: load_model(str(members[m])) for m in settings.members}
+    model = build_ensemble(loaded, settings.combine)
+    probe = feature_probe(model)
+    val = rows.val.reset_index(drop=True)
+    y_val = labels_of(val)
+
+    def outputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return probe_outputs(
+            model, probe, read_images(data_dir, frame), encode_metadata(frame), BATCH_SIZE
+        )
+
+    _, before = outputs(val)
+    train_cfg = params.train
+    offsets = np.zeros(len(CLASSES))
+    if train_cfg.decision_min_mel_recall > 0:
+        grid = offset_grid(train_cfg.decision_offset_max, train_cfg.decision_offset_step)
+        offsets, argmax_ba, tuned_ba = fit_recall_floors(
+            before, y_val, {MEL: train_cfg.decision_min_mel_recall}, grid
+        )
+        log.info(
+            "%s: melanoma offset %.2f, validation balanced accuracy %.4f -> %.4f",
+            name,
+            offsets[MEL],
+            argmax_ba,
+            tuned_ba,
+        )
+    set_offsets(model, offsets)
+    val_features, val_probs = outputs(val)
+    reference = _reference_rows(rows.train, train_cfg.reliability.reference_images, train_cfg.seed)
+    ref_features, _ = outputs(reference)
+    reliability = Reliability.fit(
+        (ref_features, labels_of(reference)),
+        (val_features, val_probs, y_val),
+        train_cfg.reliability,
+        InputContract(params.validate_.min_width, params.validate_.min_height),
+        MEMBER_FEATURES,
+        {"decision_offsets": offsets.tolist()},
+    )
+    figures = reliability_figures(reliability.assess(val_probs, val_features), val_probs, y_val)
+    decided = val_probs.argmax(axis=1)
+    result = TrainResult(
+        model=name,
+        model_path=str(out_model),
+        run_id="",
+        model_uri="",
+        best_epoch=0,
+        epochs_run=0,
+        resumed_from_epoch=0,
+        val_balanced_accuracy=_balanced_accuracy(y_val, decided),
+        val_mel_recall=float((decided[y_val == MEL] == MEL).mean()),
+        val_accuracy=float((decided == y_val).mean()),
+        train_images_per_s=0.0,
+        replicas=1,
+        mixed_precision=False,
+        val_ece_uncalibrated=math.nan,
+        val_ece=expected_calibration_error(val_probs, y_val, ECE_BINS)[0],
+        temperature=math.nan,
+        members=list(settings.members),
+        **validation_figures(figures),
+    )
+    out = Path(out_model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    attach(model, reliability).save(out)
+    report = Path(report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    configure_tracking(params.tracking.experiment)
+    listing = list_folder(data_dir, params.data.workers)
+    with mlflow.start_run(run_name=f"ensemble-{name}") as run:
+        log_data_listing(listing, data_dir)
+        mlflow.set_tags(
+            {
+                **run_provenance(params, listing.version, origin),
+                "model": name,
+                "recipe": "ensemble",
+                "members": ",".join(settings.members),
+                "data.manifest_md5": rows.manifest_md5,
+            }
+        )
+        mlflow.log_dict(training_lesions(rows.train, rows.val, rows.manifest_md5), LESIONS_ARTIFACT)
+        mlflow.log_params(
+            {"combine": settings.combine, "members": ",".join(settings.members), "n_val": len(val)}
+        )
+        mlflow.log_dict(
+            {c: float(o) for c, o in zip(CLASSES, offsets, strict=True)}, "decision_offsets.json"
+        )
+        mlflow.log_metrics(
+            {k: v for k, v in asdict(result).items() if isinstance(v, float) and not math.isnan(v)}
+        )
+        mlflow.log_metrics(figures)
+        table = monitoring_reference(val, val_features, val_probs)
+        reference_file = report / REFERENCE_FILE
+        table.to_parquet(reference_file, index=False)
+        mlflow.log_artifact(str(reference_file), REFERENCE_DIR)
+        reference_file.unlink()
+        example = next(read_images(data_dir, val.iloc[:1]))
+        info = log_serving_model(out, example, members=list(settings.members))
+        result.run_id, result.model_uri = run.info.run_id, info.model_uri
+    (report / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    log.info(
+        "%s (%s mean of %s): validation balanced accuracy %.3f, %.0f%% referred, "
+        "%.0f%% single-class; MLflow run %s",
+        name,
+        settings.combine,
+        " + ".join(settings.members),
+        result.val_balanced_accuracy,
+        100 * result.val_refer_rate,
+        100 * result.val_singleton_share,
+        result.run_id,
+    )
+    return result
+
+
+def _reference_rows(train: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """Training images, each once, at most ``limit`` (seeded): what the feature distance is
+    fitted on, as for a model."""
+    unique = train.drop_duplicates("image_id").reset_index(drop=True)
+    if len(unique) <= limit:
+        return unique
+    chosen = np.sort(np.random.default_rng(seed).choice(len(unique), limit, replace=False))
+    return unique.iloc[chosen].reset_index(drop=True)
+
+
+def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(y, predicted))
