@@ -20,10 +20,11 @@ from skinlesion.config.schema import EvalSettings, Params
 from skinlesion.errors import SkinlesionError
 from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.metrics import compute_metrics
+from skinlesion.model.confidence import expected_calibration_error
 from skinlesion.model.inference import Scored, Scorer
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
-from skinlesion.model.reliability import Assessment
+from skinlesion.model.reliability import Assessment, reliability_of
 from skinlesion.training.inputs import labels_of, read_images
 
 
@@ -56,6 +57,12 @@ def evaluate_frame(
     rows = frame.reset_index(drop=True)
     y = labels_of(rows)
     metrics = compute_metrics(y, scored.probs, rows, settings)
+    reliability = reliability_of(model)
+    if reliability is not None and reliability.calibration_scale:
+        # the network's own probabilities, before the calibration fitted on validation
+        metrics["ece_uncalibrated"] = expected_calibration_error(
+            reliability.uncalibrated(scored.probs), y, settings.calibration_bins
+        )[0]
     if scored.assessment is not None:
         groups = rows["lesion_id"] if "lesion_id" in rows else pd.Series(range(len(rows)))
         metrics["conformal"] = conformal_metrics(

@@ -3,7 +3,10 @@ files), so that the numbers of the report can be read and tested on their own.
 
 Keys (stable in the JSON): ``n_images``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``,
 ``macro_auc`` (one-vs-rest), ``recall`` / ``precision`` / ``f1`` (class -> value),
-``melanoma`` (sensitivity, specificity), ``ece`` (expected calibration error),
+``melanoma`` (sensitivity and specificity of the decisions; ``sensitivity_at_specificity``:
+the melanoma score's sensitivity at specificities 0.50-0.95, keyed "0.80"), ``ece``
+(expected calibration error; ``evaluate`` adds ``ece_uncalibrated``, the network's before
+the calibration fitted on validation),
 ``confusion_matrix`` (rows: true class, columns: predicted, in ``classes`` order),
 ``subgroups`` (sex, age band, localization) and ``ci95`` (95% intervals of balanced accuracy
 and melanoma sensitivity from a bootstrap over lesions: with 13-40 test images in the
@@ -21,6 +24,7 @@ import pandas as pd
 from skinlesion.config.schema import EvalSettings
 from skinlesion.labels import CLASSES
 from skinlesion.model.confidence import expected_calibration_error
+from skinlesion.model.operating_curve import sensitivity_curve
 
 MEL = CLASSES.index("mel")
 AGE_BANDS = (0, 30, 45, 60, 75, 200)
@@ -95,6 +99,7 @@ def compute_metrics(
     )
     ece, bins = expected_calibration_error(probs, y, settings.calibration_bins)
     metrics = core_metrics(y, probs)
+    metrics["melanoma"]["sensitivity_at_specificity"] = sensitivity_curve(probs, y)
     metrics.update(
         {
             "classes": list(CLASSES),

@@ -65,11 +65,24 @@ def render_model_card(
     metrics: dict[str, Any],
     tags: dict[str, str],
     split_summary: dict[str, Any] | None = None,
+    members: list[str] | None = None,
 ) -> str:
-    """Markdown model card from the evaluation metrics and provenance tags."""
+    """Markdown model card from the evaluation metrics and provenance tags; an ensemble's
+    card names its ``members``."""
     lines = [
         f"# Model card: {name}",
         "",
+        *(
+            [
+                f"An ensemble of {', '.join(f'`{m}`' for m in members)}: the members' "
+                "calibrated probabilities combined, with its own operating point and "
+                "prediction sets fitted on validation; each member reads the image at its "
+                "own input size.",
+                "",
+            ]
+            if members
+            else []
+        ),
         "## Intended use",
         "Research and decision *support* for classifying dermatoscopic images of pigmented "
         "skin lesions into the 7 HAM10000 diagnoses. Not a diagnostic device: every "
@@ -108,7 +121,13 @@ def render_model_card(
         f"- Balanced accuracy {_pct(metrics.get('balanced_accuracy'))}; macro AUC "
         f"{metrics.get('macro_auc', float('nan')):.3f}; macro F1 {_pct(metrics.get('macro_f1'))}; "
         f"accuracy {_pct(metrics.get('accuracy'))} (dominated by `nv`, read with care)",
-        f"- Expected calibration error {metrics.get('ece', float('nan')):.3f}",
+        f"- Expected calibration error {metrics.get('ece', float('nan')):.3f}"
+        + (
+            f" (the network's own before the calibration fitted on validation: "
+            f"{metrics['ece_uncalibrated']:.3f})"
+            if "ece_uncalibrated" in metrics
+            else ""
+        ),
         *_intervals(metrics.get("ci95")),
         "",
         "| class | name | recall | precision | test images |",

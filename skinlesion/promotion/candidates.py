@@ -76,7 +76,7 @@ def load_candidates(
                 f"{name}: cannot read training run {trained['run_id']}: {err}"
             ) from err
         tags = {k: v for k, v in run.data.tags.items() if k in PROVENANCE_TAGS}
-        card = render_model_card(name, metrics, tags, split_summary)
+        card = render_model_card(name, metrics, tags, split_summary, trained.get("members"))
         candidates.append(Candidate(name, uri, trained["run_id"], trained, metrics, tags, card))
     for candidate in candidates:  # only once every candidate checked out
         mlflow.MlflowClient().log_text(candidate.run_id, candidate.card, "model_card.md")
