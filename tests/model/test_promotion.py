@@ -46,7 +46,8 @@ class Registry:
 
     def settings(self, **kwargs: Any) -> PromotionSettings:
         base = load_params(ROOT / "params.yaml").promote
-        return base.model_copy(update={"registered_model": self.name, **kwargs})
+        judged = {"registered_model": self.name, "primary_metric": "balanced_accuracy"}
+        return base.model_copy(update={**judged, **kwargs})
 
     def predict(self, uri: str, rows: pd.DataFrame) -> Answers:
         """A scripted model: each URI gets a fixed share of rows right (``quality``) and
@@ -300,7 +301,7 @@ def test_unknown_settings_are_refused():
     base = load_params(ROOT / "params.yaml").promote.model_dump()
     for change, message in (
         ({"unloadable_champion": "delete"}, "'keep' or 'replace'"),
-        ({"primary_metric": "f1"}, "'balanced_accuracy', 'accuracy' or 'melanoma_sensitivity'"),
+        ({"primary_metric": "f1"}, "'single_class_share' or 'melanoma_sensitivity_at_specificity'"),
         ({"min_improvment": 0.01}, "Extra inputs are not permitted"),
     ):
         with pytest.raises(ValueError, match=message):
