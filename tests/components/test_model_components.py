@@ -29,6 +29,7 @@ def trained(train_workspace: Path, params: dict, tmp_path_factory: pytest.TempPa
     """The train component's outputs for the CNN (2 epochs), MLflow on a sqlite file."""
     out = tmp_path_factory.mktemp("train_component")
     small = small_params(params, cnn={"epochs": 2})
+    small["train"]["ensembles"] = {}  # these tests train one model
     small["train"]["checkpoint_dir"] = str(out / "checkpoints")
     uri = f"sqlite:///{out / 'mlflow.db'}"
     outputs = {

@@ -66,10 +66,11 @@ def test_tuning_then_training_pipelines_run_locally(
     assert {"train", "train-2", "evaluate", "evaluate-2"} <= steps
     [decision_file] = run_dir.rglob("promote/decision")
     decision = json.loads(decision_file.read_text())
-    assert set(decision["candidates"]) == {"cnn", "efficientnet_lite"}  # gathered by the chain
+    # gathered by the chain: both models, then the ensemble built from them (step 16)
+    assert set(decision["candidates"]) == {"cnn", "efficientnet_lite", "ensemble"}
     [compared] = run_dir.rglob("compare/comparison/comparison.json")
-    [pair] = json.loads(compared.read_text())["pairs"]
-    assert {pair["first"], pair["second"]} == {"cnn", "efficientnet_lite"}
+    pairs = json.loads(compared.read_text())["pairs"]
+    assert len(pairs) == 3
     assert decision["promoted"] is True  # first promotion: no champion to beat
     client = mlflow.MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("kfp-classifier", "champion")
