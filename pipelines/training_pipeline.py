@@ -91,38 +91,26 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
             explored = eda(raw_data=raw, manifest=manifest, eda=sections["eda"])
             step(explored, step_title("eda"), cluster)
             collected: Any = None
+            # what a training step and an ensemble step both read
+            fitted_on = {
+                "raw_data": raw,
+                "training_manifest": prepared["training_manifest"],
+                "data": sections["data"],
+                "validate": sections["validate"],
+                "tracking": sections["tracking"],
+                "train": sections["train"],
+                "params_hash": sections["params_hash"],
+                "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                "image": cluster.images["gpu"],
+            }
             for name in models:
-                trained = train(
-                    model_name=name,
-                    raw_data=raw,
-                    training_manifest=prepared["training_manifest"],
-                    data=sections["data"],
-                    validate=sections["validate"],
-                    input=sections["input"],
-                    tracking=sections["tracking"],
-                    train=sections["train"],
-                    params_hash=sections["params_hash"],
-                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    image=cluster.images["gpu"],
-                )
+                trained = train(model_name=name, input=sections["input"], **fitted_on)
                 step(trained, step_title("train", name), cluster, kind="train", retry=True)
                 on_gpu_nodes(trained, cluster)
                 secrets(trained, cluster, "mlflow", "s3")
                 collected = _evaluated(name, trained, raw, manifest, sections, cluster, collected)
             for name in ensembles:
-                built = ensemble(
-                    model_name=name,
-                    raw_data=raw,
-                    training_manifest=prepared["training_manifest"],
-                    reports=collected,
-                    data=sections["data"],
-                    validate=sections["validate"],
-                    tracking=sections["tracking"],
-                    train=sections["train"],
-                    params_hash=sections["params_hash"],
-                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    image=cluster.images["gpu"],
-                )
+                built = ensemble(model_name=name, reports=collected, **fitted_on)
                 step(built, step_title("ensemble", name), cluster, kind="evaluate", retry=True)
                 secrets(built, cluster, "mlflow", "s3")
                 collected = _evaluated(name, built, raw, manifest, sections, cluster, collected)

@@ -75,7 +75,7 @@ class LogitScaling:
 
     def apply(self, log_probs: np.ndarray) -> np.ndarray:
         """Probabilities after scaling (n x K)."""
-        return _softmax(log_probs * self.scale + self.shift)
+        return softmax(log_probs * self.scale + self.shift)
 
     @property
     def temperature(self) -> float:
@@ -83,7 +83,8 @@ class LogitScaling:
         return float(1.0 / np.mean(self.scale))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of log-probabilities or logits (n x K)."""
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -106,7 +107,7 @@ def fit_scaling(probs: np.ndarray, y: np.ndarray, kind: Scaling) -> LogitScaling
     if kind == "temperature":
 
         def nll_t(log_t: float) -> float:
-            p = _softmax(z / np.exp(log_t))
+            p = softmax(z / np.exp(log_t))
             return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
 
         log_t = minimize_scalar(nll_t, bounds=(-3.0, 3.0), method="bounded").x
@@ -116,7 +117,7 @@ def fit_scaling(probs: np.ndarray, y: np.ndarray, kind: Scaling) -> LogitScaling
 
     def nll_v(theta: np.ndarray) -> tuple[float, np.ndarray]:
         scale, shift = theta[:n_classes], theta[n_classes:]
-        p = _softmax(z * scale + shift)
+        p = softmax(z * scale + shift)
         loss = -(weights * np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))).sum()
         residual = (p - onehot) * weights[:, None]
         grad = np.concatenate([(residual * z).sum(axis=0), residual.sum(axis=0)])
@@ -133,6 +134,8 @@ def cross_fitted(
     """ECE and NLL of each kind of scaling on one half of the validation lesions when
     fitted on the other, both ways (pooled): how each would do on lesions it was not
     fitted on. What the choice between temperature and vector scaling rests on."""
+    from sklearn.metrics import balanced_accuracy_score
+
     uniques = np.unique(groups)
     rng = np.random.default_rng(seed)
     first = set(rng.permutation(uniques)[: len(uniques) // 2].tolist())
@@ -147,10 +150,7 @@ def cross_fitted(
         figures[f"{kind}_nll"] = float(
             -np.log(np.clip(scaled[np.arange(len(y)), y], 1e-12, None)).mean()
         )
-        figures[f"{kind}_balanced_accuracy"] = _balanced_accuracy(y, scaled.argmax(axis=1))
+        figures[f"{kind}_balanced_accuracy"] = float(
+            balanced_accuracy_score(y, scaled.argmax(axis=1))
+        )
     return figures
-
-
-def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
-    recalls = [float((predicted[y == k] == k).mean()) for k in np.unique(y)]
-    return float(np.mean(recalls))

@@ -33,6 +33,7 @@ from skinlesion.config.schema import ReliabilitySettings
 from skinlesion.data.contract import InputContract
 from skinlesion.errors import SkinlesionError
 from skinlesion.labels import CLASSES
+from skinlesion.model.confidence import log_probs_of, softmax
 from skinlesion.model.conformal import prediction_sets, true_class_scores
 from skinlesion.model.ood import FeatureDistance
 
@@ -91,13 +92,13 @@ class Reliability:
         """The calibrated probabilities before the operating point's offsets: what an
         ensemble combines."""
         _, _, offsets = self._shifts(probs.shape[1])
-        return _softmax(np.log(np.clip(probs, 1e-12, 1.0)) - offsets)
+        return softmax(log_probs_of(probs) - offsets)
 
     def uncalibrated(self, probs: np.ndarray) -> np.ndarray:
         """The network's own probabilities, before calibration and operating point: what
         evaluation reports the calibration error of, beside the calibrated one."""
         scale, shift, offsets = self._shifts(probs.shape[1])
-        return _softmax((np.log(np.clip(probs, 1e-12, 1.0)) - offsets - shift) / scale)
+        return softmax((log_probs_of(probs) - offsets - shift) / scale)
 
     @classmethod
     def fit(
@@ -173,11 +174,6 @@ class Reliability:
             reasons.append("; ".join(found))
         refer = np.array([bool(r) for r in reasons], dtype=bool)
         return Assessment(sets=sets, ood=ood, refer=refer, reasons=reasons, alpha=self.alpha)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @functools.cache

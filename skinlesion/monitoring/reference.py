@@ -41,7 +41,7 @@ def load_reference(served: ServedVersion) -> pd.DataFrame:
     """The reference table logged with the training run of ``served``."""
     import mlflow
 
-    from skinlesion.training.lifecycle import REFERENCE_DIR, REFERENCE_FILE
+    from skinlesion.training.calibration import REFERENCE_DIR, REFERENCE_FILE
 
     path = f"{REFERENCE_DIR}/{REFERENCE_FILE}"
     with tempfile.TemporaryDirectory() as folder:

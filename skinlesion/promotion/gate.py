@@ -37,6 +37,7 @@ from skinlesion.evaluation.resampling import (
     melanoma_sensitivity,
     percentile_interval,
 )
+from skinlesion.model.operating_curve import MEL, weighted_sensitivity_at
 
 # Where a model's validation figure for each primary metric sits in its training report
 # (melanoma_sensitivity_at_specificity: under val_mel_sensitivity_at, by specificity).
@@ -55,14 +56,13 @@ SET_METRICS = frozenset({"refer_rate", "single_class_share"})
 
 
 def validation_figure(report: dict[str, Any], settings: PromotionSettings) -> float:
-    """A model's validation figure of ``promote.primary_metric``, NaN when it has none,
-    signed so that more is better (a refer rate counts negative)."""
+    """A model's validation figure of ``promote.primary_metric`` as its training report
+    gives it, NaN when it has none."""
     metric = settings.primary_metric
     value = report.get(VALIDATION_KEYS[metric], math.nan)
     if metric == "melanoma_sensitivity_at_specificity":
         value = (value or {}).get(f"{settings.mel_specificity:.2f}", math.nan)
-    value = float(math.nan if value is None else value)
-    return -value if metric in LOWER_IS_BETTER else value
+    return float(math.nan if value is None else value)
 
 
 class GateError(ValueError):
@@ -155,11 +155,12 @@ class Comparison:
 
 def choose_challenger(validation: dict[str, dict[str, Any]], settings: PromotionSettings) -> str:
     """The name of the best new model by its validation figure (never by test)."""
+    sign = -1.0 if settings.primary_metric in LOWER_IS_BETTER else 1.0
     scored = {}
     for name, report in validation.items():
         value = validation_figure(report, settings)
         if not math.isnan(value):
-            scored[name] = value
+            scored[name] = sign * value
     if not scored:
         key = VALIDATION_KEYS[settings.primary_metric]
         raise GateError(f"no new model reports {key}: cannot choose a challenger")
@@ -179,8 +180,6 @@ def _figures(
 ) -> tuple[float, np.ndarray]:
     """``answers``' figure of the primary metric on all images, and under each resample of
     lesion ``weights`` (R x G); ``codes`` is each image's lesion (0..G-1)."""
-    from skinlesion.model.operating_curve import MEL, weighted_sensitivity_at
-
     metric = settings.primary_metric
     if metric == "melanoma_sensitivity_at_specificity":
         if answers.mel_scores is None:

@@ -31,10 +31,9 @@ import pandas as pd
 from skinlesion.config.parse import as_params
 from skinlesion.config.schema import Params, PromotionSettings
 from skinlesion.errors import SkinlesionError
-from skinlesion.labels import CLASSES
+from skinlesion.model.operating_curve import MEL
 from skinlesion.promotion.candidates import Candidate, PromotionError, load_candidates
 from skinlesion.promotion.gate import (
-    LOWER_IS_BETTER,
     Answers,
     Comparison,
     CoverageCheck,
@@ -58,7 +57,6 @@ from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.training.inputs import labels_of
 
 log = logging.getLogger(__name__)
-MEL = CLASSES.index("mel")
 
 # A predictor: model URI and rows -> the predicted class of each row and the model's
 # conformal sets, if it has them.
@@ -311,18 +309,16 @@ def _write(
 
 def _scores(candidates: list[Candidate], settings: PromotionSettings) -> dict[str, float]:
     """Each candidate's validation figure of the primary metric, as reported."""
-    sign = -1.0 if settings.primary_metric in LOWER_IS_BETTER else 1.0
-    return {c.name: sign * validation_figure(c.validation, settings) for c in candidates}
+    return {c.name: validation_figure(c.validation, settings) for c in candidates}
 
 
 def _version_tags(candidate: Candidate, settings: PromotionSettings) -> dict[str, str]:
-    sign = -1.0 if settings.primary_metric in LOWER_IS_BETTER else 1.0
     return {
         **candidate.tags,
         "model": candidate.name,
         "run_id": candidate.run_id,
         f"validation.{settings.primary_metric}": _fmt(
-            sign * validation_figure(candidate.validation, settings)
+            validation_figure(candidate.validation, settings)
         ),
         "test.balanced_accuracy": _fmt(candidate.metrics.get("balanced_accuracy")),
         "test.melanoma_sensitivity": _fmt(

@@ -20,6 +20,7 @@ did not learn from, after the melanoma operating point is set.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,9 @@ from skinlesion.model.reliability import (
 from skinlesion.training.fitting import Context
 
 log = logging.getLogger(__name__)
+# Artifact path of the monitoring reference on a training run (what drift is judged against).
+REFERENCE_DIR = "monitoring"
+REFERENCE_FILE = "reference.parquet"
 
 
 def _features_and_probs(
@@ -58,14 +62,20 @@ def _features_and_probs(
     return np.concatenate(features), np.concatenate(probs)
 
 
+def reference_sample(n: int, limit: int, seed: int) -> np.ndarray:
+    """Which of ``n`` training images (each once) the feature distance is fitted on: all,
+    or ``limit`` of them drawn with ``seed``, in their order (a model's and an ensemble's
+    alike)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, False))
+
+
 def reference_rows(ctx: Context, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Training images (table rows, each once) and their labels, at most ``limit``."""
     rows, first = np.unique(ctx.train_idx, return_index=True)
-    labels = ctx.y_train[first]
-    if len(rows) > limit:
-        chosen = np.sort(np.random.default_rng(ctx.train.seed).choice(len(rows), limit, False))
-        rows, labels = rows[chosen], labels[chosen]
-    return rows, labels
+    chosen = reference_sample(len(rows), limit, ctx.train.seed)
+    return rows[chosen], ctx.y_train[first][chosen]
 
 
 def fit_reliability(
@@ -122,6 +132,19 @@ def reliability_figures(assessed: Assessment, probs: np.ndarray, y: np.ndarray) 
             for spec, value in sensitivity_curve(probs, y).items()
         },
     }
+
+
+def log_monitoring_reference(table: pd.DataFrame) -> None:
+    """Log :func:`monitoring_reference`'s table to the active MLflow run, where the drift
+    monitor of a served version looks for it."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / REFERENCE_FILE
+        table.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), REFERENCE_DIR)
 
 
 def monitoring_reference(

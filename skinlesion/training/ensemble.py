@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import balanced_accuracy_score
 
 from skinlesion.config.parse import as_params
 from skinlesion.config.schema import Params
@@ -37,24 +37,28 @@ from skinlesion.model.ensemble import MEMBER_FEATURES, build_ensemble, feature_p
 from skinlesion.model.inference import probe_outputs
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
+from skinlesion.model.operating_curve import MEL
 from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
 from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking
-from skinlesion.training.calibration import monitoring_reference, reliability_figures
-from skinlesion.training.decision import fit_recall_floors, offset_grid
+from skinlesion.training.calibration import (
+    log_monitoring_reference,
+    monitoring_reference,
+    reference_sample,
+    reliability_figures,
+)
 from skinlesion.training.inputs import labels_of, read_images
 from skinlesion.training.lifecycle import (
-    REFERENCE_DIR,
-    REFERENCE_FILE,
     TrainResult,
+    example_image,
     training_lesions,
     training_rows,
     validation_figures,
 )
+from skinlesion.training.operating_point import melanoma_offsets
 
 log = logging.getLogger(__name__)
-MEL = CLASSES.index("mel")
 BATCH_SIZE = 64
 
 
@@ -80,73 +84,20 @@ def build_ensemble_candidate(
     if missing:
         raise ValueError(f"ensemble {name}: no saved model given for member(s) {missing}")
     rows = training_rows(manifest_path)
-    loaded = {m: load_model(str(members[m])) for m in settings.members}
-    model = build_ensemble(loaded, settings.combine)
+    model = build_ensemble(
+        {m: load_model(str(members[m])) for m in settings.members}, settings.combine
+    )
     probe = feature_probe(model)
     val = rows.val.reset_index(drop=True)
     y_val = labels_of(val)
+    val_images = list(read_images(data_dir, val))  # read once, run twice
 
-    def outputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return probe_outputs(
-            model, probe, read_images(data_dir, frame), encode_metadata(frame), BATCH_SIZE
-        )
+    def outputs(frame: pd.DataFrame, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        return probe_outputs(model, probe, images, encode_metadata(frame), BATCH_SIZE)
 
-    _, before = outputs(val)
     train_cfg = params.train
-    offsets = np.zeros(len(CLASSES))
-    if train_cfg.decision_min_mel_recall > 0:
-        grid = offset_grid(train_cfg.decision_offset_max, train_cfg.decision_offset_step)
-        offsets, argmax_ba, tuned_ba = fit_recall_floors(
-            before, y_val, {MEL: train_cfg.decision_min_mel_recall}, grid
-        )
-        log.info(
-            "%s: melanoma offset %.2f, validation balanced accuracy %.4f -> %.4f",
-            name,
-            offsets[MEL],
-            argmax_ba,
-            tuned_ba,
-        )
-    set_offsets(model, offsets)
-    val_features, val_probs = outputs(val)
-    reference = _reference_rows(rows.train, train_cfg.reliability.reference_images, train_cfg.seed)
-    ref_features, _ = outputs(reference)
-    reliability = Reliability.fit(
-        (ref_features, labels_of(reference)),
-        (val_features, val_probs, y_val),
-        train_cfg.reliability,
-        InputContract(params.validate_.min_width, params.validate_.min_height),
-        MEMBER_FEATURES,
-        {"decision_offsets": offsets.tolist()},
-    )
-    figures = reliability_figures(reliability.assess(val_probs, val_features), val_probs, y_val)
-    decided = val_probs.argmax(axis=1)
-    result = TrainResult(
-        model=name,
-        model_path=str(out_model),
-        run_id="",
-        model_uri="",
-        best_epoch=0,
-        epochs_run=0,
-        resumed_from_epoch=0,
-        val_balanced_accuracy=_balanced_accuracy(y_val, decided),
-        val_mel_recall=float((decided[y_val == MEL] == MEL).mean()),
-        val_accuracy=float((decided == y_val).mean()),
-        train_images_per_s=0.0,
-        replicas=1,
-        mixed_precision=False,
-        val_ece_uncalibrated=math.nan,
-        val_ece=expected_calibration_error(val_probs, y_val, ECE_BINS)[0],
-        temperature=math.nan,
-        members=list(settings.members),
-        **validation_figures(figures),
-    )
-    out = Path(out_model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    attach(model, reliability).save(out)
-    report = Path(report_dir)
-    report.mkdir(parents=True, exist_ok=True)
-    configure_tracking(params.tracking.experiment)
     listing = list_folder(data_dir, params.data.workers)
+    configure_tracking(params.tracking.experiment)
     with mlflow.start_run(run_name=f"ensemble-{name}") as run:
         log_data_listing(listing, data_dir)
         mlflow.set_tags(
@@ -162,21 +113,59 @@ def build_ensemble_candidate(
         mlflow.log_params(
             {"combine": settings.combine, "members": ",".join(settings.members), "n_val": len(val)}
         )
-        mlflow.log_dict(
-            {c: float(o) for c, o in zip(CLASSES, offsets, strict=True)}, "decision_offsets.json"
+        offsets = np.zeros(len(CLASSES))
+        if train_cfg.decision_min_mel_recall > 0:
+            offsets = melanoma_offsets(outputs(val, val_images)[1], y_val, train_cfg)
+        set_offsets(model, offsets)
+        val_features, val_probs = outputs(val, val_images)
+        reference = _reference_rows(
+            rows.train, train_cfg.reliability.reference_images, train_cfg.seed
+        )
+        ref_features, _ = outputs(reference, read_images(data_dir, reference))
+        reliability = Reliability.fit(
+            (ref_features, labels_of(reference)),
+            (val_features, val_probs, y_val),
+            train_cfg.reliability,
+            InputContract(params.validate_.min_width, params.validate_.min_height),
+            MEMBER_FEATURES,
+            {"decision_offsets": offsets.tolist()},
+        )
+        figures = reliability_figures(reliability.assess(val_probs, val_features), val_probs, y_val)
+        decided = val_probs.argmax(axis=1)
+        result = TrainResult(
+            model=name,
+            model_path=str(out_model),
+            run_id=run.info.run_id,
+            model_uri="",
+            best_epoch=0,
+            epochs_run=0,
+            resumed_from_epoch=0,
+            val_balanced_accuracy=float(balanced_accuracy_score(y_val, decided)),
+            val_mel_recall=float((decided[y_val == MEL] == MEL).mean()),
+            val_accuracy=float((decided == y_val).mean()),
+            train_images_per_s=0.0,
+            replicas=1,
+            mixed_precision=False,
+            val_ece=expected_calibration_error(val_probs, y_val, ECE_BINS)[0],
+            members=list(settings.members),
+            **validation_figures(figures),
         )
         mlflow.log_metrics(
-            {k: v for k, v in asdict(result).items() if isinstance(v, float) and not math.isnan(v)}
+            {
+                **figures,
+                "best_val_balanced_accuracy": result.val_balanced_accuracy,
+                "best_val_mel_recall": result.val_mel_recall,
+                "val_ece": result.val_ece,
+            }
         )
-        mlflow.log_metrics(figures)
-        table = monitoring_reference(val, val_features, val_probs)
-        reference_file = report / REFERENCE_FILE
-        table.to_parquet(reference_file, index=False)
-        mlflow.log_artifact(str(reference_file), REFERENCE_DIR)
-        reference_file.unlink()
-        example = next(read_images(data_dir, val.iloc[:1]))
-        info = log_serving_model(out, example, members=list(settings.members))
-        result.run_id, result.model_uri = run.info.run_id, info.model_uri
+        log_monitoring_reference(monitoring_reference(val, val_features, val_probs))
+        out = Path(out_model)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        attach(model, reliability).save(out)
+        info = log_serving_model(out, example_image(data_dir, val), list(settings.members))
+        result.model_uri = info.model_uri
+    report = Path(report_dir)
+    report.mkdir(parents=True, exist_ok=True)
     (report / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     log.info(
         "%s (%s mean of %s): validation balanced accuracy %.3f, %.0f%% referred, "
@@ -196,13 +185,4 @@ def _reference_rows(train: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     """Training images, each once, at most ``limit`` (seeded): what the feature distance is
     fitted on, as for a model."""
     unique = train.drop_duplicates("image_id").reset_index(drop=True)
-    if len(unique) <= limit:
-        return unique
-    chosen = np.sort(np.random.default_rng(seed).choice(len(unique), limit, replace=False))
-    return unique.iloc[chosen].reset_index(drop=True)
-
-
-def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
-    from sklearn.metrics import balanced_accuracy_score
-
-    return float(balanced_accuracy_score(y, predicted))
+    return unique.iloc[reference_sample(len(unique), limit, seed)].reset_index(drop=True)

@@ -44,7 +44,11 @@ from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
 from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking, flatten
-from skinlesion.training.calibration import fit_reliability, monitoring_reference
+from skinlesion.training.calibration import (
+    fit_reliability,
+    log_monitoring_reference,
+    monitoring_reference,
+)
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import precision_policy, select_device
 from skinlesion.training.fitting import Context, balanced_class_weight
@@ -55,9 +59,6 @@ from skinlesion.training.recipes import recipe
 from skinlesion.training.scaling import calibrate
 
 log = logging.getLogger(__name__)
-# Artifact path of the monitoring reference on a training run (what drift is judged against).
-REFERENCE_DIR = "monitoring"
-REFERENCE_FILE = "reference.parquet"
 # What the calibration and the operating point report of how they changed the logits;
 # the model's reliability records them.
 ADJUSTMENTS = ("calibration_scale", "calibration_shift", "decision_offsets")
@@ -140,9 +141,7 @@ def train_model(
             {k: v for k, v in tuned.items() if k in ADJUSTMENTS},
         )
         mlflow.log_metrics(figures)
-        reference = monitoring_reference(rows.val, val_features, val_probs)
-        reference.to_parquet(ctx.work_dir / REFERENCE_FILE, index=False)
-        mlflow.log_artifact(str(ctx.work_dir / REFERENCE_FILE), REFERENCE_DIR)
+        log_monitoring_reference(monitoring_reference(rows.val, val_features, val_probs))
         result = _save_and_log(
             model_name,
             fitted,
@@ -156,7 +155,7 @@ def train_model(
         )
         result.run_id = run.info.run_id
         result.model_uri = (
-            log_serving_model(out_model, _example_image(data_dir, rows.val)).model_uri
+            log_serving_model(out_model, example_image(data_dir, rows.val)).model_uri
             if log_model
             else ""
         )
@@ -386,7 +385,7 @@ def validation_figures(figures: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def _example_image(data_dir: str | Path, val_rows: pd.DataFrame) -> Any:
+def example_image(data_dir: str | Path, val_rows: pd.DataFrame) -> Any:
     """A validation image as a client sends it (its own size, not the model's input
     size): the logged model's input example, which must keep the input contract."""
     from skinlesion.model.preprocessing import read_image

@@ -192,7 +192,8 @@ def test_compare_reads_the_gathered_predictions_and_logs_differences(tmp_path, p
         )
     small = {
         **params,
-        "train": {**params["train"], "models": ["cnn", "efficientnet_lite"]},
+        # the two models' predictions only: no ensemble was built here
+        "train": {**params["train"], "models": ["cnn", "efficientnet_lite"], "ensembles": {}},
         "compare": {**params["compare"], "resamples": 200},
         "tracking": {"experiment": "unit-compare"},
     }
