@@ -11,6 +11,7 @@ the latency of a run with the log can be set beside one without. Example::
 
     python bench/serve_load.py --requests 200 --concurrency 1 4 16
     python bench/serve_load.py --log-uri /tmp/plog --out bench/results/serve_load-log.json
+    python bench/serve_load.py --model models:/m/3 --vs models:/m/1   # two models, one run
 """
 
 from __future__ import annotations
@@ -125,22 +126,10 @@ def log_summary(uri: str, counters: dict | None) -> dict:
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="MLflow model URI (default: params serve.model)")
-    parser.add_argument("--data-dir", type=Path, help="images (default: params data.raw_dir)")
-    parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--log-uri", default="", help="prediction log folder or s3 prefix")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_load.json"))
-    args = parser.parse_args()
-
-    params = load_params()
-    model = args.model or params.serve.model
-    bodies = request_bodies(args.data_dir or Path(params.data.raw_dir), 64)
+def serve_and_measure(model: str, bodies: list[dict], args: argparse.Namespace, log: Path) -> dict:
+    """Start the server of ``model``, warm it up, measure every concurrency level, stop it."""
     port = free_port()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    proc, ready_s = start_server(model, port, args.out.with_suffix(".log"), args.log_uri)
+    proc, ready_s = start_server(model, port, log, args.log_uri)
     base = f"http://127.0.0.1:{port}"
     try:
         served = requests.get(f"{base}/model", timeout=10).json()
@@ -151,16 +140,40 @@ def main() -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    result = {
+    return {
         "model": model,
         "served": served,
         "server_ready_s": round(ready_s, 1),
         "model_load_s": served["load_seconds"],
-        "image_bytes_mean": int(np.mean([len(b["dataframe_records"][0]["image"]) for b in bodies])),
         "levels": levels,
         "prediction_log": log_summary(args.log_uri, logged) if args.log_uri else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="MLflow model URI (default: params serve.model)")
+    parser.add_argument(
+        "--vs", help="a second model URI, measured right after on the same requests"
+    )
+    parser.add_argument("--data-dir", type=Path, help="images (default: params data.raw_dir)")
+    parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--log-uri", default="", help="prediction log folder or s3 prefix")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_load.json"))
+    args = parser.parse_args()
+
+    params = load_params()
+    model = args.model or params.serve.model
+    bodies = request_bodies(args.data_dir or Path(params.data.raw_dir), 64)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        **serve_and_measure(model, bodies, args, args.out.with_suffix(".log")),
+        "image_bytes_mean": int(np.mean([len(b["dataframe_records"][0]["image"]) for b in bodies])),
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
     }
+    if args.vs:
+        result["vs"] = serve_and_measure(args.vs, bodies, args, args.out.with_suffix(".vs.log"))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
