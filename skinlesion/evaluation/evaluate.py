@@ -59,7 +59,8 @@ def evaluate_frame(
     metrics = compute_metrics(y, scored.probs, rows, settings)
     reliability = reliability_of(model)
     if reliability is not None and reliability.calibration_scale:
-        # the network's own probabilities, before the calibration fitted on validation
+        # the network's own probabilities, before the calibration and the melanoma
+        # operating point fitted on validation
         metrics["ece_uncalibrated"] = expected_calibration_error(
             reliability.uncalibrated(scored.probs), y, settings.calibration_bins
         )[0]

@@ -5,8 +5,8 @@ Keys (stable in the JSON): ``n_images``, ``accuracy``, ``balanced_accuracy``, ``
 ``macro_auc`` (one-vs-rest), ``recall`` / ``precision`` / ``f1`` (class -> value),
 ``melanoma`` (sensitivity and specificity of the decisions; ``sensitivity_at_specificity``:
 the melanoma score's sensitivity at specificities 0.50-0.95, keyed "0.80"), ``ece``
-(expected calibration error; ``evaluate`` adds ``ece_uncalibrated``, the network's before
-the calibration fitted on validation),
+(expected calibration error; ``evaluate`` adds ``ece_uncalibrated``, the network's own,
+before the calibration and the melanoma operating point fitted on validation),
 ``confusion_matrix`` (rows: true class, columns: predicted, in ``classes`` order),
 ``subgroups`` (sex, age band, localization) and ``ci95`` (95% intervals of balanced accuracy
 and melanoma sensitivity from a bootstrap over lesions: with 13-40 test images in the

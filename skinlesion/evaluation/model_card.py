@@ -123,7 +123,8 @@ def render_model_card(
         f"accuracy {_pct(metrics.get('accuracy'))} (dominated by `nv`, read with care)",
         f"- Expected calibration error {metrics.get('ece', float('nan')):.3f}"
         + (
-            f" (the network's own before the calibration fitted on validation: "
+            f" (the network's own, before the calibration and the melanoma operating point "
+            f"fitted on validation: "
             f"{metrics['ece_uncalibrated']:.3f})"
             if "ece_uncalibrated" in metrics
             else ""
