@@ -48,6 +48,7 @@ def built(trained_cnn, params, tmp_path_factory):
         "pair": {"members": ["cnn", "cnn_small"], "combine": "geometric"}
     }
     small["train"]["checkpoint_dir"] = str(tmp_path_factory.mktemp("ckpt"))
+    small["train"]["calibration"] = "temperature"  # one member calibrated, one not
     cwd = Path.cwd()
     os.chdir(workspace)
     try:
@@ -73,6 +74,11 @@ def test_the_ensemble_is_one_model_with_its_own_operating_point_and_sets(built):
     for key in ("val_balanced_accuracy", "val_refer_rate", "val_singleton_share"):
         assert 0.0 <= report[key] <= 1.0, key
     assert set(report["val_mel_sensitivity_at"]) >= {"0.80", "0.90"}
+    small = json.loads((workspace / "reports/s/metrics.json").read_text())
+    assert small["temperature"] > 0 and small["val_ece"] >= 0  # the calibrated member
+    scaled = reliability_of(load_model(str(workspace / "models/cnn_small.keras")))
+    assert len(scaled.calibration_scale) == len(CLASSES)
+    np.testing.assert_allclose(scaled.calibration_scale, 1 / small["temperature"], rtol=1e-5)
     model = load_model(str(workspace / "ensembles/pair.keras"))
     assert is_ensemble(model) and members_of(model) == ["cnn", "cnn_small"]
     reliability = reliability_of(model)
