@@ -175,7 +175,7 @@ class ReliabilitySettings(Section):
 
 class EnsembleSettings(Section):
     """``train.ensembles.<name>``: a candidate built from trained members without
-    retraining them (skinlesion.training.ensemble): their calibrated probabilities
+    retraining them (skinlesion.training.ensemble): their probabilities
     combined, then its own operating point and reliability fitted on validation."""
 
     members: Annotated[list[str], Field(min_length=2)]  # names of train.models

@@ -75,7 +75,7 @@ def render_model_card(
         *(
             [
                 f"An ensemble of {', '.join(f'`{m}`' for m in members)}: the members' "
-                "calibrated probabilities combined, with its own operating point and "
+                "probabilities combined, with its own operating point and "
                 "prediction sets fitted on validation; each member reads the image at its "
                 "own input size.",
                 "",

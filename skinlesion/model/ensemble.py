@@ -8,10 +8,11 @@ their probabilities ranks better than either; a model that ranks better gives na
 prediction sets at the same coverage, so fewer patients are referred.
 
 The saved graph: each member as it was trained, with its own preprocessing (its input
-size and crop) and its calibrated softmax, then :class:`CombineMembers`:
+size and crop) and its softmax (calibrated, when ``train.calibration`` scaled it), then
+:class:`CombineMembers`:
 
 * each member's operating-point offsets are taken back off (the member's reliability
-  records them), so what is combined is its *calibrated* probabilities;
+  records them), so what is combined is its own (calibrated) probabilities;
 * ``geometric``: the mean of the log-probabilities, renormalised (a product of experts:
   a class either member rules out stays unlikely); ``arithmetic``: the mean of the
   probabilities;
