@@ -147,7 +147,9 @@ def add_labels(
     digests = content_hashes(root, catalog["image_path"], workers)
     hashes = {d: i for i, d in zip(catalog["image_id"], digests, strict=True) if d}
     labels = dict(zip(catalog["image_id"], catalog["dx"], strict=True))
-    lesions, ids = set(catalog["lesion_id"]), set(catalog["image_id"])
+    known = set(catalog["lesion_id"])  # lesions of the data, which feedback never extends
+    lesions, ids = set(known), set(catalog["image_id"])  # every id taken, new ones too
+    new_lesions: dict[str, str] = {}  # a new lesion of this file -> its diagnosis
     log = pd.DataFrame() if log is None else log
     result = FeedbackResult(old_version=list_folder(root, workers).version)
     metadata = read_metadata(find_metadata(root))
@@ -173,14 +175,20 @@ def add_labels(
             result.relabelled.append(existing)
             continue
         lesion = row.get("lesion_id") if isinstance(row.get("lesion_id"), str) else None
-        if lesion in lesions:
+        if lesion in known:
             raise FeedbackError(
                 f"row {n}: lesion {lesion} is in the data already: feedback adds new lesions only"
+            )
+        if lesion in new_lesions and new_lesions[lesion] != row["dx"]:
+            raise FeedbackError(
+                f"row {n}: lesion {lesion} is {new_lesions[lesion]!r} in an earlier row of this "
+                f"file, not {row['dx']!r}: one lesion has one diagnosis"
             )
         lesion = lesion or _new_id("HAM_", lesions, sha)
         image_id = row.get("image_id") if isinstance(row.get("image_id"), str) else None
         image_id = image_id or _new_id("ISIC_", ids, sha[12:])
         lesions.add(lesion)
+        new_lesions[lesion] = row["dx"]
         ids.add(image_id)
         patient = {c: row.get(c) if pd.notna(row.get(c)) else record.get(c) for c in PATIENT}
         new_rows.append(

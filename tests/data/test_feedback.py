@@ -103,6 +103,29 @@ def test_an_existing_lesion_and_invalid_labels_change_nothing(synth_copy, clinic
     assert data_version(synth_copy) == before
 
 
+def test_several_images_of_one_new_lesion_are_added_together(synth_copy, clinic):
+    """HAM10000 and a clinic alike have several images of many lesions: they arrive in one
+    file, under one new lesion, with one diagnosis."""
+    photos = sorted(p.name for p in clinic.glob("*.jpg"))
+    feedback = clinic / "same-lesion.csv"
+    pd.DataFrame(
+        {"image": photos[:2], "lesion_id": ["HAM_9900001"] * 2, "dx": ["mel", "mel"],
+         "dx_type": ["histo"] * 2}
+    ).to_csv(feedback, index=False)  # fmt: skip
+    result = add_labels(feedback, synth_copy, *_settings())
+    assert len(result.added) == 2 and result.new_version != result.old_version
+    catalog = load_catalog(synth_copy).set_index("image_id")
+    assert set(catalog.loc[result.added, "lesion_id"]) == {"HAM_9900001"}
+    before = data_version(synth_copy)
+    pd.DataFrame(
+        {"image": photos[2:3] * 2, "lesion_id": ["HAM_9900002"] * 2, "dx": ["mel", "nv"],
+         "dx_type": ["histo"] * 2}
+    ).to_csv(feedback, index=False)  # fmt: skip
+    with pytest.raises(FeedbackError, match="one lesion has one diagnosis"):
+        add_labels(feedback, synth_copy, *_settings())
+    assert data_version(synth_copy) == before
+
+
 def test_images_are_found_in_the_prediction_log(synth_copy, clinic, tmp_path):
     photo = sorted(clinic.glob("*.jpg"))[1].read_bytes()
     log = tmp_path / "log" / "date=2026-12-01"
