@@ -18,6 +18,8 @@ from skinlesion.model.ood import FeatureDistance
 from skinlesion.model.reliability import MEL, Reliability
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.code
+
 K = len(CLASSES)
 
 

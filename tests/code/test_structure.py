@@ -154,3 +154,27 @@ def test_imports_run_one_way_between_concerns():
             if target and LAYERS.index(target) > rank:
                 wrong.append(f"{file.relative_to(ROOT)} imports {name}")
     assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+TIERS = {"code", "data", "model", "image"}
+
+
+def test_every_test_module_has_exactly_one_tier():
+    """`make test-fast` selects by marker: a module without its tier would be left out of
+    the tier its folder promises (as test_reliability once was)."""
+    wrong = []
+    for file in sorted((ROOT / "tests").rglob("test_*.py")):
+        marks: set[str] = set()
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+            ):
+                marks |= {
+                    n.attr
+                    for n in ast.walk(node.value)
+                    if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)
+                    and n.value.attr == "mark"
+                }  # fmt: skip
+        if len(marks & TIERS) != 1:
+            wrong.append(f"{file.relative_to(ROOT)}: {sorted(marks & TIERS) or 'no tier'}")
+    assert not wrong, "\n".join(wrong)
