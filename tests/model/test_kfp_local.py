@@ -75,13 +75,10 @@ def test_tuning_then_training_pipelines_run_locally(
     client = mlflow.MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("kfp-classifier", "champion")
     assert champion.version == decision["challenger_version"]
-    assert len(client.search_model_versions("name='kfp-classifier'")) == 2  # both models
+    registered = client.search_model_versions("name='kfp-classifier'")
+    assert len(registered) == 3  # both models and their ensemble
     units = summary["best_params"]["train.cnn.dense_units"]
-    [tuned] = [
-        v
-        for v in client.search_model_versions("name='kfp-classifier'")
-        if client.get_run(v.run_id).data.tags["model"] == "cnn"
-    ]
+    [tuned] = [v for v in registered if client.get_run(v.run_id).data.tags["model"] == "cnn"]
     tuned_run = client.get_run(tuned.run_id)
     assert tuned_run.data.params["train.cnn.dense_units"] == str(units)  # the best, trained
     assert tuned_run.data.tags["kfp.run_id"] not in ("", "none")  # the run's placeholder
@@ -94,4 +91,4 @@ def test_tuning_then_training_pipelines_run_locally(
     assert check["changed"] is False
     assert check["reason"].startswith(f"nothing changed since version {champion.version}")
     assert not list(second.glob("condition-*"))  # nothing after the check ran
-    assert len(client.search_model_versions("name='kfp-classifier'")) == 2
+    assert len(client.search_model_versions("name='kfp-classifier'")) == 3
