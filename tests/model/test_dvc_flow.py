@@ -67,8 +67,9 @@ def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, 
 
 
 def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_path, params):
-    """The whole flow once; a second `dvc repro` does nothing; more models in
-    `train.models` run only their own stages and promotion, which reads every model's
+    """The whole flow once; a second `dvc repro` does nothing; one more model in
+    `train.models`, and an ensemble in `train.ensembles`, run only their own stages and
+    promotion, which reads every model's
     reports; the search runs only when asked, and applying its result makes training
     stale."""
     repo, small, env = _repo(tmp_path, params, ["cnn"])
@@ -95,27 +96,29 @@ def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_pa
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
 
-    small["train"]["models"] = ["cnn", "cnn_small", "cnn_tiny"]
+    # one more model and an ensemble of it with the first (the suite's time budget leaves
+    # cnn_tiny out here: the kfp.local test fans more models in)
+    small["train"]["models"] = ["cnn", "cnn_small"]
     small["train"]["ensembles"] = {
         "pair": {"members": ["cnn", "cnn_small"], "combine": "geometric"}
     }
     write_params(small, repo / "params.yaml")
     third = _run([DVC, "repro"], repo, env)
-    for model in ("cnn_small", "cnn_tiny"):
-        assert f"Running stage 'train@{model}'" in third.stdout
-        assert f"Running stage 'evaluate@{model}'" in third.stdout
+    assert "Running stage 'train@cnn_small'" in third.stdout
+    assert "Running stage 'evaluate@cnn_small'" in third.stdout
+    assert "cnn_tiny" not in third.stdout  # a section train.models does not list never runs
     assert "Running stage 'train@cnn'" not in third.stdout  # its section did not change
     assert "Running stage 'ensemble@pair'" in third.stdout  # after its members, not retrained
     assert "Running stage 'promote'" in third.stdout
     decision = json.loads((repo / "reports/promotion/decision.json").read_text())
-    assert set(decision["candidates"]) == {"cnn", "cnn_small", "cnn_tiny", "pair"}
+    assert set(decision["candidates"]) == {"cnn", "cnn_small", "pair"}
     built = json.loads((repo / "reports/train/pair/metrics.json").read_text())
     assert built["members"] == ["cnn", "cnn_small"] and 0 <= built["val_refer_rate"] <= 1
     assert "conformal" in json.loads((repo / "reports/eval/pair/metrics.json").read_text())
     assert "Running stage 'compare'" in third.stdout  # every pair, on the same test lesions
     comparison = json.loads((repo / "reports/compare/comparison.json").read_text())
     assert (
-        len(comparison["pairs"]) == 6
+        len(comparison["pairs"]) == 3
         and "| cnn - cnn_small |" in (repo / "reports/compare/comparison.md").read_text()
     )
 
