@@ -74,6 +74,9 @@ class Context:
 
     @property
     def steps(self) -> int:
+        """Optimizer steps per epoch: several replicas drop the last partial batch."""
+        if self.device.replicas > 1:
+            return len(self.train_idx) // self.batch_size
         return -(-len(self.train_idx) // self.batch_size)
 
     def image_batches(self, training: bool) -> Any:
@@ -172,9 +175,10 @@ def fit_phase(
                 patience=phase.recipe.plateau_patience,
             )
         )
+    if ctx.device.replicas > 1:  # every replica gets a whole per-replica batch
+        train_ds = train_ds.rebatch(ctx.batch_size, drop_remainder=True)
     history = model.fit(
         train_ds,
-        validation_data=val_ds,
         epochs=phase.epochs,
         callbacks=callbacks,
         class_weight=ctx.class_weight,

@@ -50,7 +50,7 @@ from skinlesion.training.calibration import (
     monitoring_reference,
 )
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
-from skinlesion.training.device import precision_policy, select_device
+from skinlesion.training.device import DeviceError, precision_policy, select_device
 from skinlesion.training.fitting import Context, balanced_class_weight
 from skinlesion.training.inputs import decode_images, labels_of
 from skinlesion.training.operating_point import set_operating_point
@@ -241,6 +241,12 @@ def _resume(
     if not resuming and history_csv.exists():
         history_csv.unlink()  # a fresh run starts a fresh history; a resumed one appends
 
+    if device.replicas > 1 and len(rows.train) < settings.batch_size * device.replicas:
+        raise DeviceError(
+            f"{len(rows.train)} training images cannot fill one global batch of "
+            f"{settings.batch_size} x {device.replicas} replicas: lower "
+            f"train.{model_name}.batch_size"
+        )
     table = decode_images(data_dir, pd.concat([rows.train, rows.val]), inputs)
     y_train = labels_of(rows.train)
     return Context(
