@@ -21,13 +21,14 @@ export GX_ANALYTICS_ENABLED := false
 IMAGE_REPO ?= ghcr.io/skinlesion/skinlesion
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 OFFICIAL_BASE := $(shell sed -n 's/^ARG BASE_IMAGE=//p' infra/docker/Dockerfile)
-GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
 LOCAL_IMAGE ?= skinlesion:local-cpu
+LOCAL_GPU_IMAGE ?= skinlesion:local-gpu
 ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
 
-.PHONY: install repro test test-fast lint lock data track-data clean engine image image-test images pipeline postgres
+.PHONY: install repro test test-fast lint lock data track-data clean engine image image-gpu image-test \
+	image-gpu-test images pipeline postgres
 
 install: $(VENV)/.installed
 
@@ -42,17 +43,18 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	touch $@
 
 # Pinned versions with their hashes: requirements-dev.lock (CI, laptops: with the tools
-# and DVC), requirements.lock (the GPU image: what the steps run, the same versions) and
-# requirements-cpu.lock (the CPU image: the same with tensorflow-cpu). Installs refuse a
-# file whose hash differs. Regenerate all three after changing pyproject.toml; existing
-# pins are kept unless pyproject.toml needs others.
+# and DVC), requirements-gpu.lock (the GPU image: what the steps run, with TensorFlow's
+# CUDA libraries from PyPI, `tensorflow[and-cuda]`) and requirements-cpu.lock (the CPU
+# image: the same versions with tensorflow-cpu). Installs refuse a file whose hash
+# differs. Regenerate all three after changing pyproject.toml; existing pins are kept
+# unless pyproject.toml needs others.
 LOCK = uv pip compile -q --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+RUNTIME = uv pip compile -q --python-version 3.11 --no-header --no-annotate pyproject.toml \
+	-c requirements-dev.lock
 lock:
 	$(LOCK) pyproject.toml --extra dev --extra flow -o requirements-dev.lock
-	$(LOCK) pyproject.toml -c requirements-dev.lock -o requirements.lock
-	uv pip compile -q --python-version 3.11 --no-header --no-annotate pyproject.toml \
-		-c requirements-dev.lock | sed 's/^tensorflow==/tensorflow-cpu==/' \
-		| $(LOCK) - -o requirements-cpu.lock
+	$(RUNTIME) | sed 's/^tensorflow==/tensorflow[and-cuda]==/' | $(LOCK) - -o requirements-gpu.lock
+	$(RUNTIME) | sed 's/^tensorflow==/tensorflow-cpu==/' | $(LOCK) - -o requirements-cpu.lock
 
 # The raw data where params.yaml data.raw_dir expects it: the version DVC tracks when
 # data/raw/ham10000.dvc is committed (`make track-data` made it), else a link.
@@ -109,23 +111,34 @@ engine:
 # The CPU image of the pipeline steps, tagged $(LOCAL_IMAGE), on the base base-image.sh
 # resolves, and its tests: the image's smoke test and the whole training pipeline run in
 # it by kfp.local's DockerRunner. The tests refuse an image whose revision label is not
-# this checkout's clean HEAD.
+# this checkout's clean HEAD. `make image-gpu` builds the GPU image on the same base
+# ($(LOCAL_GPU_IMAGE)); `make image-gpu-test` checks its CUDA build and runs a step in it.
 BUILD_IMAGE = ENGINE=$(ENGINE) PIP_CA=$(PIP_CA) infra/docker/build.sh
+GPU_LOCK = --build-arg LOCK=requirements-gpu.lock
 image: engine
 	$(BUILD_IMAGE) $(LOCAL_IMAGE)
+
+image-gpu: engine
+	$(BUILD_IMAGE) $(LOCAL_GPU_IMAGE) "" $(GPU_LOCK)
 
 image-test: install engine
 	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image
 
-# Build and push the CPU and GPU images on the official bases (the GPU one pinned by tag),
-# then compile the pipeline with exactly those tags.
+image-gpu-test: install engine
+	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_GPU_IMAGE) \
+		pytest -m image tests/image/test_gpu_image.py
+
+# Build and push the CPU and GPU images on the official base, then compile the pipeline
+# with what was pushed, by digest.
 images: install engine
-	$(ENGINE) pull -q $(OFFICIAL_BASE) && $(ENGINE) pull -q $(GPU_BASE_IMAGE)
+	$(ENGINE) pull -q $(OFFICIAL_BASE)
 	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-cpu $(OFFICIAL_BASE)
-	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-gpu $(GPU_BASE_IMAGE) --build-arg LOCK=requirements.lock
+	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-gpu $(OFFICIAL_BASE) $(GPU_LOCK)
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
-	$(MAKE) pipeline CPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-cpu GPU_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG)-gpu
+	cpu=$$($(PUSHED) $(IMAGE_REPO):$(IMAGE_TAG)-cpu) && gpu=$$($(PUSHED) $(IMAGE_REPO):$(IMAGE_TAG)-gpu) \
+	  && $(MAKE) pipeline CPU_IMAGE="$$cpu" GPU_IMAGE="$$gpu"
+PUSHED = $(ENGINE) image inspect --format '{{index .RepoDigests 0}}'
 
 pipeline: install
 	skinlesion pipeline compile --out $(PIPELINE_YAML) \

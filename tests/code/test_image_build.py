@@ -20,7 +20,7 @@ from tests.image.conftest import refusal
 pytestmark = pytest.mark.code
 
 DOCKERFILE = (ROOT / "infra/docker/Dockerfile").read_text()
-LOCKS = ["requirements-dev.lock", "requirements.lock", "requirements-cpu.lock"]
+LOCKS = ["requirements-dev.lock", "requirements-gpu.lock", "requirements-cpu.lock"]
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)")
 
 
@@ -42,12 +42,18 @@ def test_every_lock_pins_every_requirement_with_hashes_and_no_torch(lock):
     assert not [name for name in pins if name == "torch" or name.startswith("torch")]
 
 
-def test_the_cpu_lock_is_the_runtime_lock_with_tensorflow_cpu():
-    runtime, cpu = _pins("requirements.lock"), _pins("requirements-cpu.lock")
-    assert cpu.pop("tensorflow-cpu") == runtime.pop("tensorflow")
-    assert cpu == runtime
+def test_the_gpu_and_cpu_locks_pin_the_same_runtime_but_for_cuda():
+    """The GPU lock is the CPU lock with TensorFlow itself for tensorflow-cpu, plus the
+    CUDA libraries that `tensorflow[and-cuda]` of that version asks for; both pin what
+    the dev lock (the suite's environment) pins."""
+    gpu, cpu = _pins("requirements-gpu.lock"), _pins("requirements-cpu.lock")
+    assert gpu.pop("tensorflow") == cpu.pop("tensorflow-cpu")
+    cuda = {name for name in gpu if name.startswith("nvidia-")}
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= cuda
+    assert {name: v for name, v in gpu.items() if name not in cuda} == cpu
     dev = _pins("requirements-dev.lock")
-    assert all(dev[name] == version for name, version in runtime.items())
+    assert all(dev[name] == version for name, version in cpu.items())
+    assert "tensorflow[and-cuda]" in (ROOT / "Makefile").read_text()  # how `make lock` makes it
 
 
 def test_the_dockerfile_installs_by_hash_from_a_digest_pinned_base_without_copying_a_ca():
