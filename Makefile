@@ -32,7 +32,7 @@ PIPELINE_YAML ?= pipeline.yaml
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-dev.lock
+$(VENV)/.installed: pyproject.toml requirements-dev.lock requirements-checkov.lock
 	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing --python $(PYTHON) $(VENV)
 	# Compiled bytecode up front: where PYTHONDONTWRITEBYTECODE is set (CI) no process
@@ -40,13 +40,17 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	# MLflow and Great Expectations again (importing TensorFlow: 16 s instead of 7 here).
 	VIRTUAL_ENV=$(VENV) uv pip install -q --compile-bytecode --require-hashes -r requirements-dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps -e .
+	# checkov, the manifests' scanner (tests/code/test_k8s_manifests.py), pins versions the
+	# project's own cannot share (networkx<2.7): an environment of its own inside this one.
+	uv venv -q --allow-existing --python $(PYTHON) $(VENV)/checkov
+	VIRTUAL_ENV=$(VENV)/checkov uv pip install -q --require-hashes -r requirements-checkov.lock
 	touch $@
 
 # Pinned versions with their hashes: requirements-dev.lock (CI, laptops: with the tools
 # and DVC), requirements-gpu.lock (the GPU image: what the steps run, with TensorFlow's
 # CUDA libraries from PyPI, `tensorflow[and-cuda]`) and requirements-cpu.lock (the CPU
-# image: the same versions with tensorflow-cpu). Installs refuse a file whose hash
-# differs. Regenerate all three after changing pyproject.toml; existing pins are kept
+# image: the same versions with tensorflow-cpu), plus requirements-checkov.lock (the
+# manifest scanner's own environment). Installs refuse a file whose hash differs. Regenerate all three after changing pyproject.toml; existing pins are kept
 # unless pyproject.toml needs others.
 LOCK = uv pip compile -q --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 RUNTIME = uv pip compile -q --python-version 3.11 --no-header --no-annotate pyproject.toml \
@@ -55,6 +59,8 @@ lock:
 	$(LOCK) pyproject.toml --extra dev --extra flow -o requirements-dev.lock
 	$(RUNTIME) | sed 's/^tensorflow==/tensorflow[and-cuda]==/' | $(LOCK) - -o requirements-gpu.lock
 	$(RUNTIME) | sed 's/^tensorflow==/tensorflow-cpu==/' | $(LOCK) - -o requirements-cpu.lock
+	echo checkov==$(CHECKOV_VERSION) | $(LOCK) - -o requirements-checkov.lock
+CHECKOV_VERSION = 3.3.30
 
 # The raw data where params.yaml data.raw_dir expects it: the version DVC tracks when
 # data/raw/ham10000.dvc is committed (`make track-data` made it), else a link.
@@ -128,8 +134,8 @@ image-gpu-test: install engine
 	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_GPU_IMAGE) \
 		pytest -m image tests/image/test_gpu_image.py
 
-# Build and push the CPU and GPU images on the official base, then compile the pipeline
-# with what was pushed, by digest.
+# Build and push the CPU and GPU images on the official base, then pin what was pushed
+# by digest: in the compiled pipeline and in the manifests (infra/k8s/base).
 images: install engine
 	$(ENGINE) pull -q $(OFFICIAL_BASE)
 	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-cpu $(OFFICIAL_BASE)
@@ -137,7 +143,7 @@ images: install engine
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
 	cpu=$$($(PUSHED) $(IMAGE_REPO):$(IMAGE_TAG)-cpu) && gpu=$$($(PUSHED) $(IMAGE_REPO):$(IMAGE_TAG)-gpu) \
-	  && $(MAKE) pipeline CPU_IMAGE="$$cpu" GPU_IMAGE="$$gpu"
+	  && skinlesion infra pin-image "$$cpu" && $(MAKE) pipeline CPU_IMAGE="$$cpu" GPU_IMAGE="$$gpu"
 PUSHED = $(ENGINE) image inspect --format '{{index .RepoDigests 0}}'
 
 pipeline: install

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from skinlesion.cli.options import ParamsOpt, user_errors
 from skinlesion.config.files import load_params
+from skinlesion.errors import SkinlesionError
 
-app = typer.Typer(help="Cluster infrastructure helpers (S3 buckets).", no_args_is_help=True)
+app = typer.Typer(
+    help="Cluster infrastructure helpers (S3 buckets, image pins).", no_args_is_help=True
+)
 
 
 @app.command("bootstrap-buckets")
@@ -37,3 +41,42 @@ def infra_bootstrap_buckets(
         state = "created" if status.created else "exists"
         access = "read/write ok" if status.read_write else "read/write FAILED"
         typer.echo(f"{status.bucket}: {state}, {access}")
+
+
+KUSTOMIZATIONS = [Path(f"infra/k8s/overlays/{name}/kustomization.yaml") for name in ("dev", "prod")]
+MANIFEST_IMAGE = "ghcr.io/skinlesion/skinlesion"  # the image name the manifests use
+
+
+def pin_image(kustomization: Path, reference: str, name: str = MANIFEST_IMAGE) -> str:
+    """Point the manifests' ``name`` image at ``reference`` (``repository@sha256:...``)
+    through the kustomization's ``images`` block, which ends the file: kustomize then
+    renders every container of that image by digest. Returns the block written."""
+    import yaml
+
+    repository, _, digest = reference.partition("@")
+    if not digest.startswith("sha256:") or len(digest) != len("sha256:") + 64:
+        raise SkinlesionError(f"{reference!r} is not pinned by digest: give repository@sha256:…")
+    text = kustomization.read_text()
+    head, marker, _ = text.partition("\nimages:\n")
+    if not marker:
+        raise SkinlesionError(f"{kustomization} has no final `images:` block to pin")
+    entry = [{"name": name, "newName": repository, "digest": digest}]
+    block = yaml.safe_dump({"images": entry}, sort_keys=False)
+    kustomization.write_text(f"{head}\n{block}")
+    return block
+
+
+@app.command("pin-image")
+@user_errors
+def infra_pin_image(
+    reference: Annotated[str, typer.Argument(help="The pushed image: repository@sha256:…")],
+    kustomizations: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--kustomization", help="Kustomization(s) to rewrite (default: both overlays)."
+        ),
+    ] = None,
+) -> None:
+    """Pin the manifests' step image by digest (`make images` runs this after the push)."""
+    for kustomization in kustomizations or KUSTOMIZATIONS:
+        typer.echo(f"{kustomization}:\n{pin_image(kustomization, reference)}", nl=False)
