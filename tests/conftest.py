@@ -86,6 +86,25 @@ def small_params(base: dict, **train_overrides: dict) -> dict:
     return params
 
 
+def cluster_miniature(cluster: dict, checkpoint_dir: str, resnet_weights: str = "") -> dict:
+    """``cluster.overrides`` with sizes shrunk and every switch kept: one or two epochs per
+    phase at 32 px (tests/model/test_cluster_profile.py, tests/image). What is not a size:
+    the checkpoint folder (the test's own) and ResNet's weights (a local file instead of
+    Keras's hub, which is out of reach here)."""
+    import copy
+
+    overrides = copy.deepcopy(cluster["overrides"])
+    overrides["input"]["image_size"] = 32
+    train = overrides["train"]
+    train["checkpoint_dir"] = checkpoint_dir
+    train["cnn"].update(epochs=2)
+    train["efficientnet_lite"].update(
+        image_size=32, head_epochs=1, fine_tune_epochs=1, full_epochs=1
+    )
+    train["resnet152v2"].update(weights=resnet_weights, head_epochs=1, fine_tune_epochs=1)
+    return overrides
+
+
 def step_inputs(params: dict, *sections: str) -> dict[str, str]:
     """``sections`` of ``params`` as a pipeline step receives them: outputs of the real
     read-params step (JSON text each; ``params_hash`` is the whole params' hash)."""

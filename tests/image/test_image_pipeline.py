@@ -1,7 +1,10 @@
 """The whole training pipeline run inside the built step image by kfp.local's
 DockerRunner, on synthetic data, tracking to a real `mlflow server` on the host: what a
-cluster runs, minus Kubernetes. Every output artifact is checked, not the task status
-(a container that is removed before its exit code is read is reported as a success)."""
+cluster runs, minus Kubernetes, with the cluster profile in miniature (the CNN's blocks
+and Lite0's three phases on two stand-in GPUs in mixed precision, checkpoints to S3 on
+a moto server; ResNet152V2 runs in the model tier only). Every output artifact is
+checked, not the task status (a container that is removed before its exit code is read
+is reported as a success)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from kfp import local
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
-from tests.conftest import small_params
+from tests.conftest import cluster_miniature, small_params
 from tests.image.conftest import head_commit
 
 pytestmark = pytest.mark.image
@@ -35,26 +38,32 @@ def _step(run_dir: Path, name: str) -> Path:
 
 
 def test_training_pipeline_runs_in_the_image(
-    image, params, tmp_path, mlflow_server, local_conditions, monkeypatch
+    image, params, tmp_path, mlflow_server, s3_env, local_conditions, monkeypatch
 ):
+    from skinlesion.data.storage import bootstrap_buckets
+
     root = tmp_path / "pipeline_root"
     data = root / "ham10000"
     old_umask = os.umask(0)  # the image's user (uid 10001) writes into the pipeline root
     try:
         make_synthetic_dataset(data, n_images=150, seed=2)
-        small = small_params(params, cnn={"epochs": 2})
-        # two models fan in to one promotion; a second CNN is the cheaper second model
-        small["train"]["cnn_tiny"] = {**small["train"]["cnn"], "recipe": "cnn", "filters": [8]}
-        small["train"].update(
-            models=["cnn", "cnn_tiny"], ensembles={}, checkpoint_dir="/tmp/checkpoints"
-        )
+        small = small_params(params)
+        small["train"]["ensembles"] = {}  # two models fan in to one promotion
         small["tracking"]["experiment"] = "image"
         small["promote"]["registered_model"] = MODEL
-        small["cluster"].update(overrides={}, images={"cpu": image, "gpu": image})
+        overrides = cluster_miniature(small["cluster"], "/tmp/checkpoints")
+        overrides["train"]["models"] = ["cnn", "efficientnet_lite"]
+        small["cluster"].update(overrides=overrides, images={"cpu": image, "gpu": image})
+        bootstrap_buckets(["skinlesion-data"])  # the cluster's checkpoint_uri bucket
+        aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
         local.init(
             runner=local.DockerRunner(
-                network_mode="host",  # the host's mlflow server on 127.0.0.1
-                environment={"MLFLOW_TRACKING_URI": mlflow_server},
+                network_mode="host",  # the host's mlflow and S3 servers on 127.0.0.1
+                environment={
+                    "MLFLOW_TRACKING_URI": mlflow_server,
+                    "SKINLESION_STAND_IN_GPUS": "2",
+                    **aws,
+                },
             ),
             pipeline_root=str(root),
             raise_on_error=True,
@@ -91,3 +100,10 @@ def test_training_pipeline_runs_in_the_image(
     tags = client.get_run(champion.run_id).data.tags
     assert tags["image"] == image and tags["kfp.run_id"] not in ("", "none")
     assert tags["git_commit"] == head_commit()  # the commit `make image` baked in
+    for version in client.search_model_versions(f"name='{MODEL}'"):
+        run = client.get_run(version.run_id)
+        assert run.data.tags["device"] == "2 GPU"  # the stand-ins, inside the image
+        assert run.data.params["mixed_precision"] == "True"
+    lite = [v for v in client.search_model_versions(f"name='{MODEL}'")
+            if client.get_run(v.run_id).data.tags["model"] == "efficientnet_lite"]  # fmt: skip
+    assert client.get_metric_history(lite[0].run_id, "full_epoch_steps")  # phase 3 ran

@@ -10,7 +10,6 @@ cluster. ResNet152V2 reads a local weights file: Keras's hub is out of reach her
 
 from __future__ import annotations
 
-import copy
 import json
 
 import keras
@@ -21,7 +20,7 @@ from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.model.loading import load_model
-from tests.conftest import run_kfp_locally, small_params
+from tests.conftest import cluster_miniature, run_kfp_locally, small_params
 
 pytestmark = [pytest.mark.model, pytest.mark.integration]
 
@@ -33,22 +32,6 @@ PHASES = {
     "efficientnet_lite": ["head_", "top_", "full_"],
     "resnet152v2": ["head_", "fine_tune_"],
 }
-
-
-def shrunk_overrides(cluster: dict, weights_file: str, checkpoint_dir: str) -> dict:
-    """`cluster.overrides` with sizes shrunk and every switch kept: one or two epochs per
-    phase at 32 px. Two values are not sizes: the checkpoint folder (the test's own) and
-    ResNet's weights (a local file instead of Keras's hub)."""
-    overrides = copy.deepcopy(cluster["overrides"])
-    overrides["input"]["image_size"] = 32
-    train = overrides["train"]
-    train["checkpoint_dir"] = checkpoint_dir
-    train["cnn"].update(epochs=2)
-    train["efficientnet_lite"].update(
-        image_size=32, head_epochs=1, fine_tune_epochs=1, full_epochs=1
-    )
-    train["resnet152v2"].update(weights=weights_file, head_epochs=1, fine_tune_epochs=1)
-    return overrides
 
 
 @pytest.fixture
@@ -74,7 +57,7 @@ def test_the_cluster_profile_runs_every_phase_on_two_replicas_in_mixed_precision
     local = small_params(params)
     local["tracking"]["experiment"] = "cluster-miniature"
     local["promote"]["registered_model"] = REGISTERED
-    overrides = shrunk_overrides(local["cluster"], resnet_weights, str(tmp_path / "ckpt"))
+    overrides = cluster_miniature(local["cluster"], str(tmp_path / "ckpt"), resnet_weights)
     local["cluster"]["overrides"] = overrides
     run = parse_params(local).for_cluster()
     cluster_models = params["cluster"]["overrides"]["train"]["models"]
