@@ -128,7 +128,8 @@ image-gpu: engine
 	$(BUILD_IMAGE) $(LOCAL_GPU_IMAGE) "" $(GPU_LOCK)
 
 image-test: install engine
-	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image
+	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image \
+		--ignore=tests/image/test_gpu_image.py
 
 image-gpu-test: install engine
 	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_GPU_IMAGE) \
