@@ -50,7 +50,12 @@ from skinlesion.training.calibration import (
     monitoring_reference,
 )
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
-from skinlesion.training.device import DeviceError, precision_policy, select_device
+from skinlesion.training.device import (
+    DeviceError,
+    float32_copy,
+    precision_policy,
+    select_device,
+)
 from skinlesion.training.fitting import Context, balanced_class_weight
 from skinlesion.training.inputs import decode_images, labels_of
 from skinlesion.training.operating_point import set_operating_point
@@ -125,10 +130,7 @@ def train_model(
     ctx = _resume(model_name, rows, data_dir, Path(report_dir), params, on_epoch, origin)
     listing = list_folder(data_dir, params.data.workers)
     configure_tracking(params.tracking.experiment)
-    with (
-        precision_policy(ctx.device.mixed_precision),
-        _start_run(ctx.work_dir, run_name or f"train-{model_name}") as run,
-    ):
+    with _start_run(ctx.work_dir, run_name or f"train-{model_name}") as run:
         log_data_listing(listing, data_dir)
         provenance = run_provenance(params, listing.version, origin)
         _log_inputs(model_name, ctx, rows, params, {**provenance, **(tags or {})})
@@ -313,11 +315,19 @@ def _fit(
     """Fit: the recipe's phases, then the calibration and the melanoma operating point on
     validation. Returns the fitted model, the validation figures at the operating point
     (with the calibration's) and images/s."""
+    import mlflow
+
     train_cfg = params.train
     fit = recipe(train_cfg.recipe_of(model_name))
     started = time.perf_counter()
-    fitted = fit(train_cfg.model(model_name), ctx)
+    with precision_policy(ctx.device.mixed_precision) as compute_dtype:
+        fitted = fit(train_cfg.model(model_name), ctx)
     seconds = time.perf_counter() - started
+    # what the phases computed in, and the dtype of the probabilities the loss saw
+    output_dtype = str(fitted.model.output.dtype)
+    mlflow.log_params({"compute_dtype": compute_dtype, "output_dtype": output_dtype})
+    if ctx.device.mixed_precision:
+        fitted.model = float32_copy(fitted.model)
     probs = fitted.model.predict(ctx.image_batches(False), verbose=0)
     probs, tuned = calibrate(
         fitted.model,

@@ -106,17 +106,14 @@ def test_the_cluster_profile_runs_every_phase_on_two_replicas_in_mixed_precision
     champion = client.get_model_version_by_alias(REGISTERED, "champion")
     assert champion.version == decision["challenger_version"]
 
-    # float16 compute inside, float32 probabilities out: what serving and the losses need
-    versions = client.search_model_versions(f"name='{REGISTERED}'")
-    for version in versions:
-        name = client.get_run(version.run_id).data.tags["model"]
-        if name not in cluster_models:
-            continue  # the ensemble: its members are checked themselves
+    # trained in float16 with float32 probabilities for the loss; registered in float32,
+    # which is what the CPU nodes that evaluate and serve it compute in
+    for name, train_run in runs.items():
+        logged = train_run.data.params
+        assert (logged["compute_dtype"], logged["output_dtype"]) == ("float16", "float32"), name
+    for version in client.search_model_versions(f"name='{REGISTERED}'"):
         model = load_model(f"models:/{REGISTERED}/{version.version}")
-        policies = {layer.dtype_policy.name for layer in _leaf_layers(model)}
-        assert "mixed_float16" in policies, name
-        assert model.get_layer("probs").dtype_policy.name == "float32", name
-        assert model.output.dtype == "float32", name
+        assert {layer.dtype_policy.name for layer in _leaf_layers(model)} == {"float32"}
 
     # a finished task leaves no checkpoints behind in S3
     listing = s3_client().list_objects_v2(Bucket=bucket, Prefix="checkpoints/")
