@@ -95,13 +95,15 @@ def cluster_miniature(cluster: dict, checkpoint_dir: str, resnet_weights: str = 
 
     overrides = copy.deepcopy(cluster["overrides"])
     overrides["input"]["image_size"] = 32
+    overrides["oversample"] = {"min_per_class": 10}  # few images: about 70 to train on
     train = overrides["train"]
     train["checkpoint_dir"] = checkpoint_dir
-    train["cnn"].update(epochs=2)
+    batch = {"batch_size": 8}  # per replica: several steps an epoch on so few images
+    train["cnn"].update(epochs=2, **batch)
     train["efficientnet_lite"].update(
-        image_size=32, head_epochs=1, fine_tune_epochs=1, full_epochs=1
+        image_size=32, head_epochs=1, fine_tune_epochs=1, full_epochs=1, **batch
     )
-    train["resnet152v2"].update(weights=resnet_weights, head_epochs=1, fine_tune_epochs=1)
+    train["resnet152v2"].update(weights=resnet_weights, head_epochs=1, fine_tune_epochs=1, **batch)
     return overrides
 
 

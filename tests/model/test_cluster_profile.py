@@ -66,7 +66,7 @@ def test_the_cluster_profile_runs_every_phase_on_two_replicas_in_mixed_precision
     bucket, _ = overrides["train"]["checkpoint_uri"].removeprefix("s3://").split("/", 1)
     bootstrap_buckets([bucket])
     data = tmp_path / "ham10000"
-    make_synthetic_dataset(data, n_images=150, seed=5)
+    make_synthetic_dataset(data, n_images=100, seed=5)
     data_uri = publish(data, local["cluster"]["data_uri"], parse_params(local).validate_, 4)
     monkeypatch.setenv("SKINLESION_STAND_IN_GPUS", str(REPLICAS))
     run_kfp_locally(tmp_path, mlflow_server, monkeypatch)
