@@ -27,7 +27,7 @@ ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null
 PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
 
-.PHONY: install repro test test-fast lint lock data track-data clean engine image image-gpu image-test \
+.PHONY: install repro test test-extended test-fast lint lock data track-data clean engine image image-gpu image-test \
 	image-gpu-test images pipeline postgres
 
 install: $(VENV)/.installed
@@ -102,7 +102,12 @@ postgres:
 # Every core (pytest-xdist; a worker steals queued tests from a busy one, so the long
 # model tests spread out); the 25 slowest tests are listed to keep them in sight.
 test: lint postgres
-	pytest -n auto --dist worksteal --durations=25
+	pytest -n auto --dist worksteal --durations=25 -m "not extended"
+
+# Opt-in: long runs whose parts `make test` covers elsewhere (the tuning pipeline composed
+# under kfp.local, ResNet's fine-tuning fallback); CI runs them after `make test`.
+test-extended: install postgres
+	pytest -n auto --dist worksteal --durations=5 -m extended
 
 # While you work: the code tier without servers, training or TensorFlow subprocesses
 # (under 2 minutes); `make test` before you push.

@@ -17,6 +17,7 @@ from tests.conftest import run_kfp_locally, small_params
 pytestmark = pytest.mark.model
 
 
+@pytest.mark.extended  # the training pipeline runs in the suite: test_cluster_profile.py
 def test_tuning_then_training_pipelines_run_locally(
     tmp_path, params, mlflow_server, monkeypatch, local_conditions
 ):

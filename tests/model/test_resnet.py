@@ -66,6 +66,7 @@ def _train_resnet(workspace: Path, params: dict, tmp_path: Path, **settings):
 HEAD = {"head_epochs": 8, "head_lr": 0.01, "early_stopping_patience": 8}
 
 
+@pytest.mark.extended  # ResNet's training path runs in the suite: test_cluster_profile.py
 def test_the_head_learns_and_fine_tuning_that_does_not_help_falls_back_to_it(
     train_workspace, params, weights_file, tmp_path, caplog
 ):
