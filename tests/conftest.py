@@ -494,3 +494,12 @@ def pytest_configure(config: pytest.Config) -> None:
         ("GX_ANALYTICS_ENABLED", "false"),
     ):
         os.environ.setdefault(name, value)
+
+
+# The suite's wall time is bounded by its few long single runs: started first, they run
+# while pytest-xdist spreads everything else around them, instead of trailing at the end.
+LONG_RUNS = ("tests/model/test_cluster_profile.py", "tests/model/test_dvc_flow.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_RUNS))  # stable otherwise

@@ -76,6 +76,7 @@ def _wait_for_study(database: Path, finished: int, proc: subprocess.Popen, timeo
     raise AssertionError(f"no {finished} finished trials within {timeout} s")
 
 
+@pytest.mark.extended  # a search resumed after a kill; the search itself runs in the suite
 def test_tune_cli_prunes_tracks_nested_runs_and_continues_after_a_kill(
     train_workspace, params, tmp_path
 ):
