@@ -1,5 +1,5 @@
-"""`skinlesion pipeline …`: compile and submit the Kubeflow training and tuning pipelines,
-and schedule training.
+"""`skinlesion pipeline …`: compile and submit the Kubeflow training, tuning, scoring and
+monitoring pipelines, and schedule training and monitoring.
 
 A command group of its own, registered through the ``skinlesion.commands`` entry point
 (pyproject.toml), so that the library (``skinlesion``) never imports the pipeline code:

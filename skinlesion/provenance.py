@@ -54,9 +54,11 @@ def git_commit(root: str | Path = ".") -> str:
 
 
 def params_hash(params: Params) -> str:
-    """SHA-256 of the stage parameters (the ``cluster`` section, which says how tasks are
-    scheduled rather than what they compute, is left out), key order ignored. A local run
-    of params.yaml and a pipeline run of the same values give the same hash."""
+    """SHA-256 of the stage parameters (:meth:`Params.stages`: ``cluster``, ``monitor``,
+    ``serve``, ``tracking`` and ``tune`` say where and how a model is run, tracked,
+    searched for, served or watched, not what it computes, and are left out), key order
+    ignored. A local run of params.yaml and a pipeline run of the same values give the
+    same hash."""
     canonical = json.dumps(params.stages(), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

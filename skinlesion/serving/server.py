@@ -1,7 +1,7 @@
 """`skinlesion serve`: MLflow's scoring server for the registered model, following its alias.
 
 The app is MLflow's own (``mlflow.pyfunc.scoring_server``: ``/invocations``, ``/ping``,
-``/health``, ``/version``) around the model of :mod:`skinlesion.model.servable`, with three
+``/health``, ``/version``) around the model of :mod:`skinlesion.model.servable`, with four
 additions around it:
 
 * **Following the alias.** ``models:/name@champion`` is resolved to a version at start and
