@@ -498,7 +498,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # The suite's wall time is bounded by its few long single runs: started first, they run
 # while pytest-xdist spreads everything else around them, instead of trailing at the end.
-LONG_RUNS = ("tests/model/test_cluster_profile.py", "tests/model/test_dvc_flow.py")
+LONG_RUNS = ("tests/model/test_cluster_profile.py", "tests/model/test_dvc_flow.py::test_dvc_repro")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

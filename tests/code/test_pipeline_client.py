@@ -100,6 +100,7 @@ def _schedule(fake_kfp, *extra: str):
     )
 
 
+@pytest.mark.extended  # scheduling itself stays in the suite (recurring, no catch-up)
 def test_scheduling_a_name_again_replaces_it_and_never_leaves_two(fake_kfp):
     """Running `pipeline schedule` twice (a new cron, a new pipeline) leaves exactly one
     recurring run of that name, the new one; the old one is disabled before the new one
@@ -132,6 +133,7 @@ def test_scheduling_a_name_again_replaces_it_and_never_leaves_two(fake_kfp):
     assert "0 0 4 * * 2\tenabled" in lines[1]
 
 
+@pytest.mark.extended
 def test_a_failed_replacement_keeps_the_old_schedule(fake_kfp):
     assert _schedule(fake_kfp).exit_code == 0
     [old] = fake_kfp.active()

@@ -66,19 +66,14 @@ def _repo(tmp_path: Path, params: dict, models: list[str]) -> tuple[Path, dict, 
     return repo, small, env
 
 
-def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_path, params):
-    """The whole flow once; a second `dvc repro` does nothing; one more model in
-    `train.models`, and an ensemble in `train.ensembles`, run only their own stages and
-    promotion, which reads every model's
-    reports; the search runs only when asked, and applying its result makes training
-    stale."""
+def _first_repro(tmp_path: Path, params: dict) -> tuple[Path, dict, dict]:
+    """The whole flow once, on one CNN (with a two-trial search space, off the path)."""
     repo, small, env = _repo(tmp_path, params, ["cnn"])
     small["tune"].update(trials=2, pruner="none")
     # 16, the current value, lies outside the space: whichever trial wins, applying it
     # changes train.cnn, and with it the train stage
     small["tune"]["cnn"] = {"space": {"train.cnn.dense_units": {"choices": [8, 12]}}}
     write_params(small, repo / "params.yaml")
-
     first = _run([DVC, "repro"], repo, env)
     assert "tune" not in first.stdout  # the search is off the default path
     assert "resnet152v2" not in first.stdout and "cnn_small" not in first.stdout
@@ -91,13 +86,26 @@ def test_dvc_repro_runs_the_flow_follows_the_models_and_searches_off_path(tmp_pa
     assert (repo / "models/cnn.keras").is_file()
     metrics = json.loads((repo / "reports/eval/cnn/metrics.json").read_text())
     assert "balanced_accuracy" in metrics
+    return repo, small, env
 
+
+def test_dvc_repro_runs_the_flow_and_then_nothing(tmp_path, params):
+    """The whole flow once; a second `dvc repro` does nothing."""
+    repo, _, env = _first_repro(tmp_path, params)
     second = _run([DVC, "repro"], repo, env)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
 
-    # one more model and an ensemble of it with the first (the suite's time budget leaves
-    # cnn_tiny out here: the kfp.local test fans more models in)
+
+@pytest.mark.extended  # the flow runs in the suite, above; ensembles in the cluster miniature
+def test_dvc_follows_the_models_and_searches_off_path(tmp_path, params):
+    """After the flow, one more model in `train.models`, and an ensemble in
+    `train.ensembles`, run only their own stages and promotion, which reads every model's
+    reports; the search runs only when asked, and applying its result makes training
+    stale."""
+    repo, small, env = _first_repro(tmp_path, params)
+    # one more model and an ensemble of it with the first (cnn_tiny stays out: a section
+    # that train.models does not list never runs)
     small["train"]["models"] = ["cnn", "cnn_small"]
     small["train"]["ensembles"] = {
         "pair": {"members": ["cnn", "cnn_small"], "combine": "geometric"}
@@ -146,6 +154,7 @@ def test_a_misspelt_key_stops_dvc_repro_before_any_work(tmp_path, params):
     assert not (repo / "reports/validation/validation.json").exists()
 
 
+@pytest.mark.extended  # the flow itself runs in the suite; DVC push/pull in test_s3_storage
 def test_tracked_raw_data_goes_to_the_remote_and_a_fresh_clone_reproduces(tmp_path, params, s3_env):
     """The raw data under DVC: `dvc add` of a copy, `dvc push` to the S3 remote (moto on
     127.0.0.1); a fresh clone restores exactly that version with `dvc pull`, and its

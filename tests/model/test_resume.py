@@ -66,6 +66,7 @@ def _local_epoch(meta: Path) -> Callable[[], int]:
     return lambda: json.loads(meta.read_text()).get("epoch", -1) if meta.is_file() else -1
 
 
+@pytest.mark.extended  # resuming after a kill stays in the suite: from S3, below
 def test_killed_training_resumes_from_checkpoint(train_workspace, params):
     root = train_workspace
     resume_params = small_params(params, cnn={"epochs": 6, "early_stopping_patience": 50})
