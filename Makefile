@@ -105,8 +105,8 @@ test: lint postgres
 	pytest -n auto --dist worksteal --durations=25 -m "not extended"
 
 # Opt-in: long runs whose parts `make test` covers elsewhere (the tuning pipeline composed
-# under kfp.local, ResNet's fine-tuning fallback, a search resumed after a kill); CI runs
-# them after `make test`.
+# under kfp.local, ResNet's fine-tuning fallback, a search resumed after a kill, four weeks
+# of scheduled retraining, the DVC flow's later rounds); CI runs them after `make test`.
 test-extended: install postgres
 	pytest -n auto --dist worksteal --durations=5 -m extended
 

@@ -72,6 +72,7 @@ def _registry() -> tuple[list[int], dict[str, str]]:
     return versions, dict(client.get_registered_model(NAME).aliases)
 
 
+@pytest.mark.extended  # a scenario of steps the suite tests one by one (CI runs it)
 def test_four_weeks_of_unattended_retraining(tmp_path, params, monkeypatch, capsys):
     data = tmp_path / "ham10000"
     make_synthetic_dataset(data, n_images=260, seed=11)
