@@ -220,6 +220,13 @@ def _resume(
     inputs = model_inputs(params.input, settings)
     keras.utils.set_random_seed(train_cfg.seed)
     device = select_device(train_cfg.mixed_precision)
+    global_batch = settings.batch_size * device.replicas
+    if device.replicas > 1 and len(rows.train) < global_batch:  # before any checkpoint work
+        raise DeviceError(
+            f"{len(rows.train)} training images cannot fill one global batch of "
+            f"{settings.batch_size} x {device.replicas} replicas: lower "
+            f"train.{model_name}.batch_size"
+        )
     work_dir = Path(train_cfg.checkpoint_dir) / model_name
     remote = remote_checkpoints(train_cfg.checkpoint_uri, model_name, origin.kfp_run_id)
     if remote and not work_dir.exists():  # a new pod: take the last epoch from S3
@@ -242,13 +249,6 @@ def _resume(
     history_csv = report / "history.csv"
     if not resuming and history_csv.exists():
         history_csv.unlink()  # a fresh run starts a fresh history; a resumed one appends
-
-    if device.replicas > 1 and len(rows.train) < settings.batch_size * device.replicas:
-        raise DeviceError(
-            f"{len(rows.train)} training images cannot fill one global batch of "
-            f"{settings.batch_size} x {device.replicas} replicas: lower "
-            f"train.{model_name}.batch_size"
-        )
     table = decode_images(data_dir, pd.concat([rows.train, rows.val]), inputs)
     y_train = labels_of(rows.train)
     return Context(
@@ -257,7 +257,7 @@ def _resume(
         y_train=y_train,
         val_idx=table.rows(rows.val["image_id"]),
         y_val=labels_of(rows.val),
-        batch_size=settings.batch_size * device.replicas,
+        batch_size=global_batch,
         inputs=inputs,
         train=train_cfg,
         work_dir=work_dir,
