@@ -32,7 +32,8 @@ PIPELINE_YAML ?= pipeline.yaml
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-dev.lock requirements-checkov.lock
+$(VENV)/.installed: pyproject.toml requirements-dev.lock requirements-checkov.lock \
+		.githooks/commit-msg
 	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing --python $(PYTHON) $(VENV)
 	# Compiled bytecode up front: where PYTHONDONTWRITEBYTECODE is set (CI) no process
@@ -44,6 +45,8 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock requirements-checkov.lo
 	# project's own cannot share (networkx<2.7): an environment of its own inside this one.
 	uv venv -q --allow-existing --python $(PYTHON) $(VENV)/checkov
 	VIRTUAL_ENV=$(VENV)/checkov uv pip install -q --require-hashes -r requirements-checkov.lock
+	# Commit messages are checked as they are written: .githooks/commit-msg.
+	if git rev-parse --git-dir >/dev/null 2>&1; then git config core.hooksPath .githooks; fi
 	touch $@
 
 # Pinned versions with their hashes: requirements-dev.lock (CI, laptops: with the tools
