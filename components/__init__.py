@@ -9,14 +9,14 @@ each task's image from ``params.yaml`` (``cluster.images``), as `make images` pu
 
 PLACEHOLDER_IMAGE = "skinlesion"
 
-# The one numbering of the project's steps, by component folder: the pipelines' display
-# names, their docstrings, each component's docstring and README, and the library modules
-# that implement a step all use it (tests/code/test_pipeline_spec.py keeps them in step).
-# Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of both pipelines; the
-# tuning pipeline runs 0-4, then its own 11 to 13, and can run 7 to 10; the batch-scoring
-# pipeline runs 0 and 14; the monitoring pipeline runs 0 and 15, then (when it retrains on
-# drift) the training pipeline's 0 to 10. Step 16 (ensembles) came later: it runs after
-# step 7 and before the ensembles' own 8.
+# The one numbering of the project's steps, by component folder, in the order a training run
+# takes them: the pipelines' display names, their docstrings, each component's docstring and
+# README, the library modules that implement a step, dvc.yaml's stage order and the docs all
+# use it (tests/code/test_pipeline_spec.py and tests/code/test_docs.py keep them in step).
+# Steps 1-4 are one sub-pipeline (pipelines/data_preparation.py) of the training and the
+# tuning pipeline. The training pipeline runs 0 to 12; the tuning pipeline runs 0-4, then
+# 13 to 15, and can run 5 to 12 on the best params; the batch-scoring pipeline runs 0 and 16;
+# the monitoring pipeline runs 0 and 17, then (when it retrains on drift) 0 to 12.
 STEPS: dict[str, tuple[int, str]] = {
     "read_params": (0, "Read params"),
     "fetch_data": (1, "Fetch data"),
@@ -26,16 +26,16 @@ STEPS: dict[str, tuple[int, str]] = {
     "check_changes": (5, "Check for changes"),
     "eda": (6, "Explore data"),
     "train": (7, "Train"),
-    "evaluate": (8, "Evaluate"),
-    "collect_reports": (8, "Collect reports of"),
-    "compare": (9, "Compare models"),
-    "promote": (10, "Promote in MLflow"),
-    "open_study": (11, "Open the study"),
-    "tune_trials": (12, "Trials, worker"),
-    "best_params": (13, "Pick the best on validation"),
-    "score": (14, "Score a batch"),
-    "monitor": (15, "Monitor served traffic"),
-    "ensemble": (16, "Build ensemble"),
+    "ensemble": (8, "Build ensemble"),
+    "evaluate": (9, "Evaluate"),
+    "collect_reports": (10, "Collect reports of"),
+    "compare": (11, "Compare models"),
+    "promote": (12, "Promote in MLflow"),
+    "open_study": (13, "Open the study"),
+    "tune_trials": (14, "Trials, worker"),
+    "best_params": (15, "Pick the best on validation"),
+    "score": (16, "Score a batch"),
+    "monitor": (17, "Monitor served traffic"),
 }
 
 

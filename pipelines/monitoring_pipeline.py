@@ -44,13 +44,13 @@ def build_monitoring_pipeline(params: Params, cluster: ClusterSettings | None = 
 
         0. Read params: `params` (JSON text) validated as a whole; the monitor gets the
            `monitor` section.
-        15. Monitor served traffic: the prediction log at `log_uri` over [`since`, `until`)
+        17. Monitor served traffic: the prediction log at `log_uri` over [`since`, `until`)
             (default: the last `monitor.window_days` days) against the reference logged
             with `monitor.model`'s training: Evidently's tests of the patient fields, the
             decisions, their confidence and the image embeddings; an HTML report, one
             metric per test, the verdict (stable, drift, insufficient); with `labels_uri`,
             the realised accuracy by week.
-        With `monitor.on_drift: retrain`, on drift: the training pipeline (steps 0 to 10)
+        With `monitor.on_drift: retrain`, on drift: the training pipeline (steps 0 to 12)
         on `data_uri` / `data_version`, with the same `params`.
         """
         reading = read_params(params=params)

@@ -37,7 +37,7 @@ def build_scoring_pipeline(params: Params, cluster: ClusterSettings | None = Non
 
         0. Read params: `params` (JSON text) validated as a whole; the scoring step gets
            the `tracking` section.
-        14. Score a batch: every image under `source` (an s3:// prefix) with `model_uri`
+        16. Score a batch: every image under `source` (an s3:// prefix) with `model_uri`
             (default: the champion, pinned to its version when the run starts), into a
             Parquet table: the answer, the prediction set and referral per image, or the
             error of an image the model refuses; images/s in the step's metrics.

@@ -60,13 +60,14 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
         6. Explore the data (EDA report), beside the training branch.
         7. Train each model of `train.models` in parallel, each on a GPU node, tracked in
            MLflow; checkpoints go to S3, so a retried task resumes.
-        16. Build each ensemble of `train.ensembles` from its trained members (no
-            retraining): its operating point and prediction sets fitted on validation.
-        8. Evaluate each model and ensemble on the lesion-disjoint test part (metrics,
+        8. Build each ensemble of `train.ensembles` from its trained members (no
+           retraining): its operating point and prediction sets fitted on validation.
+        9. Evaluate each model and ensemble on the lesion-disjoint test part (metrics,
            confusion matrix, ROC).
-        9. Compare the models on the same test lesions: paired lesion-bootstrap intervals
-           of their differences, McNemar's test, per-class recall, their average.
-        10. Promote in the MLflow registry: `challenger` for the candidate best on validation
+        10. Collect each candidate's training and test reports into one folder.
+        11. Compare the models on the same test lesions: paired lesion-bootstrap intervals
+            of their differences, McNemar's test, per-class recall, their average.
+        12. Promote in the MLflow registry: `challenger` for the candidate best on validation
             by `promote.primary_metric` (by default the fewest referrals),
             `champion` when it beats the current one on test lesions neither model saw
             (paired bootstrap interval of the difference).
@@ -140,7 +141,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
 def _evaluated(
     name: str, produced: Any, raw: Any, manifest: Any, sections: Any, cluster: Any, earlier: Any
 ) -> Any:
-    """Step 8 for one model or ensemble: its evaluation on the test part, then its two
+    """Step 9 for one model or ensemble: its evaluation on the test part, then its two
     reports added to those gathered so far (what comparison and promotion read)."""
     scored = evaluate(
         model_name=name,

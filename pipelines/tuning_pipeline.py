@@ -52,20 +52,20 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
         """Search the hyperparameters of one model on the validation part (never test),
         with trials in parallel on GPU nodes, then hand the best to training.
 
-        The steps carry the training pipeline's numbers; the search adds 11 to 13.
+        The steps carry the training pipeline's numbers; the search adds 13 to 15.
 
         0. Read params: `params` (JSON text) validated as a whole; each later step gets
            only the sections it reads.
         1-4. Prepare data as the training pipeline does: fetch (a pinned `data_version`
            is checked), validate, split by lesion, oversample the training part only.
-        11. Open the study (`study`, or `<model>-<run id>`): the current params are its
+        13. Open the study (`study`, or `<model>-<run id>`): the current params are its
             first trial, the bar to beat; one MLflow parent run holds every trial.
-        12. Run trials: `tune.parallel` GPU workers share the study until it holds
+        14. Run trials: `tune.parallel` GPU workers share the study until it holds
             `trials` complete or pruned trials; a trial behind the others is pruned per
             epoch.
-        13. Pick the best trial on validation: best_params.yaml, summary and plots, and
+        15. Pick the best trial on validation: best_params.yaml, summary and plots, and
             the run's params with the best values.
-        5-10. With `train_best`, run the training pipeline on those params (its own change
+        5-12. With `train_best`, run the training pipeline on those params (its own change
               check, evaluation on the lesion-disjoint test part, the models' comparison
               and gated promotion).
         """
@@ -109,6 +109,6 @@ def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None
         with dsl.If(train_best == True, name="train-best"):  # noqa: E712 (a KFP condition)
             training_pipeline(
                 params=chosen.outputs["params"], data_uri=data_uri, data_version=data_version
-            ).set_display_name("5-10. Train, evaluate, compare and promote with the best")
+            ).set_display_name("5-12. Train, evaluate, compare and promote with the best")
 
     return tuning_pipeline

@@ -1,4 +1,4 @@
-"""Step 13: the best trial on validation, as params for the training pipeline."""
+"""Step 15: the best trial on validation, as params for the training pipeline."""
 
 from typing import NamedTuple
 

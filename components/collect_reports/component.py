@@ -1,4 +1,4 @@
-"""Step 8 (fan-in): gather each model's training and test reports into the one folder promotion
+"""Step 10 (fan-in): gather each model's training and test reports into the one folder promotion
 reads, a model at a time, so the pipeline works for any `train.models` list.
 
 Why a chain of small steps: a compiled pipeline's inputs are fixed, and the KFP v2 fan-in

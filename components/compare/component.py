@@ -1,4 +1,4 @@
-"""Step 9: the trained models compared on the same test lesions."""
+"""Step 11: the trained models compared on the same test lesions."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Metrics, Output

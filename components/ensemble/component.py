@@ -1,4 +1,4 @@
-"""Step 16: an ensemble candidate built from trained members (no retraining), tracked in
+"""Step 8: an ensemble candidate built from trained members (no retraining), tracked in
 MLflow like a training run."""
 
 from kfp import dsl

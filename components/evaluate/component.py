@@ -1,4 +1,4 @@
-"""Step 8: evaluation of one model on the lesion-disjoint test part."""
+"""Step 9: evaluation of one model on the lesion-disjoint test part."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output

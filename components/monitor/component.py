@@ -1,4 +1,4 @@
-"""Step 15: served traffic against the champion's reference: stable, drift or insufficient."""
+"""Step 17: served traffic against the champion's reference: stable, drift or insufficient."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Metrics, Output

@@ -1,4 +1,4 @@
-"""Step 11: open the study that the trial workers share."""
+"""Step 13: open the study that the trial workers share."""
 
 from kfp import dsl
 

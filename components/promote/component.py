@@ -1,4 +1,4 @@
-"""Step 10: MLflow registry promotion (`challenger` / `champion` aliases)."""
+"""Step 12: MLflow registry promotion (`challenger` / `champion` aliases)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output

@@ -1,4 +1,4 @@
-"""Step 14: batch scoring of a folder of images by a registered model."""
+"""Step 16: batch scoring of a folder of images by a registered model."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output

@@ -1,4 +1,4 @@
-"""Step 12: one worker of the search (a GPU task); the workers share the study."""
+"""Step 14: one worker of the search (a GPU task); the workers share the study."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output

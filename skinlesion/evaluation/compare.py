@@ -1,4 +1,4 @@
-"""Step 9 of the flow: the study's question on one test set, how do the trained models differ?
+"""Step 11 of the flow: the study's question on one test set, how do the trained models differ?
 
 Every pair of models is compared on the same test images, paired: a lesion bootstrap of
 the difference in balanced accuracy, melanoma sensitivity and macro AUC (whole lesions

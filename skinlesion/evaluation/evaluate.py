@@ -1,4 +1,4 @@
-"""Step 8 of the flow: evaluation on lesion-disjoint data, with what a clinician needs to read.
+"""Step 9 of the flow: evaluation on lesion-disjoint data, with what a clinician needs to read.
 
 This module does the I/O: loads a model (a file or an MLflow URI), decodes the images of
 one split, predicts and writes the report. The figures themselves are computed in

@@ -1,4 +1,4 @@
-"""Step 10 of the flow: MLflow registry promotion with `champion` / `challenger` aliases.
+"""Step 12 of the flow: MLflow registry promotion with `champion` / `challenger` aliases.
 
 Small named helpers, each logged, run unattended every week:
 

@@ -1,4 +1,4 @@
-"""Step 16 of the flow (after training, before evaluation): an ensemble candidate built
+"""Step 8 of the flow (after training, before evaluation): an ensemble candidate built
 from trained members, without retraining them (:mod:`skinlesion.model.ensemble` says what
 it is and why).
 

@@ -32,17 +32,17 @@ STEPS = [
     "7. Train cnn",
     "7. Train efficientnet_lite",
     "7. Train resnet152v2",
-    "8. Evaluate cnn",
-    "8. Evaluate efficientnet_lite",
-    "8. Evaluate resnet152v2",
-    "8. Collect reports of cnn",
-    "8. Collect reports of efficientnet_lite",
-    "8. Collect reports of resnet152v2",
-    "16. Build ensemble ensemble",
-    "8. Evaluate ensemble",
-    "8. Collect reports of ensemble",
-    "9. Compare models",
-    "10. Promote in MLflow",
+    "9. Evaluate cnn",
+    "9. Evaluate efficientnet_lite",
+    "9. Evaluate resnet152v2",
+    "10. Collect reports of cnn",
+    "10. Collect reports of efficientnet_lite",
+    "10. Collect reports of resnet152v2",
+    "8. Build ensemble ensemble",
+    "9. Evaluate ensemble",
+    "10. Collect reports of ensemble",
+    "11. Compare models",
+    "12. Promote in MLflow",
 ]
 
 
@@ -110,7 +110,7 @@ def test_training_tasks_request_one_gpu_on_gpu_nodes(compiled, params):
         assert secrets == ["skinlesion-mlflow", "skinlesion-s3"]  # S3: the checkpoints
         assert task["cachingOptions"]["enableCache"] is True
         assert task["retryPolicy"]["maxRetryCount"] == params["cluster"]["retries"]
-    for step in ("2. Validate data", "8. Evaluate cnn"):
+    for step in ("2. Validate data", "9. Evaluate cnn"):
         container = _executor(spec, named[step])
         assert "accelerator" not in container["resources"]
         assert container["image"] == params["cluster"]["images"]["cpu"]
@@ -127,9 +127,9 @@ def test_secrets_reach_only_the_steps_that_need_them(compiled):
         )
     assert secrets["1. Fetch data"] == ["skinlesion-s3"]
     assert secrets["5. Check for changes"] == ["skinlesion-mlflow"]
-    assert secrets["10. Promote in MLflow"] == ["skinlesion-mlflow"]
-    assert secrets["9. Compare models"] == ["skinlesion-mlflow"]  # it logs the comparison
-    assert secrets["2. Validate data"] == [] and secrets["8. Evaluate cnn"] == []
+    assert secrets["12. Promote in MLflow"] == ["skinlesion-mlflow"]
+    assert secrets["11. Compare models"] == ["skinlesion-mlflow"]  # it logs the comparison
+    assert secrets["2. Validate data"] == [] and secrets["9. Evaluate cnn"] == []
     assert secrets["0. Read params"] == []
 
 
@@ -165,15 +165,15 @@ def test_external_side_effects_are_not_cached(compiled):
     named = _by_display_name(spec)
     assert named["1. Fetch data"]["cachingOptions"] == {}  # data at a URI can change
     assert named["5. Check for changes"]["cachingOptions"] == {}  # the registry can change
-    assert named["10. Promote in MLflow"]["cachingOptions"] == {}
+    assert named["12. Promote in MLflow"]["cachingOptions"] == {}
     assert named["3. Split by lesion"]["cachingOptions"]["enableCache"] is True
 
 
 def test_the_pipeline_description_numbers_the_steps(compiled):
     spec, _ = compiled
     description = spec["pipelineInfo"]["description"]
-    for number in range(1, 11):
-        assert f"\n{number}. " in description
+    listed = [int(n) for n in re.findall(r"^\s*(\d+)\. ", description, flags=re.M)]
+    assert listed == list(range(13)), description  # steps 0 to 12, each once, in order
 
 
 def test_training_runs_only_when_something_changed(compiled):
@@ -214,14 +214,14 @@ def test_one_training_branch_per_model_of_the_list(params, tmp_path, models):
     spec = next(yaml.safe_load_all(out.read_text()))
     named = _by_display_name(spec)
     for model in models:
-        assert {f"7. Train {model}", f"8. Evaluate {model}"} <= set(named)
+        assert {f"7. Train {model}", f"9. Evaluate {model}"} <= set(named)
     key = {task["taskInfo"]["name"]: name for name, task in _tasks(spec).items()}
-    chain = [f"8. Collect reports of {m}" for m in models]
+    chain = [f"10. Collect reports of {m}" for m in models]
     assert "earlier" not in named[chain[0]]["inputs"]["artifacts"]
     for earlier, later in itertools.pairwise(chain):
         source = named[later]["inputs"]["artifacts"]["earlier"]["taskOutputArtifact"]
         assert source == {"producerTask": key[earlier], "outputArtifactKey": "reports"}
-    for reader in ("9. Compare models", "10. Promote in MLflow"):  # both read every model
+    for reader in ("11. Compare models", "12. Promote in MLflow"):  # both read every model
         reports = named[reader]["inputs"]["artifacts"]["reports"]
         assert reports["taskOutputArtifact"]["producerTask"] == key[chain[-1]]
     run = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
@@ -258,11 +258,11 @@ def scoring(tmp_path_factory) -> tuple[dict, dict]:
 def test_the_scoring_pipeline_scores_a_batch_with_the_champion(scoring, params):
     spec, platform = scoring
     named = _root_tasks(spec)
-    assert sorted(named) == ["0. Read params", "14. Score a batch"]
+    assert sorted(named) == ["0. Read params", "16. Score a batch"]
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert "defaultValue" not in inputs["source"]  # which images: always given
     assert inputs["model_uri"]["defaultValue"] == params["serve"]["model"]
-    task = named["14. Score a batch"]
+    task = named["16. Score a batch"]
     assert _secrets(platform, task) == ["skinlesion-mlflow", "skinlesion-s3"]
     assert "accelerator" not in _executor(spec, task)["resources"]
     assert _executor(spec, task)["image"] == params["cluster"]["images"]["cpu"]
@@ -288,12 +288,12 @@ def monitoring(tmp_path_factory) -> tuple[dict, dict]:
 def test_the_monitoring_pipeline_reports_and_starts_no_training(monitoring, params):
     spec, platform = monitoring
     named = _root_tasks(spec)
-    assert sorted(named) == ["0. Read params", "15. Monitor served traffic"]
+    assert sorted(named) == ["0. Read params", "17. Monitor served traffic"]
     assert not [c for c in spec["components"] if c.startswith("comp-train")]
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     cluster_log = params["cluster"]["overrides"]["monitor"]["log_uri"]
     assert inputs["log_uri"]["defaultValue"] == cluster_log  # the serving Deployment's log
-    task = named["15. Monitor served traffic"]
+    task = named["17. Monitor served traffic"]
     assert _secrets(platform, task) == ["skinlesion-mlflow", "skinlesion-s3"]
     assert task["cachingOptions"] == {}  # a new window each run: never from cache
 
@@ -321,7 +321,7 @@ def test_a_retraining_monitor_trains_only_on_drift(params, tmp_path):
 def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
     spec, platform = tuning
     named = _root_tasks(spec)
-    workers = [name for name in named if name.startswith("12. Trials, worker")]
+    workers = [name for name in named if name.startswith("14. Trials, worker")]
     assert len(workers) == params["tune"]["parallel"]
     for name in workers:
         task = named[name]
@@ -335,7 +335,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
         study = task["inputs"]["parameters"]["study"]["taskOutputParameter"]
         assert study["producerTask"] == "open-study"  # one study, named once
         assert task["cachingOptions"] == {}  # the study's state lives outside KFP
-    pick = named["13. Pick the best on validation"]
+    pick = named["15. Pick the best on validation"]
     root = spec["root"]["dag"]["tasks"]
     worker_keys = {k for k, t in root.items() if t["taskInfo"]["name"] in workers}
     assert len(worker_keys) == len(workers)
@@ -346,7 +346,7 @@ def test_tuning_workers_each_request_a_gpu_and_share_one_study(tuning, params):
 def test_tuning_hands_the_best_params_to_the_training_pipeline(tuning, params):
     spec, _ = tuning
     description = spec["pipelineInfo"]["description"]
-    for number in ("0", "1-4", "11", "12", "13", "5-10"):
+    for number in ("0", "1-4", "13", "14", "15", "5-12"):
         assert f"\n{number}. " in description
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["trials"]["defaultValue"] == params["tune"]["trials"]
@@ -368,6 +368,10 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning, scoring, monitoring
     and the library modules that implement a step give a step the number of STEPS."""
     from components import STEPS
 
+    numbers = [number for number, _ in STEPS.values()]
+    assert numbers == list(range(len(STEPS))), "one number per step, in the order runs take"
+    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert [STEPS[stage][0] for stage in stages] == sorted(STEPS[stage][0] for stage in stages)
     for folder, (number, _) in STEPS.items():
         source = (ROOT / "components" / folder / "component.py").read_text()
         assert source.startswith(f'"""Step {number}'), folder
@@ -379,10 +383,10 @@ def test_one_numbering_of_steps_everywhere(compiled, tuning, scoring, monitoring
         assert listed, description
         for name in _root_tasks(spec):
             number, _, title = name.partition(". ")
-            if "-" not in number:  # the nested training pipeline: 5-10
+            if "-" not in number:  # the nested training pipeline: 5-12
                 assert any(t[0] == int(number) and title.startswith(t[1]) for t in STEPS.values())
-        for number in listed:
-            assert int(number) in {n for n, _ in STEPS.values()}
+        assert [int(n) for n in listed] == sorted(int(n) for n in listed), description
+        assert set(map(int, listed)) <= set(numbers)
     library = {
         "skinlesion/data/validation.py": "validate",
         "skinlesion/data/split.py": "split",

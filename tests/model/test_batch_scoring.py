@@ -111,7 +111,7 @@ def test_parts_of_another_model_are_not_mixed_in(registered, folder, tmp_path):
 
 
 def test_score_component_writes_the_table_and_its_metrics(registered, folder, tmp_path, params):
-    """The KFP component (step 14) over the same folder: the Parquet artifact with the
+    """The KFP component (step 16) over the same folder: the Parquet artifact with the
     versions in its metadata, and the counts in its metrics."""
     import json
 

@@ -67,7 +67,7 @@ def test_tuning_then_training_pipelines_run_locally(
     assert {"train", "train-2", "evaluate", "evaluate-2"} <= steps
     [decision_file] = run_dir.rglob("promote/decision")
     decision = json.loads(decision_file.read_text())
-    # gathered by the chain: both models, then the ensemble built from them (step 16)
+    # gathered by the chain: both models, then the ensemble built from them (step 8)
     assert set(decision["candidates"]) == {"cnn", "efficientnet_lite", "ensemble"}
     [compared] = run_dir.rglob("compare/comparison/comparison.json")
     pairs = json.loads(compared.read_text())["pairs"]

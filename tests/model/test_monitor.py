@@ -177,7 +177,7 @@ def test_realised_accuracy_joins_the_log_with_the_labelled_data(tracked, synth_d
 
 
 def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path):
-    """The KFP component (step 15): Evidently's HTML as its report, a metric per test."""
+    """The KFP component (step 17): Evidently's HTML as its report, a metric per test."""
     from kfp.dsl import HTML, Metrics
 
     from components.monitor.component import monitor
@@ -201,7 +201,7 @@ def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path)
 
 def test_the_monitoring_pipeline_runs_locally(tracked, synth_dir, tmp_path, monkeypatch):
     """`kfp.local` runs the monitoring pipeline (report only) as the cluster would: read
-    params, then step 15 in a subprocess, its HTML report an artifact of the run."""
+    params, then step 17 in a subprocess, its HTML report an artifact of the run."""
     from pipelines.monitoring_pipeline import build_monitoring_pipeline
     from skinlesion.config.parse import parse_params
 
