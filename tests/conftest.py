@@ -180,7 +180,7 @@ def _with_reliability(model, core, images, labels, settings, validation):
         (features, labels),
         (features, probs, labels),
         settings,
-        InputContract(validation.min_width, validation.min_height),
+        InputContract.of(validation),
         layer,
     )
     return attach(model, reliability)

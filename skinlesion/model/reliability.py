@@ -24,6 +24,7 @@ decision at the melanoma operating point (the ``prediction``) is not changed by 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -236,6 +237,8 @@ def attach(model: Any, reliability: Reliability) -> Any:
         "min_width": reliability.contract.min_width,
         "min_height": reliability.contract.min_height,
         "modes": list(reliability.contract.modes),
+        "age_min": reliability.contract.age_min,
+        "age_max": reliability.contract.age_max,
         "invalid_input": reliability.invalid_input,
         "feature_layer": reliability.feature_layer,
         "n_calibration": len(reliability.cal_scores),
@@ -274,7 +277,11 @@ def reliability_of(model: Any) -> Reliability | None:
                 ood_threshold=float(s["ood_threshold"]),
                 refer_melanoma=bool(s["refer_melanoma"]),
                 contract=InputContract(
-                    int(s["min_width"]), int(s["min_height"]), tuple(s["modes"])
+                    int(s["min_width"]),
+                    int(s["min_height"]),
+                    tuple(s["modes"]),
+                    age_min=float(s.get("age_min", 0.0)),
+                    age_max=float(s.get("age_max", math.inf)),
                 ),
                 invalid_input=s["invalid_input"],
                 feature_layer=str(s["feature_layer"]),

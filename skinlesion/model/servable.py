@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from skinlesion.data.contract import InputContract
 from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import KNOWN_SEXES, KNOWN_SITES
 from skinlesion.model.reliability import Assessment, Reliability
@@ -39,7 +39,6 @@ KERAS_ARTIFACT = "keras_model"
 EMBEDDING_PARAM = "embedding"
 EMBEDDING_COLUMN = "embedding"
 KERAS_FILE = "model.keras"
-MAX_AGE = 120.0
 BATCH_SIZE = 32
 
 
@@ -102,9 +101,11 @@ def parse_request(
         patient[column] = values
     raw_ages = list(frame.get("age", [None] * len(frame)))
     ages = pd.to_numeric(pd.Series(raw_ages), errors="coerce")
+    contract = reliability.contract if reliability is not None else InputContract(1, 1)
     for row, (age, raw) in enumerate(zip(ages, raw_ages, strict=True)):
-        if _text(raw) is not None and (math.isnan(age) or not 0 <= age <= MAX_AGE):
-            raise RequestError(f"row {row}: age {raw!r} is not a number of years in 0..120")
+        why = contract.age_violation(age) if _text(raw) is not None else None
+        if why is not None:
+            raise RequestError(f"row {row}: {why} (got {raw!r})")
     patient["age"] = ages.to_numpy()
     return images, patient, violations
 

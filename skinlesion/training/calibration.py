@@ -97,7 +97,7 @@ def fit_reliability(
         (ref_features, ref_labels),
         (val_features, val_probs, ctx.y_val),
         settings,
-        InputContract(validation.min_width, validation.min_height),
+        InputContract.of(validation),
         layer,
         adjustments,
     )

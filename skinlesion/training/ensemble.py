@@ -126,7 +126,7 @@ def build_ensemble_candidate(
             (ref_features, labels_of(reference)),
             (val_features, val_probs, y_val),
             train_cfg.reliability,
-            InputContract(params.validate_.min_width, params.validate_.min_height),
+            InputContract.of(params.validate_),
             MEMBER_FEATURES,
             {"decision_offsets": offsets.tolist()},
         )

@@ -50,8 +50,8 @@ def test_a_row_with_every_field_and_one_with_none_are_read():
         ({"image": None}, "must be a base64-encoded JPEG or PNG"),
         ({"image": "IMG", "sex": "robot"}, "sex 'robot' is not one of: male, female"),
         ({"image": "IMG", "localization": "elbow pit"}, "localization 'elbow pit'"),
-        ({"image": "IMG", "age": 130}, "age 130 is not a number of years in 0..120"),
-        ({"image": "IMG", "age": "old"}, "age 'old'"),
+        ({"image": "IMG", "age": -3}, "row 0: age is not a number of years in 0..inf.*got -3"),
+        ({"image": "IMG", "age": "old"}, "not a number of years.*got 'old'"),
         ({"age": 40}, "no 'image' column"),
     ],
 )
@@ -59,6 +59,23 @@ def test_bad_rows_are_refused_with_the_row_and_the_field(row, message):
     row = {k: (_jpeg() if v == "IMG" else v) for k, v in row.items()}
     with pytest.raises(RequestError, match=message):
         parse_request(pd.DataFrame([row]))
+
+
+def test_the_age_range_is_the_one_validation_let_through(settings):
+    """The range travels in the model's input contract, from ``validate``: one source."""
+    from types import SimpleNamespace
+
+    from skinlesion.data.contract import InputContract
+
+    bounds = settings.validate_
+    model = SimpleNamespace(contract=InputContract.of(bounds), screen=lambda raw: [])
+    oldest = {"image": _jpeg(), "age": bounds.age_max}
+    _, patient, _ = parse_request(pd.DataFrame([oldest]), model)
+    assert patient["age"].iloc[0] == bounds.age_max
+    too_old = {"image": _jpeg(), "age": bounds.age_max + 1}
+    expected = f"in {bounds.age_min:g}..{bounds.age_max:g}, the range the model was trained on"
+    with pytest.raises(RequestError, match=expected):
+        parse_request(pd.DataFrame([too_old]), model)
 
 
 def test_the_answer_is_the_top_class_and_every_probability():

@@ -67,7 +67,7 @@ def built(trained_cnn, params, tmp_path_factory):
     return workspace, result, parse_params(small)
 
 
-def test_the_ensemble_is_one_model_with_its_own_operating_point_and_sets(built):
+def test_the_ensemble_is_one_model_with_its_own_operating_point_and_sets(built, settings):
     workspace, _, _ = built
     report = json.loads((workspace / "reports/pair/metrics.json").read_text())
     assert report["members"] == ["cnn", "cnn_small"] and report["epochs_run"] == 0
@@ -83,6 +83,9 @@ def test_the_ensemble_is_one_model_with_its_own_operating_point_and_sets(built):
     assert is_ensemble(model) and members_of(model) == ["cnn", "cnn_small"]
     reliability = reliability_of(model)
     assert reliability is not None and len(reliability.decision_offsets) == len(CLASSES)
+    for saved in (scaled, reliability):  # validation's age range travels with each model
+        bounds = (saved.contract.age_min, saved.contract.age_max)
+        assert bounds == (settings.validate_.age_min, settings.validate_.age_max)
 
 
 def test_its_probabilities_are_the_geometric_mean_of_the_calibrated_members(built):
