@@ -106,14 +106,14 @@ def test_the_prediction_log_writes_parquet_under_an_s3_prefix(s3_env):
     from skinlesion.serving.prediction_log import PredictionLog, sink_for
 
     client = s3_client()
-    client.create_bucket(Bucket="logs")
-    log = PredictionLog(sink_for("s3://logs/prediction-log"), rotate_records=3)
+    client.create_bucket(Bucket="sink-logs")
+    log = PredictionLog(sink_for("s3://sink-logs/prediction-log"), rotate_records=3)
     log.put([{"request_id": f"r{i}", "prediction": "nv"} for i in range(5)])
     log.close()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="logs")["Contents"]]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="sink-logs")["Contents"]]
     assert len(keys) == 2 and all(k.startswith("prediction-log/date=") for k in keys)
     tables = [
-        pd.read_parquet(io.BytesIO(client.get_object(Bucket="logs", Key=k)["Body"].read()))
+        pd.read_parquet(io.BytesIO(client.get_object(Bucket="sink-logs", Key=k)["Body"].read()))
         for k in keys
     ]
     assert sorted(pd.concat(tables)["request_id"]) == [f"r{i}" for i in range(5)]
