@@ -48,7 +48,7 @@ def member_layer(name: str) -> str:
 @functools.cache
 def _layer_class() -> type:
     """The Keras layer class, defined and registered on first use (see
-    :func:`skinlesion.model.preprocessing.register`)."""
+    :func:`skinlesion.model.layers.register_layers`)."""
     import keras
     from keras import ops
 

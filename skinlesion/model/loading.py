@@ -61,10 +61,11 @@ def _read_model(ref: str, local: str) -> Any:
     import keras
 
     from skinlesion.model.ensemble import is_ensemble
-    from skinlesion.model.preprocessing import preprocessing_of, register, with_preprocessing
+    from skinlesion.model.layers import register_layers
+    from skinlesion.model.preprocessing import preprocessing_of, with_preprocessing
     from skinlesion.model.servable import keras_file_of
 
-    register()
+    register_layers()
     try:
         if Path(local).is_dir():
             keras_file = keras_file_of(local)

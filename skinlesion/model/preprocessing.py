@@ -87,15 +87,9 @@ def _layer_class() -> type:
 
 
 def register() -> None:
-    """Make saved models that hold :class:`PrepareImages`, the reliability layer
-    (skinlesion.model.reliability) and an ensemble's (skinlesion.model.ensemble) loadable
-    (call before loading)."""
-    from skinlesion.model.ensemble import register as register_ensemble
-    from skinlesion.model.reliability import register as register_reliability
-
+    """Make saved models that hold :class:`PrepareImages` loadable; loaders call
+    :func:`skinlesion.model.layers.register_layers`, which registers every custom layer."""
     _layer_class()
-    register_reliability()
-    register_ensemble()
 
 
 def with_preprocessing(core: Any, size: int, center_crop: bool, name: str = "skinlesion") -> Any:

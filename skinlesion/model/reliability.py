@@ -180,7 +180,7 @@ class Reliability:
 @functools.cache
 def _layer_class() -> type:
     """The Keras layer class, defined and registered on first use (see
-    :func:`skinlesion.model.preprocessing.register`)."""
+    :func:`skinlesion.model.layers.register_layers`)."""
     import keras
 
     @keras.saving.register_keras_serializable(package="skinlesion", name="Reliability")

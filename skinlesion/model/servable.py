@@ -130,9 +130,9 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
         import keras
 
         from skinlesion.model.inference import Scorer
-        from skinlesion.model.preprocessing import register
+        from skinlesion.model.layers import register_layers
 
-        register()
+        register_layers()
         self.scorer = Scorer(keras.models.load_model(context.artifacts[KERAS_ARTIFACT]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
