@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.config.files import load_params
+from skinlesion.config.parse import for_cluster, parse_params
 
 
 def recipes(params_path: Path, size: int, full_epochs: int) -> dict[str, dict[str, Any]]:
@@ -39,7 +40,7 @@ def recipes(params_path: Path, size: int, full_epochs: int) -> dict[str, dict[st
     params = load_params(params_path)
     local = params.raw()
     local["train"]["efficientnet_lite"]["image_size"] = size
-    cluster_lite = params.for_cluster().raw()["train"]["efficientnet_lite"]
+    cluster_lite = for_cluster(params).raw()["train"]["efficientnet_lite"]
     cluster_lite.update(image_size=size, cache_features=False, full_epochs=full_epochs)
     clustered = json.loads(json.dumps(local))
     clustered["train"]["efficientnet_lite"] = cluster_lite
@@ -96,6 +97,7 @@ def run_recipe(
     section = params["train"]["efficientnet_lite"]
     params["train"].update(checkpoint_dir=str(scratch / "ckpt"), models=["efficientnet_lite"])
     params["train"]["ensembles"] = {}
+    typed = parse_params(params)
     entry: dict[str, Any] = {"settings": section, "epochs": []}
     report["recipes"][name] = entry
     log = EpochLog(planned_phases(section), write)
@@ -107,7 +109,7 @@ def run_recipe(
         params["data"]["raw_dir"],
         scratch / "model.keras",
         scratch / "report",
-        params,
+        typed,
         on_epoch=log,
         log_model=False,
     )
@@ -118,7 +120,7 @@ def run_recipe(
         "epochs_run": result.epochs_run,
     }
     metrics = evaluate_model(
-        scratch / "model.keras", params["data"]["raw_dir"], params, manifest=manifest
+        scratch / "model.keras", params["data"]["raw_dir"], typed, manifest=manifest
     ).metrics
     entry["test"] = {
         "balanced_accuracy": round(metrics["balanced_accuracy"], 4),

@@ -29,6 +29,7 @@ import yaml
 
 
 def run_one(params: dict, settings: dict, seed: int, manifest: Path, scratch: Path) -> dict:
+    from skinlesion.config.parse import parse_params
     from skinlesion.training.lifecycle import train_model
 
     trial = copy.deepcopy(params)
@@ -41,7 +42,7 @@ def run_one(params: dict, settings: dict, seed: int, manifest: Path, scratch: Pa
         trial["data"]["raw_dir"],
         scratch / "model.keras",
         scratch / "report",
-        trial,
+        parse_params(trial),
         log_model=False,
     )
     return {

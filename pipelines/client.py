@@ -17,8 +17,8 @@ from pipelines import monitoring_pipeline, scoring_pipeline, training_pipeline, 
 from pipelines.schedules import Schedule, list_schedules, upsert
 from pipelines.tasks import compile_with_images
 from skinlesion.config.files import set_dotted, to_pipeline
-from skinlesion.config.parse import parse_params
-from skinlesion.config.schema import Params
+from skinlesion.config.params import Params
+from skinlesion.config.parse import for_cluster, parse_params
 from skinlesion.errors import SkinlesionError
 
 
@@ -93,7 +93,7 @@ def pipeline_arguments(
     """Arguments for a run: only the parameters that ``assignments`` change, validated
     like params.yaml (a misspelt key or a bad value is refused before any request)."""
     arguments: dict[str, Any] = {}
-    run_params = params.for_cluster().raw()
+    run_params = for_cluster(params).raw()
     changed = False
     for assignment in assignments:
         key = assignment.split("=", 1)[0].strip()

@@ -19,7 +19,8 @@ from pipelines.tasks import secrets, step
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.files import to_pipeline
 from skinlesion.config.operations import ClusterSettings
-from skinlesion.config.schema import Params
+from skinlesion.config.params import Params
+from skinlesion.config.parse import for_cluster
 
 PIPELINE_NAME = "skinlesion-monitoring"
 
@@ -27,7 +28,7 @@ PIPELINE_NAME = "skinlesion-monitoring"
 def build_monitoring_pipeline(params: Params, cluster: ClusterSettings | None = None) -> Any:
     """The pipeline function; defaults from ``params`` (after the cluster overrides)."""
     cluster = cluster or params.cluster
-    run = params.for_cluster()
+    run = for_cluster(params)
     training = build_pipeline(params, cluster) if run.monitor.on_drift == "retrain" else None
 
     @dsl.pipeline(name=PIPELINE_NAME)

@@ -15,7 +15,8 @@ from components.score.component import score
 from pipelines.tasks import secrets, step
 from skinlesion.config.files import to_pipeline
 from skinlesion.config.operations import ClusterSettings
-from skinlesion.config.schema import Params
+from skinlesion.config.params import Params
+from skinlesion.config.parse import for_cluster
 
 PIPELINE_NAME = "skinlesion-batch-scoring"
 CHUNK = 256
@@ -24,7 +25,7 @@ CHUNK = 256
 def build_scoring_pipeline(params: Params, cluster: ClusterSettings | None = None) -> Any:
     """The pipeline function; defaults from ``params`` (after the cluster overrides)."""
     cluster = cluster or params.cluster
-    run = params.for_cluster()
+    run = for_cluster(params)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def scoring_pipeline(

@@ -9,7 +9,7 @@ from typing import Any
 from kfp import compiler, dsl, kubernetes
 
 from skinlesion.config.operations import ClusterSettings, Resources
-from skinlesion.config.schema import Params
+from skinlesion.config.params import Params
 
 
 def resources(task: dsl.PipelineTask, spec: Resources) -> None:

@@ -25,7 +25,8 @@ from pipelines.data_preparation import build_data_preparation, prepare
 from pipelines.tasks import on_gpu_nodes, secrets, step
 from skinlesion.config.files import to_pipeline
 from skinlesion.config.operations import ClusterSettings
-from skinlesion.config.schema import Params
+from skinlesion.config.params import Params
+from skinlesion.config.parse import for_cluster
 
 PIPELINE_NAME = "skinlesion-training"
 
@@ -34,7 +35,7 @@ def build_pipeline(params: Params, cluster: ClusterSettings | None = None) -> An
     """The pipeline function, with its parameter defaults taken from ``params``: one
     training branch per model of ``train.models`` (after the cluster overrides)."""
     cluster = cluster or params.cluster
-    run = params.for_cluster()
+    run = for_cluster(params)
     models = list(run.train.models)
     ensembles = list(run.train.ensembles)
     prepare_data = build_data_preparation(cluster)

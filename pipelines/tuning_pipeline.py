@@ -23,7 +23,9 @@ from pipelines.tasks import on_gpu_nodes, secrets, step
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.files import to_pipeline
 from skinlesion.config.operations import ClusterSettings
-from skinlesion.config.schema import Params, ParamsError
+from skinlesion.config.params import Params
+from skinlesion.config.parse import for_cluster
+from skinlesion.config.schema import ParamsError
 
 PIPELINE_NAME = "skinlesion-tuning"
 
@@ -31,7 +33,7 @@ PIPELINE_NAME = "skinlesion-tuning"
 def build_tuning_pipeline(params: Params, cluster: ClusterSettings | None = None) -> Any:
     """The pipeline function; defaults from ``params`` (after the cluster overrides)."""
     cluster = cluster or params.cluster
-    run = params.for_cluster()
+    run = for_cluster(params)
     tunable = [m for m in run.tune.__pydantic_extra__ or {} if m in run.train.models]
     if not tunable:
         raise ParamsError("the tuning pipeline needs a tune.<model>.space of a train.models model")

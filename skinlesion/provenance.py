@@ -8,14 +8,14 @@ the step image, so the same inputs give the same figures in both places.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from skinlesion.config.schema import Params
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 GIT_COMMIT_ENV = "SKINLESION_GIT_COMMIT"  # baked into the step image at build time
 UNKNOWN = "unknown"
@@ -53,16 +53,6 @@ def git_commit(root: str | Path = ".") -> str:
         return UNKNOWN
 
 
-def params_hash(params: Params) -> str:
-    """SHA-256 of the stage parameters (:meth:`Params.stages`: ``cluster``, ``monitor``,
-    ``serve``, ``tracking`` and ``tune`` say where and how a model is run, tracked,
-    searched for, served or watched, not what it computes, and are left out), key order
-    ignored. A local run of params.yaml and a pipeline run of the same values give the
-    same hash."""
-    canonical = json.dumps(params.stages(), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def run_provenance(
     params: Params, data_version: str, origin: RunOrigin | None = None
 ) -> dict[str, str]:
@@ -71,7 +61,7 @@ def run_provenance(
     origin = origin or RunOrigin()
     return {
         "git_commit": git_commit(),
-        "params.hash": origin.params_hash or params_hash(params),
+        "params.hash": origin.params_hash or params.hash(),
         "data.version": data_version,
         "image": origin.image or "none",
         "kfp.run_id": origin.kfp_run_id or "none",

@@ -222,7 +222,7 @@ def train_argmax(
     cwd = Path.cwd()
     os.chdir(workspace)
     try:
-        return train_model(model, "train.csv", "data", out, report, small)
+        return train_model(model, "train.csv", "data", out, report, parse_params(small))
     finally:
         os.chdir(cwd)
 
@@ -253,7 +253,12 @@ def trained_cnn(train_workspace: Path, params: dict):
     os.chdir(train_workspace)
     try:
         result = train_model(
-            "cnn", "train.csv", "data", "models/cnn.keras", "reports/cnn", small_params(params)
+            "cnn",
+            "train.csv",
+            "data",
+            "models/cnn.keras",
+            "reports/cnn",
+            parse_params(small_params(params)),
         )
     finally:
         os.chdir(cwd)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from skinlesion.config.schema import Params
 from skinlesion.errors import SkinlesionError
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 ParamsOpt = Annotated[
     Path | None,

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
+from skinlesion.config.params import Params
 from skinlesion.config.parse import parse_params, parse_sections
-from skinlesion.config.schema import Params, ParamsError, deep_merge
+from skinlesion.config.schema import ParamsError, deep_merge
 
 PARAMS_ENV = "SKINLESION_PARAMS"
 # What a pipeline's first step hands the others: the sections some step reads, and the
@@ -111,11 +112,9 @@ def pipeline_sections(text: str) -> dict[str, str]:
     whole (every problem at once, before any work), then each section as JSON text of its
     own, and ``params_hash``, the hash of the whole (provenance needs it; no step but
     this one sees every section)."""
-    from skinlesion.provenance import params_hash
-
     params = read_pipeline_params(text)
     sections = {name: json.dumps(value, sort_keys=True) for name, value in params.raw().items()}
-    return {**sections, "params_hash": params_hash(params)}
+    return {**sections, "params_hash": params.hash()}
 
 
 def from_pipeline(**sections: str) -> Params:

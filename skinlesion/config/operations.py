@@ -1,7 +1,7 @@
 """The sections of params.yaml that say how models are served, watched, searched for and
 run on the cluster, not what they are: ``serve``, ``monitor``, ``tune``, ``infra`` and
 ``cluster``. None of them is hashed into a model's provenance
-(:meth:`skinlesion.config.schema.Params.stages`), and no DVC stage reads them."""
+(:meth:`skinlesion.config.params.Params.stages`), and no DVC stage reads them."""
 
 from __future__ import annotations
 
@@ -153,7 +153,8 @@ class PvcMount(Section):
 
 class ClusterSettings(Section):
     """``cluster``: how Kubeflow runs the steps. ``overrides`` is merged over the stage
-    sections for a cluster run and validated as a whole (see :meth:`Params.for_cluster`)."""
+    sections for a cluster run and validated as a whole
+    (:func:`skinlesion.config.parse.for_cluster`)."""
 
     overrides: dict[str, Any]
     data_uri: str

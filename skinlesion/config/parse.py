@@ -1,4 +1,4 @@
-"""Validating a params.yaml mapping into :class:`~skinlesion.config.schema.Params`, and
+"""Validating a params.yaml mapping into :class:`~skinlesion.config.params.Params`, and
 the messages that say what is wrong.
 
 Why apart from the schema: the schema says what a key may hold; this module turns pydantic's
@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from skinlesion.config.params import Params
 from skinlesion.config.schema import (
     RECIPE_SETTINGS,
-    Params,
     ParamsError,
     RecipeSettings,
     TrainSettings,
+    deep_merge,
 )
 
 
@@ -85,6 +86,11 @@ def revalidate(params: Params, raw: Mapping[str, Any], origin: str) -> Params:
     """``raw`` (``params`` changed) validated the way ``params`` was: whole, or as the
     sections a pipeline step holds."""
     return parse_params(raw, origin) if params.complete else parse_sections(raw, origin)
+
+
+def for_cluster(params: Params) -> Params:
+    """The parameters of a Kubeflow run: ``cluster.overrides`` merged over ``params``."""
+    return parse_params(deep_merge(params.raw(), params.cluster.overrides), "cluster.overrides")
 
 
 def as_params(params: Params | Mapping[str, Any]) -> Params:

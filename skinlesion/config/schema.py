@@ -1,4 +1,7 @@
-"""The typed model of ``params.yaml``: every stage, component and pipeline reads this.
+"""The typed sections of ``params.yaml`` that decide a model: data, split, training,
+evaluation and promotion. The sections that say where and how the flow runs, is served,
+watched or searched are in :mod:`skinlesion.config.operations`; the whole file, both kinds
+together, is :class:`skinlesion.config.params.Params`.
 
 Why a model and not raw dicts: a misspelt key (``train.cnn.epoch``), a wrong type or an
 out-of-range value must stop a run *before* any work, with the key's path and what it
@@ -10,7 +13,9 @@ Model sections under ``train`` are recipes (``skinlesion.training.recipes``): ``
 trained with the recipe of that name, or with ``recipe: <other>`` for a variant (a second
 CNN under another name). ``train.models`` decides which sections run.
 
-Validation with every problem listed by path is in :mod:`skinlesion.config.parse`.
+Why two modules: a DVC stage depends on the code its command imports, and a training run
+reads none of the operations sections; editing how models are served must not retrain
+them. Validation with every problem listed by path is in :mod:`skinlesion.config.parse`.
 """
 
 from __future__ import annotations
@@ -21,13 +26,6 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from skinlesion.config.base import Count, Fraction, ParamsError, Positive, Section
-from skinlesion.config.operations import (
-    ClusterSettings,
-    InfraSettings,
-    MonitorSettings,
-    ServeSettings,
-    TuneSettings,
-)
 
 LrSchedule = Literal["cosine", "plateau", "constant"]
 Monitor = Literal["val_balanced_accuracy", "val_accuracy", "val_mel_recall", "val_macro_auc"]
@@ -288,62 +286,6 @@ class PromotionSettings(Section):
         if abs(self.mel_specificity * 20 - round(self.mel_specificity * 20)) > 1e-6:
             raise ValueError(f"mel_specificity {self.mel_specificity} is not a multiple of 0.05")
         return self
-
-
-class Params(Section):
-    """The whole of params.yaml."""
-
-    data: DataSettings
-    validate_: ValidationSettings = Field(alias="validate")
-    split: SplitSettings
-    eda: EdaSettings
-    oversample: OversampleSettings
-    input: InputSettings
-    tracking: TrackingSettings
-    train: TrainSettings
-    evaluate: EvalSettings
-    compare: CompareSettings
-    promote: PromotionSettings
-    serve: ServeSettings
-    monitor: MonitorSettings
-    tune: TuneSettings
-    infra: InfraSettings
-    cluster: ClusterSettings
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @property
-    def complete(self) -> bool:
-        """Whether every section is here; a pipeline step holds only the sections it reads
-        (:func:`skinlesion.config.parse.parse_sections`)."""
-        return set(type(self).model_fields) <= self.model_fields_set
-
-    def raw(self) -> dict[str, Any]:
-        """The plain mapping, shaped like params.yaml (what KFP and MLflow receive), of the
-        sections held; unset optional keys are left out (JSON and a pipeline parameter
-        carry no null)."""
-        return self.model_dump(
-            mode="json", by_alias=True, exclude_none=True, include=set(self.model_fields_set)
-        )
-
-    def stages(self) -> dict[str, Any]:
-        """Every section but ``cluster``, ``monitor``, ``serve``, ``tracking`` and ``tune``: what
-        decides a model (hashed for provenance; where it is tracked, or how it is searched
-        for, served or watched, does not change it). Only a complete Params has them all."""
-        if not self.complete:
-            fields = type(self).model_fields
-            missing = sorted(fields[n].alias or n for n in set(fields) - self.model_fields_set)
-            raise ParamsError(f"these params hold only some sections (not {', '.join(missing)})")
-        raw = self.raw()
-        for section in ("cluster", "monitor", "serve", "tracking", "tune"):
-            raw.pop(section)
-        return raw
-
-    def for_cluster(self) -> Params:
-        """The parameters of a Kubeflow run: ``cluster.overrides`` merged over the stages."""
-        from skinlesion.config.parse import parse_params
-
-        return parse_params(deep_merge(self.raw(), self.cluster.overrides), "cluster.overrides")
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

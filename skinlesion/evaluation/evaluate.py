@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from skinlesion.config.parse import as_params
-from skinlesion.config.schema import EvalSettings, Params
+from skinlesion.config.schema import EvalSettings
 from skinlesion.errors import SkinlesionError
 from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.metrics import compute_metrics
@@ -26,6 +25,9 @@ from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
 from skinlesion.model.reliability import Assessment, reliability_of
 from skinlesion.training.inputs import labels_of, read_images
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 
 def score_frame(
@@ -113,7 +115,7 @@ class Evaluation:
 def evaluate_model(
     reference: str | Path,
     data_dir: str | Path,
-    params: Params | dict[str, Any],
+    params: Params,
     manifest: str | Path | None = None,
     split_name: str = "test",
     tta: bool | None = None,
@@ -123,7 +125,6 @@ def evaluate_model(
     from skinlesion.data.catalog import load_catalog
     from skinlesion.data.split import read_manifest
 
-    params = as_params(params)
     settings = params.evaluate
     if tta is not None:
         settings = settings.model_copy(update={"tta": tta})

@@ -12,12 +12,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skinlesion.config.schema import Params
 from skinlesion.data.versions import diff_since_run, list_folder
 from skinlesion.promotion.registry import find_champion
 from skinlesion.provenance import RunOrigin, changed_inputs, run_provenance
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 log = logging.getLogger(__name__)
 

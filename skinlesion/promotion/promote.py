@@ -23,13 +23,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from skinlesion.config.parse import as_params
-from skinlesion.config.schema import Params, PromotionSettings
+from skinlesion.config.schema import PromotionSettings
 from skinlesion.errors import SkinlesionError
 from skinlesion.model.operating_curve import MEL
 from skinlesion.promotion.candidates import Candidate, PromotionError, load_candidates
@@ -55,6 +54,9 @@ from skinlesion.promotion.registry import (
 )
 from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.training.inputs import labels_of
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +343,7 @@ def promote_from_reports(
     data_dir: str | Path,
     reports_dir: str | Path,
     models: list[str],
-    params: Params | dict[str, Any],
+    params: Params,
 ) -> dict[str, Any]:
     """The promotion step: candidates from ``reports_dir/{train,eval}/<model>/metrics.json``,
     gated against the current champion on the test part of ``manifest``, then
@@ -353,7 +355,6 @@ def promote_from_reports(
     from skinlesion.model.loading import load_model
     from skinlesion.tracking import configure_tracking
 
-    params = as_params(params)
     settings = params.promote
     configure_tracking(params.tracking.experiment)
     split = read_manifest(manifest)

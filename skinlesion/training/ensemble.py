@@ -21,14 +21,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from skinlesion.config.parse import as_params
-from skinlesion.config.schema import Params
 from skinlesion.data.contract import InputContract
 from skinlesion.data.versions import list_folder, log_data_listing
 from skinlesion.labels import CLASSES
@@ -58,6 +56,9 @@ from skinlesion.training.lifecycle import (
 )
 from skinlesion.training.operating_point import melanoma_offsets
 
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
+
 log = logging.getLogger(__name__)
 BATCH_SIZE = 64
 
@@ -69,7 +70,7 @@ def build_ensemble_candidate(
     data_dir: str | Path,
     out_model: str | Path,
     report_dir: str | Path,
-    params: Params | dict[str, Any],
+    params: Params,
     origin: RunOrigin | None = None,
 ) -> TrainResult:
     """Build ensemble ``name`` of ``train.ensembles`` from its ``members`` (name -> saved
@@ -78,7 +79,6 @@ def build_ensemble_candidate(
     MLflow as a training run would."""
     import mlflow
 
-    params = as_params(params)
     settings = params.train.ensembles[name]
     missing = [m for m in settings.members if m not in members]
     if missing:

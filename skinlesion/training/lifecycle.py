@@ -28,12 +28,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from skinlesion.config.parse import as_params
-from skinlesion.config.schema import InputSettings, Params, RecipeSettings
+from skinlesion.config.schema import InputSettings, RecipeSettings
 from skinlesion.data.leakage import assert_no_leakage
 from skinlesion.data.split import read_manifest
 from skinlesion.data.storage import delete_prefix, mirror_from_s3
@@ -62,6 +61,9 @@ from skinlesion.training.operating_point import set_operating_point
 from skinlesion.training.plots import plot_history
 from skinlesion.training.recipes import recipe
 from skinlesion.training.scaling import calibrate
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 log = logging.getLogger(__name__)
 # What the calibration and the operating point report of how they changed the logits;
@@ -105,7 +107,7 @@ def train_model(
     data_dir: str | Path,
     out_model: str | Path,
     report_dir: str | Path,
-    params: Params | dict[str, Any],
+    params: Params,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
@@ -124,7 +126,6 @@ def train_model(
     the S3 checkpoints a retried task resumes from."""
     import mlflow
 
-    params = as_params(params)
     origin = origin or RunOrigin()
     rows = training_rows(manifest_path)
     ctx = _resume(model_name, rows, data_dir, Path(report_dir), params, on_epoch, origin)

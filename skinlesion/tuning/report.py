@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from skinlesion.config.files import Params
 from skinlesion.errors import SkinlesionError
 from skinlesion.tuning.space import decode
 from skinlesion.tuning.study import PARENT_RUN_ATTR, Search, redact
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,14 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skinlesion.config.files import Params
 from skinlesion.config.operations import Dimension
 from skinlesion.config.parse import revalidate
 from skinlesion.config.schema import deep_merge
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 log = logging.getLogger(__name__)
 

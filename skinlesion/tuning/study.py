@@ -28,12 +28,14 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skinlesion.config.files import Params
 from skinlesion.config.operations import Dimension
-from skinlesion.provenance import RunOrigin, params_hash
+from skinlesion.provenance import RunOrigin
 from skinlesion.tuning.space import current_values, suggest, with_values
+
+if TYPE_CHECKING:
+    from skinlesion.config.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +207,7 @@ def run_search(
     )
     origin = origin or RunOrigin()
     if origin.params_hash is None:
-        origin = replace(origin, params_hash=params_hash(params))
+        origin = replace(origin, params_hash=params.hash())
     objective = _objective(params, search, space, manifest, data_dir, origin)
     with mlflow.start_run(run_id=parent):
         study.optimize(

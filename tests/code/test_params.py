@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 
 from skinlesion.cli.main import command_line
 from skinlesion.config.files import ParamsError, from_pipeline, pipeline_sections, set_dotted
-from skinlesion.config.parse import parse_params
+from skinlesion.config.parse import for_cluster, parse_params
 from skinlesion.config.schema import RECIPE_SETTINGS, deep_merge
-from skinlesion.provenance import params_hash
 from skinlesion.training.recipes import RECIPES
 
 pytestmark = pytest.mark.code
@@ -28,7 +27,7 @@ def test_deep_merge_keeps_what_overrides_do_not_name():
 
 
 def test_the_cluster_profile_is_merged_over_the_stages(params):
-    run = parse_params(params).for_cluster()
+    run = for_cluster(parse_params(params))
     assert run.train.model("resnet152v2").weights == "imagenet"
     assert run.input.image_size == params["cluster"]["overrides"]["input"]["image_size"]
     assert run.raw()["evaluate"] == params["evaluate"]
@@ -47,14 +46,14 @@ def test_a_step_holds_only_the_sections_it_is_given(params):
     reading another one fails, and so does hashing what is only a part."""
     sections = pipeline_sections(json.dumps(params))
     assert set(sections) >= {"data", "train", "tune", "params_hash"}
-    assert sections["params_hash"] == params_hash(parse_params(params))
+    assert sections["params_hash"] == parse_params(params).hash()
     step = from_pipeline(data=sections["data"], train=sections["train"])
     assert step.train.model("cnn").epochs == params["train"]["cnn"]["epochs"]
     assert isinstance(step.train.model("cnn").lr, float) and not step.complete
     with pytest.raises(AttributeError):
         step.split  # noqa: B018 (the read is the test)
     with pytest.raises(ParamsError, match="only some sections"):
-        params_hash(step)
+        step.hash()
 
 
 def test_bad_sections_are_named_by_path():

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from pipelines.client import check_cron, pipeline_arguments
 from skinlesion.cli.main import command_line
 from skinlesion.config.files import ParamsError
+from skinlesion.config.parse import for_cluster
 from tests.conftest import ROOT
 from tests.fakes.kfp_api import API, running_fake_kfp
 
@@ -29,7 +30,7 @@ def test_arguments_change_only_what_is_named(settings):
         settings, ["train.cnn.epochs=80", "data_uri=s3://b/v2", "data_version=abc"]
     )
     assert arguments["data_uri"] == "s3://b/v2" and arguments["data_version"] == "abc"
-    expected = settings.for_cluster().raw()
+    expected = for_cluster(settings).raw()
     expected["train"]["cnn"]["epochs"] = 80
     assert json.loads(arguments["params"]) == expected  # JSON text: every type kept
 

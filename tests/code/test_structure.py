@@ -88,8 +88,20 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imports(file: Path) -> list[str]:
+    """Every module ``file`` imports, at any depth (function-level, lazy imports too), but
+    not under ``if TYPE_CHECKING:``: those name types for the reader and never run."""
+    tree = ast.parse(file.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
     names = []
-    for node in ast.walk(ast.parse(file.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -121,8 +133,19 @@ def test_every_stage_depends_on_the_modules_its_command_runs(dvc_file):
         needed = _closure([m for c in commands for m in COMMANDS[c]]) - NOT_OUTPUT
         missing = {f for f in needed if not any(f == d or f.startswith(f"{d}/") for d in deps)}
         assert not missing, f"stage {name} lacks deps {sorted(missing)}"
+        excess = [d for d in deps if not any(f == d or f.startswith(f"{d}/") for f in needed)]
+        assert not excess, f"stage {name} depends on code its command never runs: {excess}"
         stale = [d for d in deps if not (ROOT / d).exists()]
         assert not stale, f"stage {name} names missing deps {stale}"
+
+
+def test_editing_how_models_are_served_or_run_retrains_nothing():
+    """The operations schema (serve, monitor, tune, infra, cluster) is no dependency of a
+    training: the training code names the whole ``Params`` for type checkers alone."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("train", "ensemble"):
+        assert "skinlesion/config/operations.py" not in stages[name]["do"]["deps"], name
+    assert "skinlesion/config/operations.py" not in _closure(COMMANDS["train"])
 
 
 def _concern(module: str) -> str | None:
@@ -154,6 +177,34 @@ def test_imports_run_one_way_between_concerns():
             if target and LAYERS.index(target) > rank:
                 wrong.append(f"{file.relative_to(ROOT)} imports {name}")
     assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+def _module_name(file: Path) -> str:
+    parts = file.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_circles_lazy_imports_included():
+    """A circle hidden by a function-level import is still a circle: neither module can be
+    understood, tested or moved without the other."""
+    graph: dict[str, set[str]] = {}
+    for file in (ROOT / "skinlesion").rglob("*.py"):
+        targets = {_module_file(n) for n in _imports(file) if n.startswith("skinlesion")}
+        graph[_module_name(file)] = {
+            _module_name(t) for t in targets if t is not None and t != file
+        } - {"skinlesion"}
+    circles = []
+    for start in sorted(graph):
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    circles.append(" -> ".join((*path, start)))
+                elif nxt not in seen and nxt > start:  # each circle once, from its least name
+                    seen.add(nxt)
+                    stack.append((nxt, (*path, nxt)))
+    assert not circles, "\n".join(circles)
 
 
 TIERS = {"code", "data", "model", "image"}

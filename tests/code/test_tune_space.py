@@ -111,11 +111,10 @@ def test_study_names_continue_for_the_same_params_and_change_with_them(params):
 
 
 def test_tune_params_do_not_change_the_params_hash_of_models(params):
-    from skinlesion.provenance import params_hash
 
     changed = copy.deepcopy(params)
     changed["tune"]["trials"] = 99
-    assert params_hash(parse_params(changed)) == params_hash(parse_params(params))
+    assert parse_params(changed).hash() == parse_params(params).hash()
 
 
 def test_tune_apply_writes_the_best_values_and_keeps_comments(tmp_path):

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 
 from pipelines.training_pipeline import build_pipeline
-from skinlesion.config.parse import parse_params
+from skinlesion.config.parse import for_cluster, parse_params
 from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.model.loading import load_model
 from tests.conftest import cluster_miniature, run_kfp_locally, small_params
@@ -59,7 +59,7 @@ def test_the_cluster_profile_runs_every_phase_on_two_replicas_in_mixed_precision
     local["promote"]["registered_model"] = REGISTERED
     overrides = cluster_miniature(local["cluster"], str(tmp_path / "ckpt"), resnet_weights)
     local["cluster"]["overrides"] = overrides
-    run = parse_params(local).for_cluster()
+    run = for_cluster(parse_params(local))
     cluster_models = params["cluster"]["overrides"]["train"]["models"]
     assert list(run.train.models) == cluster_models  # the cluster's models, all of them
 

@@ -49,10 +49,11 @@ def built(trained_cnn, params, tmp_path_factory):
     }
     small["train"]["checkpoint_dir"] = str(tmp_path_factory.mktemp("ckpt"))
     small["train"]["calibration"] = "temperature"  # one member calibrated, one not
+    typed = parse_params(small)
     cwd = Path.cwd()
     os.chdir(workspace)
     try:
-        train_model("cnn_small", "train.csv", "data", "models/cnn_small.keras", "reports/s", small)
+        train_model("cnn_small", "train.csv", "data", "models/cnn_small.keras", "reports/s", typed)
         result = build_ensemble_candidate(
             "pair",
             {"cnn": cnn.model_path, "cnn_small": "models/cnn_small.keras"},
@@ -60,11 +61,11 @@ def built(trained_cnn, params, tmp_path_factory):
             "data",
             "ensembles/pair.keras",
             "reports/pair",
-            small,
+            typed,
         )
     finally:
         os.chdir(cwd)
-    return workspace, result, parse_params(small)
+    return workspace, result, typed
 
 
 def test_the_ensemble_is_one_model_with_its_own_operating_point_and_sets(built, settings):

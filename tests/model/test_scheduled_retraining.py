@@ -56,12 +56,12 @@ def weekly_run(data: Path, work: Path, params: dict[str, Any]) -> dict[str, Any]
             data,
             work / f"{model}.keras",
             work / "reports" / "train" / model,
-            params,
+            typed,
         )
-        evaluation = evaluate_model(work / f"{model}.keras", data, params, work / "split.csv")
+        evaluation = evaluate_model(work / f"{model}.keras", data, typed, work / "split.csv")
         write_metrics(evaluation.metrics, work / "reports" / "eval" / model / "metrics.json")
     decision = promote_from_reports(
-        work / "split.csv", data, work / "reports", params["train"]["models"], params
+        work / "split.csv", data, work / "reports", params["train"]["models"], typed
     )
     return {"trained": True, "data_changes": check.data_changes, **decision}
 
