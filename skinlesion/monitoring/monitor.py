@@ -139,7 +139,8 @@ def run_monitor(
     track: bool = True,
 ) -> MonitorResult:
     """Judge one window of the prediction log at ``log_uri`` (see the module)."""
-    from skinlesion.monitoring.reference import load_reference, served_version
+    from skinlesion.monitoring.reference import load_reference
+    from skinlesion.promotion.registry import resolve_version
     from skinlesion.serving.prediction_log import read_records
     from skinlesion.tracking import configure_tracking
 
@@ -147,7 +148,7 @@ def run_monitor(
         raise MonitorError("no prediction log: give --log (or set monitor.log_uri)")
     start, end = window(since, until, settings.window_days)
     configure_tracking(settings.experiment)  # the registry the model URI names
-    served = served_version(model_uri or settings.model)
+    served, _ = resolve_version(model_uri or settings.model)
     records = read_records(log_uri, start, end)
     traffic, others = _traffic(records, served.version)
     result = MonitorResult(

@@ -6,38 +6,19 @@ them for its log; :func:`skinlesion.training.calibration.monitoring_reference`).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from skinlesion.errors import SkinlesionError
+from skinlesion.promotion.registry import ResolvedVersion
 
 
 class ReferenceError(SkinlesionError, LookupError):
     """The model's reference cannot be found; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class ServedVersion:
-    """A model URI pinned to what it means now: an alias becomes its version."""
-
-    requested: str
-    uri: str
-    version: str
-    run_id: str
-
-
-def served_version(model_uri: str) -> ServedVersion:
-    """The version an alias points to now and its run, resolved and checked as the server
-    does before it serves one (a registry failure or an unservable model is refused)."""
-    from skinlesion.serving.server import check_servable, resolve
-
-    uri, version = resolve(model_uri)
-    return ServedVersion(model_uri, uri, version, check_servable(uri).run_id or "")
-
-
-def load_reference(served: ServedVersion) -> pd.DataFrame:
+def load_reference(served: ResolvedVersion) -> pd.DataFrame:
     """The reference table logged with the training run of ``served``."""
     import mlflow
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from skinlesion.errors import SkinlesionError
@@ -56,6 +57,76 @@ def _alias_missing(err: Exception) -> bool:
     found" (a model registered under the manual policy, or kept from being champion)."""
     message = str(err).lower()
     return _code(err) == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """A model URI pinned to what it means now: an alias becomes its version. What the
+    server serves, batch scoring scores and monitoring compares with."""
+
+    requested: str
+    uri: str  # models:/<name>/<version>, or the URI as given when it names no alias
+    version: str  # "" when the URI names no version
+    run_id: str
+
+
+def pin(uri: str) -> tuple[str, str]:
+    """(pinned URI, version) of a model URI: an alias URI becomes ``models:/name/<v>``;
+    anything else is kept as given, with version "" unless it names one."""
+    import mlflow
+
+    match = VERSION_URI.match(uri)
+    if match is None or not match["alias"]:
+        return uri, match["version"] if match else ""
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
+    except Exception as err:  # registry unreachable or alias missing: MLflow raises several
+        raise RegistryError(f"cannot resolve {uri}: {type(err).__name__}: {err}") from err
+    return f"models:/{match['name']}/{found.version}", str(found.version)
+
+
+def servable_info(uri: str) -> Any:
+    """MLflow's ModelInfo of ``uri`` (pinned) if it is a model of
+    :mod:`skinlesion.model.servable`; a model of the earlier Keras flavour, which takes
+    resized tensors rather than images, is refused with what to do."""
+    from mlflow.models import get_model_info
+
+    from skinlesion.model.servable import is_serving_model
+
+    try:
+        info = get_model_info(uri)
+    except Exception as err:  # registry or storage failure
+        raise RegistryError(f"cannot read {uri}: {type(err).__name__}: {err}") from err
+    if not is_serving_model(info):
+        raise RegistryError(
+            f"{uri} was registered before models carried their preprocessing and takes "
+            f"resized tensors, not images. Register it again with `skinlesion upgrade-model "
+            f"{uri}` (its aliases follow), or promote a model trained by this version."
+        )
+    return info
+
+
+def resolve_version(uri: str) -> tuple[ResolvedVersion, Any]:
+    """``uri`` pinned and checked servable, with its ModelInfo: the one lookup that the
+    server, batch scoring and monitoring share (a registry failure or an unservable model
+    is refused with :class:`RegistryError`)."""
+    pinned, version = pin(uri)
+    info = servable_info(pinned)
+    return ResolvedVersion(uri, pinned, version, info.run_id or ""), info
+
+
+def model_version(client: Any, uri: str) -> Any:
+    """The registry's ModelVersion that ``uri`` (``models:/name/<v>`` or ``models:/name@alias``)
+    names."""
+    match = VERSION_URI.match(uri)
+    if match is None:
+        raise RegistryError(f"{uri}: expected models:/<name>/<version> or models:/<name>@<alias>")
+    try:
+        if match["alias"]:
+            return client.get_model_version_by_alias(match["name"], match["alias"])
+        return client.get_model_version(match["name"], match["version"])
+    except Exception as err:
+        raise _failed(f"look up {uri}", err) from err
 
 
 def find_champion(client: Any, name: str) -> Any | None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from skinlesion.errors import SkinlesionError
-from skinlesion.promotion.registry import VERSION_URI
+from skinlesion.promotion.registry import model_version
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,6 @@ class Upgrade:
     max_difference: float
 
 
-def _version(client: Any, uri: str) -> Any:
-    match = VERSION_URI.match(uri)
-    if match is None:
-        raise UpgradeError(f"{uri}: expected models:/<name>/<version> or models:/<name>@<alias>")
-    if match["alias"]:
-        return client.get_model_version_by_alias(match["name"], match["alias"])
-    return client.get_model_version(match["name"], match["version"])
-
-
 def upgrade_model(client: Any, uri: str) -> Upgrade:
     """Register the model version ``uri`` again in the servable form; see the module."""
     import mlflow
@@ -59,7 +50,7 @@ def upgrade_model(client: Any, uri: str) -> Upgrade:
     from skinlesion.model.servable import is_serving_model, log_serving_model
     from skinlesion.promotion.registry import create_version, registry_lock
 
-    old = _version(client, uri)
+    old = model_version(client, uri)
     pinned = f"models:/{old.name}/{old.version}"
     if is_serving_model(get_model_info(pinned)):
         raise UpgradeError(f"{pinned} already carries its preprocessing; nothing to do")

@@ -176,14 +176,13 @@ def score_folder(
     model ``model_uri`` (an alias is pinned to its version first), resuming a killed run."""
     import mlflow.pyfunc
 
-    from skinlesion.serving.server import check_servable, resolve
+    from skinlesion.promotion.registry import resolve_version
 
     root, target = Path(folder), Path(out)
     images = find_images(root)
     data_version = data_version_of(images)
-    pinned, version = resolve(model_uri)
-    check_servable(pinned)
-    version = version or pinned
+    resolved, _ = resolve_version(model_uri)
+    pinned, version = resolved.uri, resolved.version or resolved.uri
     parts = _parts(target)
     parts.mkdir(parents=True, exist_ok=True)
     done = _done(parts, version, data_version)

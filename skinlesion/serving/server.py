@@ -34,8 +34,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skinlesion.errors import SkinlesionError
-from skinlesion.promotion.registry import VERSION_URI
+from skinlesion.promotion.registry import VERSION_URI, ResolvedVersion, pin, resolve_version
 
 if TYPE_CHECKING:
     from skinlesion.serving.prediction_log import PredictionLog
@@ -48,77 +47,31 @@ ENV_MAX_BODY = "SKINLESION_SERVE_MAX_BODY_BYTES"
 ENV_LOG = "SKINLESION_SERVE_LOG"  # JSON: uri, images, rotate_records, rotate_seconds, queue
 
 
-class ServeError(SkinlesionError, RuntimeError):
-    """The model cannot be served; the message says why and what to do."""
-
-
 @dataclass(frozen=True)
-class ServedModel:
-    """One loaded model: what was asked for, what it resolved to, how long it took."""
+class ServedModel(ResolvedVersion):
+    """One loaded model: what was asked for and what it resolved to
+    (:class:`~skinlesion.promotion.registry.ResolvedVersion`), and how long it took."""
 
-    requested: str
-    uri: str
-    version: str
-    run_id: str
-    load_seconds: float
-    loaded_at: str
+    load_seconds: float = 0.0
+    loaded_at: str = ""
     embeds: bool = False  # the model answers embeddings when asked (for the log)
     members: list[str] = field(default_factory=list)  # an ensemble's models
-
-
-def resolve(uri: str) -> tuple[str, str]:
-    """(pinned URI, version) of a model URI: an alias URI becomes ``models:/name/<v>``;
-    anything else is served as given, with version "" unless it names one."""
-    import mlflow
-
-    match = VERSION_URI.match(uri)
-    if match is None or not match["alias"]:
-        return uri, match["version"] if match else ""
-    try:
-        found = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
-    except Exception as err:  # registry unreachable or alias missing: MLflow raises several
-        raise ServeError(f"cannot resolve {uri}: {type(err).__name__}: {err}") from err
-    return f"models:/{match['name']}/{found.version}", str(found.version)
-
-
-def check_servable(uri: str) -> Any:
-    """MLflow's ModelInfo of ``uri`` (pinned) if it is a model of
-    :mod:`skinlesion.model.servable`; a model of the earlier Keras flavour, which takes
-    resized tensors rather than images, is refused with what to do."""
-    from mlflow.models import get_model_info
-
-    from skinlesion.model.servable import is_serving_model
-
-    try:
-        info = get_model_info(uri)
-    except Exception as err:  # registry or storage failure
-        raise ServeError(f"cannot read {uri}: {type(err).__name__}: {err}") from err
-    if not is_serving_model(info):
-        raise ServeError(
-            f"{uri} was registered before models carried their preprocessing and takes "
-            f"resized tensors, not images. Register it again with `skinlesion upgrade-model "
-            f"{uri}` (its aliases follow), or promote a model trained by this version."
-        )
-    return info
 
 
 def load_served(requested: str) -> tuple[ServedModel, Any]:
     """Resolve, check and load ``requested`` as a pyfunc, timing the load."""
     import mlflow.pyfunc
 
-    uri, version = resolve(requested)
     started = time.perf_counter()
-    info = check_servable(uri)
+    resolved, info = resolve_version(requested)
+    uri, version = resolved.uri, resolved.version
     model = mlflow.pyfunc.load_model(uri)
     seconds = time.perf_counter() - started
     from skinlesion.model.servable import EMBEDDING_PARAM
 
     params = getattr(info.signature, "params", None) if info.signature else None
     served = ServedModel(
-        requested=requested,
-        uri=uri,
-        version=version,
-        run_id=info.run_id or "",
+        **asdict(resolved),
         load_seconds=round(seconds, 3),
         loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         embeds=any(p.name == EMBEDDING_PARAM for p in (params.params if params else [])),
@@ -187,7 +140,7 @@ class ScoringApp:
     def check_alias(self) -> bool:
         """Load and swap in the alias's version if it moved; True when it did."""
         try:
-            _, version = resolve(self.requested)
+            _, version = pin(self.requested)
             if version == self.served.version:
                 return False
             served, app = self._build(self.requested)
@@ -387,7 +340,7 @@ def serve(
     ``queue`` (no log without a uri)."""
     import uvicorn
 
-    check_servable(resolve(model)[0])  # a clear error here rather than in each worker
+    resolve_version(model)  # a clear error here rather than in each worker
     os.environ.update(
         {
             ENV_MODEL: model,

@@ -28,8 +28,8 @@ from skinlesion.evaluation.evaluate import score_frame
 from skinlesion.labels import CLASSES
 from skinlesion.model.loading import load_model
 from skinlesion.model.preprocessing import preprocessing_of
+from skinlesion.promotion.registry import RegistryError, servable_info
 from skinlesion.serving.predict import predict_images
-from skinlesion.serving.server import ServeError, check_servable
 from tests.conftest import ROOT, _free_port, _stop_group, log_tiny_model
 
 pytestmark = pytest.mark.model
@@ -429,8 +429,8 @@ def test_a_model_registered_before_it_carried_preprocessing(registry, legacy, tm
 def test_serving_a_legacy_model_is_refused_before_the_server_starts(registry, legacy):
     uri, _ = legacy
     mlflow.set_tracking_uri(registry)
-    with pytest.raises(ServeError, match="registered before models carried their preprocessing"):
-        check_servable(uri)
+    with pytest.raises(RegistryError, match="registered before models carried their preprocessing"):
+        servable_info(uri)
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("skinlesion")),
@@ -464,7 +464,7 @@ def test_upgrade_model_registers_a_servable_copy_and_moves_the_aliases(registry,
     moved = client.get_model_version_by_alias("legacy-model", "champion")
     assert moved.version == done.new_version and moved.tags["upgraded_from"] == old
     assert client.get_model_version("legacy-model", old).version == old  # nothing deleted
-    check_servable(f"models:/legacy-model/{done.new_version}")
+    servable_info(f"models:/legacy-model/{done.new_version}")
     assert preprocessing_of(load_model(f"models:/legacy-model/{done.new_version}")) == (20, False)
     with pytest.raises(UpgradeError, match="already carries its preprocessing"):
         upgrade_model(client, "models:/legacy-model@champion")
