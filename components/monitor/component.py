@@ -31,16 +31,8 @@ def monitor(
 
     settings = from_pipeline(monitor=monitor).monitor
     with tempfile.TemporaryDirectory() as work:
-        labels = None
-        if labels_uri.startswith("s3://"):
-            from skinlesion.data.storage import mirror_from_s3
-
-            labels = Path(work) / "labels"
-            mirror_from_s3(labels_uri, labels)
-        elif labels_uri:
-            labels = Path(labels_uri)
         result = run_monitor(
-            settings, log_uri, Path(work) / "out", since or None, until or None, labels_dir=labels
+            settings, log_uri, Path(work) / "out", since or None, until or None, labels=labels_uri
         )
         if result.report:
             shutil.copyfile(result.report, report.path)

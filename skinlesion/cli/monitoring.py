@@ -37,9 +37,10 @@ def monitor(
         typer.Option(help="Reference table (default: the one the model's training run logged)."),
     ] = None,
     labels: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Labelled data (HAM10000 layout, where `data add-labels` writes): report "
+            help="Labelled data, a folder or s3:// prefix (HAM10000 layout, where `data "
+            "add-labels` writes): report "
             "the realised accuracy of the served versions by week."
         ),
     ] = None,

@@ -134,11 +134,13 @@ def run_monitor(
     until: str | None = None,
     model_uri: str | None = None,
     reference_file: str | Path | None = None,
-    labels_dir: str | Path | None = None,
+    labels: str | Path | None = None,
     workers: int = 4,
     track: bool = True,
 ) -> MonitorResult:
-    """Judge one window of the prediction log at ``log_uri`` (see the module)."""
+    """Judge one window of the prediction log at ``log_uri`` (see the module). ``labels``,
+    a folder or an s3:// prefix of labelled data in the HAM10000 layout, adds the realised
+    accuracy of the served versions by week."""
     from skinlesion.monitoring.reference import load_reference
     from skinlesion.promotion.registry import resolve_version
     from skinlesion.serving.prediction_log import read_records
@@ -168,15 +170,29 @@ def run_monitor(
         result.checks = drift.checks
         result.report = str(drift.save_html(out / REPORT_FILE))
     result.verdict = _verdict(len(traffic), result.checks, settings)
-    if labels_dir is not None:
-        from skinlesion.monitoring.realised import confirmed_labels, realised_accuracy
-
-        result.realised = realised_accuracy(records, confirmed_labels(labels_dir, workers))
+    if labels:
+        result.realised = _realised(records, str(labels), workers)
     result.summary = str(out / SUMMARY_FILE)
     if track:
         result.run_id = _log_run(result)
     Path(result.summary).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result
+
+
+def _realised(records: pd.DataFrame, labels: str, workers: int) -> list[dict[str, Any]]:
+    """Realised accuracy by week against the labels at ``labels`` (a folder, or an s3://
+    prefix copied here first)."""
+    import tempfile
+
+    from skinlesion.monitoring.realised import confirmed_labels, realised_accuracy
+
+    if not labels.startswith("s3://"):
+        return realised_accuracy(records, confirmed_labels(labels, workers))
+    from skinlesion.data.storage import mirror_from_s3
+
+    with tempfile.TemporaryDirectory() as work:
+        mirror_from_s3(labels, Path(work))
+        return realised_accuracy(records, confirmed_labels(work, workers))
 
 
 def _log_run(result: MonitorResult) -> str:

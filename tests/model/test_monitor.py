@@ -177,6 +177,24 @@ def test_realised_accuracy_joins_the_log_with_the_labelled_data(tracked, synth_d
 
 
 def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path):
+def test_the_command_line_reads_labels_from_s3_as_the_step_does(
+    tracked, synth_dir, tmp_path, s3_env
+):
+    """Labelled data under an s3:// prefix, where the cluster keeps it: the CLI reads it as
+    the KFP step does (one implementation, in the library)."""
+    from skinlesion.data.storage import mirror_to_s3, s3_client
+
+    s3_client().create_bucket(Bucket="labelled")
+    mirror_to_s3(synth_dir, "s3://labelled/ham10000")
+    seen = tracked["catalog"].head(40)
+    _write_log(tmp_path / "log", _rows(synth_dir, seen))
+    labels = "s3://labelled/ham10000"
+    result = _monitor(tracked, tmp_path / "log", tmp_path / "out", "--labels", labels)
+    assert result.exit_code == 0, result.output
+    [week] = json.loads((tmp_path / "out" / "monitor.json").read_text())["realised"]
+    assert week["labelled"] == 40 and week["model_version"] == "1"
+
+
     """The KFP component (step 17): Evidently's HTML as its report, a metric per test."""
     from kfp.dsl import HTML, Metrics
 
