@@ -41,7 +41,8 @@ def _rows(synth_dir: Path, catalog: pd.DataFrame, change=None, age_shift=0.0) ->
             data = io.BytesIO()
             change(Image.open(io.BytesIO(raw)).convert("RGB")).save(data, "JPEG", quality=95)
             raw = data.getvalue()
-        patient = {"age": row.age + age_shift, "sex": row.sex, "localization": row.localization}
+        age = min(row.age + age_shift, 110.0)  # shifted, within the range the model accepts
+        patient = {"age": age, "sex": row.sex, "localization": row.localization}
         known = {k: v for k, v in patient.items() if not pd.isna(v)}
         rows.append({"image": base64.b64encode(raw).decode(), **known})
     return rows

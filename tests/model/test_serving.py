@@ -226,7 +226,7 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, image
         "not an image": "not a readable image",
         "not base64": "not valid base64",
         "unknown sex": "sex 'robot' is not one of",
-        "age out of range": "age -4",
+        "age out of range": "years in 0..110, the range the model was trained on",
         "unknown site": "localization 'elbow pit' is not one of",
         "no image column": "image",
     }
