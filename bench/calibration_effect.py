@@ -19,12 +19,12 @@ import numpy as np
 from skinlesion.config.files import load_params
 from skinlesion.data.split import read_manifest
 from skinlesion.evaluation.evaluate import score_frame
+from skinlesion.labels import labels_of
 from skinlesion.model.confidence import log_probs_of, softmax
 from skinlesion.model.conformal import prediction_sets, true_class_scores
 from skinlesion.model.loading import load_model
 from skinlesion.model.operating_curve import MEL
 from skinlesion.model.reliability import reliability_of
-from skinlesion.training.inputs import labels_of
 
 
 def set_figures(sets: np.ndarray, y: np.ndarray) -> dict[str, float]:

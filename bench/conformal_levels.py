@@ -22,9 +22,9 @@ from skinlesion.config.files import load_params
 from skinlesion.data.split import read_manifest
 from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.evaluate import score_frame
+from skinlesion.labels import labels_of
 from skinlesion.model.loading import load_model
 from skinlesion.model.reliability import reliability_of
-from skinlesion.training.inputs import labels_of
 
 # The figures of skinlesion.evaluation.coverage reported per level, and their decimals.
 FIGURES = {

@@ -22,9 +22,10 @@ import pandas as pd
 from skinlesion.config.files import load_params
 from skinlesion.data.catalog import load_catalog
 from skinlesion.data.synth import make_synthetic_dataset
+from skinlesion.labels import labels_of
 from skinlesion.model.metadata import metadata_width, model_inputs
 from skinlesion.model.networks import build_backbone, build_cnn, build_head, build_resnet152v2
-from skinlesion.training.inputs import decode_images, labels_of, make_dataset
+from skinlesion.training.inputs import decode_images, make_dataset
 
 
 def _rate(n_items: int, seconds: float) -> float:

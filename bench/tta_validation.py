@@ -25,9 +25,9 @@ from skinlesion.config.files import load_params
 from skinlesion.data.split import read_manifest
 from skinlesion.evaluation.evaluate import score_frame
 from skinlesion.evaluation.metrics import core_metrics
+from skinlesion.labels import labels_of
 from skinlesion.model.loading import load_model
 from skinlesion.model.operating_curve import sensitivity_at
-from skinlesion.training.inputs import labels_of
 
 
 def candidates(params) -> dict[str, Path]:

@@ -5,6 +5,13 @@ Kept in one place so that validation, synthesis, splitting and reporting agree o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
 CLASS_NAMES: dict[str, str] = {
@@ -48,3 +55,12 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "sex",
     "localization",
 )
+
+
+def labels_of(frame: pd.DataFrame, classes: Sequence[str] = CLASSES) -> np.ndarray:
+    """Integer class index per row of a manifest (its ``dx``), in the fixed class order:
+    what training, evaluation, promotion and monitoring all score against."""
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(classes)}
+    return frame["dx"].map(index).to_numpy(dtype=np.int64)

@@ -120,7 +120,8 @@ class CnnSettings(RecipeSettings):
 
 
 class ResNetSettings(RecipeSettings):
-    """ImageNet ResNet-152V2, head then fine-tuning (``skinlesion.training.recipes.resnet``)."""
+    """ImageNet ResNet-152V2, head then fine-tuning
+    (``skinlesion.training.recipes.resnet152v2``)."""
 
     weights: str  # imagenet | none | path to a backbone weights file
     cache_features: Literal["auto"] | bool

@@ -19,12 +19,13 @@ from skinlesion.config.schema import EvalSettings
 from skinlesion.errors import SkinlesionError
 from skinlesion.evaluation.coverage import conformal_metrics
 from skinlesion.evaluation.metrics import compute_metrics
+from skinlesion.labels import labels_of
 from skinlesion.model.confidence import expected_calibration_error
 from skinlesion.model.inference import Scored, Scorer
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
+from skinlesion.model.preprocessing import read_images
 from skinlesion.model.reliability import Assessment, reliability_of
-from skinlesion.training.inputs import labels_of, read_images
 
 if TYPE_CHECKING:
     from skinlesion.config.params import Params

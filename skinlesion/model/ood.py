@@ -10,7 +10,7 @@ confident; the features of such an image lie far from every lesion the network l
 The covariance is estimated with Ledoit-Wolf shrinkage (stable with 1,280 features and a
 few thousand images) and kept as a whitening matrix, so scoring is one matrix product.
 The threshold is set on the validation images to a stated false-refer rate
-(:mod:`skinlesion.training.calibration`).
+(:mod:`skinlesion.training.reliability`).
 """
 
 from __future__ import annotations

@@ -12,9 +12,16 @@ uint8 RGB images of any size and reads nothing from params.yaml.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from skinlesion.errors import SkinlesionError
+from skinlesion.progress import progress
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 PREPARE_LAYER = "prepare_images"
 
@@ -129,3 +136,22 @@ def core_of(model: Any) -> Any:
         if isinstance(layer, keras.Model):
             return layer
     raise ValueError("the model holds no classifier")
+
+
+def read_images(data_dir: str | Path, frame: pd.DataFrame) -> Iterator[np.ndarray]:
+    """Each row's image as it is on disk (uint8 RGB, its own size), decoded in parallel
+    ahead of use, in row order: what a model that carries its preprocessing takes."""
+    import tensorflow as tf
+
+    paths = [str(Path(data_dir) / p) for p in frame["image_path"]]
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .map(
+            lambda path: decode_image_bytes(tf.io.read_file(path)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    for image in progress(dataset, total=len(paths), desc="predicting"):
+        yield image.numpy()

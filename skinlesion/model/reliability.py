@@ -1,7 +1,7 @@
 """What a model says about how far to trust each of its answers, carried in the model.
 
 Three things are fitted at training on data the model did not learn from
-(:mod:`skinlesion.training.calibration`) and saved inside the ``.keras`` file, as the
+(:mod:`skinlesion.training.reliability`) and saved inside the ``.keras`` file, as the
 weights and configuration of an identity layer on the model's output (:func:`attach`):
 
 * the **calibration scores** of the conformal prediction sets (:mod:`skinlesion.model.conformal`);

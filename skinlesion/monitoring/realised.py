@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.evaluation.resampling import balanced_accuracy, melanoma_sensitivity
-from skinlesion.labels import CLASSES
-from skinlesion.training.inputs import labels_of
+from skinlesion.labels import CLASSES, labels_of
 
 
 def confirmed_labels(data_dir: str | Path, workers: int) -> pd.DataFrame:

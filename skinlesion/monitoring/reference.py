@@ -1,7 +1,7 @@
 """What the served model's traffic is compared with: the monitoring reference its
 training run logged (``monitoring/reference.parquet``: the validation images' patient
 fields, decisions, probabilities and pooled features, computed as the server computes
-them for its log; :func:`skinlesion.training.calibration.monitoring_reference`)."""
+them for its log; :func:`skinlesion.model.reference.monitoring_reference`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def load_reference(served: ResolvedVersion) -> pd.DataFrame:
     """The reference table logged with the training run of ``served``."""
     import mlflow
 
-    from skinlesion.training.calibration import REFERENCE_DIR, REFERENCE_FILE
+    from skinlesion.model.reference import REFERENCE_DIR, REFERENCE_FILE
 
     path = f"{REFERENCE_DIR}/{REFERENCE_FILE}"
     with tempfile.TemporaryDirectory() as folder:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from skinlesion.config.schema import PromotionSettings
 from skinlesion.errors import SkinlesionError
+from skinlesion.labels import labels_of
 from skinlesion.model.operating_curve import MEL
 from skinlesion.promotion.candidates import Candidate, PromotionError, load_candidates
 from skinlesion.promotion.gate import (
@@ -53,7 +54,6 @@ from skinlesion.promotion.registry import (
     registry_lock,
 )
 from skinlesion.provenance import LESIONS_ARTIFACT
-from skinlesion.training.inputs import labels_of
 
 if TYPE_CHECKING:
     from skinlesion.config.params import Params
@@ -94,7 +94,10 @@ def gate_rows(test: pd.DataFrame, seen: list[dict[str, list[str]]]) -> tuple[pd.
 
 
 @dataclass(frozen=True)
-class Assessment:
+class ChampionVerdict:
+    """Whether a candidate beats the champion on test lesions neither model saw, and why
+    (not :class:`skinlesion.model.reliability.Assessment`, a model's sets and referrals)."""
+
     wins: bool
     reason: str
     comparison: Comparison | None = None
@@ -108,7 +111,7 @@ def assess(
     champion: Any | None,
     test: pd.DataFrame,
     predict: Predict,
-) -> Assessment:
+) -> ChampionVerdict:
     """Challenger against champion on test lesions neither saw. A champion that cannot be
     compared is handled by ``settings.unloadable_champion``."""
     from skinlesion.model.loading import ModelFormatError
@@ -154,14 +157,14 @@ def assess(
             wins, reason = verdict(comparison, settings, coverage)
             if excluded:
                 reason += f"; {excluded} test lesions left out: a model was trained on them"
-            return Assessment(wins, reason, comparison, excluded)
+            return ChampionVerdict(wins, reason, comparison, excluded)
     if settings.unloadable_champion == "replace":
-        return Assessment(
+        return ChampionVerdict(
             True,
             f"{problem}; promote.unloadable_champion is replace: the "
             f"challenger {challenger.name} is judged without a champion",
         )
-    return Assessment(
+    return ChampionVerdict(
         False,
         f"champion stays: {problem}; compare it by hand, or rerun with "
         "promote.unloadable_champion=replace",
@@ -174,7 +177,7 @@ def _first_champion(
     challenger: Candidate,
     test: pd.DataFrame,
     predict: Predict,
-) -> Assessment:
+) -> ChampionVerdict:
     """With no champion, the challenger becomes one, unless its prediction sets fail the
     coverage guard on the test lesions it never saw."""
     reason = (
@@ -184,19 +187,19 @@ def _first_champion(
     seen = recorded_lesions(client, challenger.run_id, LESIONS_ARTIFACT)
     rows = gate_rows(test, [seen])[0] if seen is not None else test.iloc[:0]
     if rows.empty:
-        return Assessment(True, reason)
+        return ChampionVerdict(True, reason)
     groups = rows["lesion_id"].astype(str).to_numpy()
     coverage = check_coverage(
         labels_of(rows), predict(challenger.model_uri, rows), groups, settings
     )
     if coverage is not None and coverage.short:
-        return Assessment(
+        return ChampionVerdict(
             False,
             f"no champion yet, and {challenger.name} is not made one: coverage guard, its "
             f"prediction sets hold the true class of {coverage.describe()} of the test "
             f"images, below {coverage.floor:.3f}",
         )
-    return Assessment(True, reason + _covered(coverage))
+    return ChampionVerdict(True, reason + _covered(coverage))
 
 
 def _covered(coverage: CoverageCheck | None) -> str:
@@ -259,7 +262,7 @@ def _write(
     candidates: list[Candidate],
     challenger: Candidate,
     champion: Any | None,
-    assessment: Assessment,
+    assessment: ChampionVerdict,
 ) -> Decision:
     """Register, alias and tag: the only writes of a promotion (held under the lock)."""
     name = settings.registered_model

@@ -6,7 +6,7 @@ Like a model's training run, on the *validation* part only (the test part is not
 
 1. the members, loaded from their saved files, are combined (``train.ensembles.<name>``);
 2. its melanoma operating point: the smallest offset that reaches
-   ``train.decision_min_mel_recall`` on validation (:mod:`skinlesion.training.decision`);
+   ``train.decision_min_mel_recall`` on validation (:mod:`skinlesion.training.operating_point`);
 3. its reliability: conformal calibration on validation, the feature distance to the
    training images (its members' features side by side), the input contract;
 4. an MLflow run like a model's: the lesions it was trained and selected on (its
@@ -29,24 +29,19 @@ from sklearn.metrics import balanced_accuracy_score
 
 from skinlesion.data.contract import InputContract
 from skinlesion.data.versions import list_folder, log_data_listing
-from skinlesion.labels import CLASSES
+from skinlesion.labels import CLASSES, labels_of
 from skinlesion.model.confidence import ECE_BINS, expected_calibration_error
 from skinlesion.model.ensemble import MEMBER_FEATURES, build_ensemble, feature_probe, set_offsets
 from skinlesion.model.inference import probe_outputs
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata
 from skinlesion.model.operating_curve import MEL
+from skinlesion.model.preprocessing import read_images
+from skinlesion.model.reference import log_monitoring_reference, monitoring_reference
 from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
 from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking
-from skinlesion.training.calibration import (
-    log_monitoring_reference,
-    monitoring_reference,
-    reference_sample,
-    reliability_figures,
-)
-from skinlesion.training.inputs import labels_of, read_images
 from skinlesion.training.lifecycle import (
     TrainResult,
     example_image,
@@ -55,6 +50,7 @@ from skinlesion.training.lifecycle import (
     validation_figures,
 )
 from skinlesion.training.operating_point import melanoma_offsets
+from skinlesion.training.reliability import reference_sample, reliability_figures
 
 if TYPE_CHECKING:
     from skinlesion.config.params import Params

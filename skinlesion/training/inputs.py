@@ -14,7 +14,7 @@ without them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,6 @@ class ImageTable:
         """Row index of each image_id (repeats allowed: oversampled copies)."""
         position = {image_id: i for i, image_id in enumerate(self.image_ids)}
         return np.array([position[i] for i in image_ids], dtype=np.int64)
-
-
-def labels_of(frame: pd.DataFrame, classes: Sequence[str] = CLASSES) -> np.ndarray:
-    """Integer class index per row, in the fixed class order."""
-    index = {c: i for i, c in enumerate(classes)}
-    return frame["dx"].map(index).to_numpy(dtype=np.int64)
 
 
 def _parallelism(workers: int | str) -> int:
@@ -102,25 +96,6 @@ def decode_images(
     chunks = [b.numpy() for b in progress(dataset, total=n_batches, desc="decoding images")]
     images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
     return ImageTable(images, list(unique["image_id"]), encode_metadata(unique))
-
-
-def read_images(data_dir: str | Path, frame: pd.DataFrame) -> Iterator[np.ndarray]:
-    """Each row's image as it is on disk (uint8 RGB, its own size), decoded in parallel
-    ahead of use, in row order: what a model that carries its preprocessing takes."""
-    import tensorflow as tf
-
-    paths = [str(Path(data_dir) / p) for p in frame["image_path"]]
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(paths)
-        .map(
-            lambda path: decode_image_bytes(tf.io.read_file(path)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    for image in progress(dataset, total=len(paths), desc="predicting"):
-        yield image.numpy()
 
 
 def augmentation_layers(settings: AugmentSettings, seed: int) -> list[Any]:

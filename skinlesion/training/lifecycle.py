@@ -10,7 +10,7 @@ the inputs, fit, save and log (a function each; :func:`train_model` runs them).
   cluster) the checkpoints are mirrored to S3 under the pipeline run's id, so a retried
   task on a new node resumes too (``skinlesion.training.checkpoints``).
 * Reliability and monitoring: the conformal calibration, feature distance and input
-  contract saved in the model (``skinlesion.training.calibration``), and the validation
+  contract saved in the model (``skinlesion.training.reliability``), and the validation
   images' fields, decisions and features logged as ``monitoring/reference.parquet``, what
   drift in served traffic is judged against.
 * Provenance: the run carries code, params, data, image and pipeline-run tags, and the
@@ -37,17 +37,14 @@ from skinlesion.data.leakage import assert_no_leakage
 from skinlesion.data.split import read_manifest
 from skinlesion.data.storage import delete_prefix, mirror_from_s3
 from skinlesion.data.versions import file_md5, list_folder, log_data_listing
+from skinlesion.labels import labels_of
 from skinlesion.model.confidence import ECE_BINS
 from skinlesion.model.preprocessing import with_preprocessing
+from skinlesion.model.reference import log_monitoring_reference, monitoring_reference
 from skinlesion.model.reliability import Reliability, attach
 from skinlesion.model.servable import log_serving_model
 from skinlesion.provenance import LESIONS_ARTIFACT, RunOrigin, run_provenance
 from skinlesion.tracking import configure_tracking, flatten
-from skinlesion.training.calibration import (
-    fit_reliability,
-    log_monitoring_reference,
-    monitoring_reference,
-)
 from skinlesion.training.checkpoints import prepare_work_dir, remote_checkpoints
 from skinlesion.training.device import (
     DeviceError,
@@ -56,10 +53,11 @@ from skinlesion.training.device import (
     select_device,
 )
 from skinlesion.training.fitting import Context, balanced_class_weight
-from skinlesion.training.inputs import decode_images, labels_of
+from skinlesion.training.inputs import decode_images
 from skinlesion.training.operating_point import set_operating_point
 from skinlesion.training.plots import plot_history
 from skinlesion.training.recipes import recipe
+from skinlesion.training.reliability import fit_reliability
 from skinlesion.training.scaling import calibrate
 
 if TYPE_CHECKING:

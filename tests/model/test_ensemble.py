@@ -23,9 +23,9 @@ from skinlesion.labels import CLASSES
 from skinlesion.model.ensemble import is_ensemble, members_of
 from skinlesion.model.loading import load_model
 from skinlesion.model.metadata import encode_metadata, model_inputs
+from skinlesion.model.preprocessing import read_images
 from skinlesion.model.reliability import reliability_of
 from skinlesion.serving.predict import predict_images
-from skinlesion.training.inputs import read_images
 from tests.conftest import small_params
 
 pytestmark = pytest.mark.model

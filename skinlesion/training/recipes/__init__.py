@@ -14,13 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from skinlesion.training.fitting import Context, Fitted
-from skinlesion.training.recipes import cnn, efficientnet_lite, resnet
+from skinlesion.training.recipes import cnn, efficientnet_lite, resnet152v2
 
 Recipe = Callable[[Any, Context], Fitted]
 
 RECIPES: dict[str, Recipe] = {
     "cnn": cnn.fit,
-    "resnet152v2": resnet.fit,
+    "resnet152v2": resnet152v2.fit,
     "efficientnet_lite": efficientnet_lite.fit,
 }
 

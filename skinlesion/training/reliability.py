@@ -9,8 +9,6 @@ did not learn from, after the melanoma operating point is set.
   dermatofibroma or vascular images to calibrate each half, too few for a per-class
   level of 90% (that needs at least 9). The coverage on the test lesions, which nothing
   here reads, is what evaluation reports and the promotion gate checks.
-* **The monitoring reference** (:func:`monitoring_reference`): the validation images'
-  patient fields, decisions and features, logged with the run for drift monitoring.
 * **The feature distance** is fitted on the training images (each once, not its
   oversampled copies; at most ``reference_images``, sampled), and its threshold is the
   ``1 - ood_false_refer`` quantile of the validation images' distances: that share of
@@ -20,15 +18,12 @@ did not learn from, after the melanoma operating point is set.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from skinlesion.config.schema import ReliabilitySettings, ValidationSettings
 from skinlesion.data.contract import InputContract
-from skinlesion.labels import CLASSES
 from skinlesion.model.metadata import model_inputs
 from skinlesion.model.operating_curve import sensitivity_curve
 from skinlesion.model.reliability import (
@@ -40,9 +35,6 @@ from skinlesion.model.reliability import (
 from skinlesion.training.fitting import Context
 
 log = logging.getLogger(__name__)
-# Artifact path of the monitoring reference on a training run (what drift is judged against).
-REFERENCE_DIR = "monitoring"
-REFERENCE_FILE = "reference.parquet"
 
 
 def _features_and_probs(
@@ -87,7 +79,8 @@ def fit_reliability(
 ) -> tuple[Reliability, dict[str, float], tuple[np.ndarray, np.ndarray]]:
     """The reliability of ``core`` (at its operating point); validation figures to log
     (mean set size, singleton share and refer rate of the validation images); and the
-    validation images' (features, probabilities), for :func:`monitoring_reference`."""
+    validation images' (features, probabilities), for the monitoring reference
+    (:func:`skinlesion.model.reference.monitoring_reference`)."""
     layer = pooled_feature_layer(core)
     probe = feature_model(core, layer)
     ref_rows, ref_labels = reference_rows(ctx, settings.reference_images)
@@ -132,31 +125,3 @@ def reliability_figures(assessed: Assessment, probs: np.ndarray, y: np.ndarray) 
             for spec, value in sensitivity_curve(probs, y).items()
         },
     }
-
-
-def log_monitoring_reference(table: pd.DataFrame) -> None:
-    """Log :func:`monitoring_reference`'s table to the active MLflow run, where the drift
-    monitor of a served version looks for it."""
-    import tempfile
-
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / REFERENCE_FILE
-        table.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), REFERENCE_DIR)
-
-
-def monitoring_reference(
-    val_rows: pd.DataFrame, features: np.ndarray, probs: np.ndarray
-) -> pd.DataFrame:
-    """What a drift monitor compares served traffic with, logged beside the model: the
-    validation images (lesions the model did not learn from, as traffic will be) with
-    their patient fields, true class, the model's probabilities, decision and confidence,
-    and their pooled features at float16 precision, as the server logs them."""
-    table = val_rows[["image_id", "dx", "age", "sex", "localization"]].reset_index(drop=True)
-    table[list(CLASSES)] = probs
-    table["prediction"] = [CLASSES[i] for i in probs.argmax(axis=1)]
-    table["confidence"] = probs.max(axis=1)
-    table["embedding"] = [row.astype("float16").astype("float64").tolist() for row in features]
-    return table

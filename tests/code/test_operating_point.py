@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinlesion.training.decision import fit_recall_floors, offset_grid
+from skinlesion.training.operating_point import fit_recall_floors, offset_grid
 
 GRID = offset_grid(4.0, 0.05)
 
@@ -49,7 +49,7 @@ def test_offsets_folded_into_the_softmax_bias_shift_log_probabilities():
 
     from skinlesion.config.files import load_params
     from skinlesion.model.networks import build_cnn, shift_decisions
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     cnn = load_params(ROOT / "params.yaml").train.model("cnn")
     model = build_cnn(cnn.model_copy(update={"filters": [4], "dense_units": 4}), 16)
