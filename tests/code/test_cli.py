@@ -76,7 +76,7 @@ def test_the_console_script_has_the_plugin_commands():
 
 
 def test_eda_writes_plots(synth_dir, tmp_path):
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     params = str(ROOT / "params.yaml")
     runner = CliRunner()
@@ -110,9 +110,9 @@ def test_eda_writes_plots(synth_dir, tmp_path):
 @pytest.mark.parametrize("command", [["check-changes"], ["upgrade-model", "models:/m@champion"]])
 def test_an_unreachable_registry_is_one_line_that_names_it(command, monkeypatch, synth_dir):
     """No traceback: the server's address, and that the registry is as it was."""
-    from tests.conftest import ROOT, _free_port
+    from tests.helpers import ROOT, free_port
 
-    server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     args = [*command, "--params", str(ROOT / "params.yaml")]

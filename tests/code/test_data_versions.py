@@ -87,7 +87,7 @@ def test_publish_validates_then_uploads_one_prefix_per_version(synth_dir, synth_
     from typer.testing import CliRunner
 
     from skinlesion.cli.main import command_line
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     app = command_line()
     bootstrap_buckets(["published"])
@@ -122,7 +122,7 @@ def test_diff_command_prints_and_writes_json(synth_dir, synth_copy, tmp_path):
     from typer.testing import CliRunner
 
     from skinlesion.cli.main import command_line
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     app = command_line()
     make_synthetic_dataset(synth_copy, 7, seed=11, append=True)

@@ -10,7 +10,7 @@ from skinlesion.config.files import load_params
 from skinlesion.config.schema import PromotionSettings
 from skinlesion.evaluation.resampling import balanced_accuracy, lesion_counts
 from skinlesion.promotion.gate import Answers, GateError, choose_challenger, compare, verdict
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 RNG = np.random.default_rng(0)

@@ -9,7 +9,7 @@ from skinlesion.config.files import load_params
 from skinlesion.config.schema import InputSettings
 from skinlesion.data.catalog import load_catalog
 from skinlesion.training.inputs import decode_images, make_dataset
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 import requests
 
-from tests.conftest import running_mlflow_server
+from tests.helpers import running_mlflow_server
 
 pytestmark = [pytest.mark.code, pytest.mark.integration]
 

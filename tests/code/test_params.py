@@ -124,7 +124,7 @@ def test_an_ensemble_of_models_that_are_not_trained_is_refused(params):
 
 
 def test_the_cli_stops_on_a_misspelt_key_before_any_work(params, tmp_path, synth_dir):
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     broken = copy.deepcopy(params)
     broken["split"]["sed"] = 1

@@ -11,8 +11,8 @@ from pipelines.client import check_cron, pipeline_arguments
 from skinlesion.cli.main import command_line
 from skinlesion.config.files import ParamsError
 from skinlesion.config.parse import for_cluster
-from tests.conftest import ROOT
 from tests.fakes.kfp_api import API, running_fake_kfp
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 PARAMS = ["--params", str(ROOT / "params.yaml")]

@@ -17,7 +17,7 @@ from pipelines.client import PIPELINES
 from skinlesion.cli.main import command_line
 from skinlesion.config.files import STEP_SECTIONS
 from skinlesion.config.parse import parse_params
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 

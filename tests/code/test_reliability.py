@@ -16,7 +16,7 @@ from skinlesion.labels import CLASSES
 from skinlesion.model.conformal import prediction_sets, true_class_scores
 from skinlesion.model.ood import FeatureDistance
 from skinlesion.model.reliability import MEL, Reliability
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from skinlesion.cli.main import command_line
 from skinlesion.data.storage import StorageError, bootstrap_buckets, s3_client
-from tests.conftest import _free_port, running_mlflow_server
+from tests.helpers import free_port, running_mlflow_server
 
 pytestmark = [pytest.mark.code, pytest.mark.integration]
 app = command_line()
@@ -36,7 +36,7 @@ def test_bootstrap_creates_then_finds_buckets_with_read_write_access(s3_env):
 def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(StorageError, match="cannot reach the S3 endpoint"):
         bootstrap_buckets(["x"], endpoint_url=closed)
 
@@ -52,7 +52,7 @@ def test_dvc_pushes_the_flows_outputs_and_a_fresh_checkout_pulls_them(s3_env, tm
     """The documented use of the S3 remote: the flow's cached outputs (here the split
     manifest) go up with `dvc push`; a checkout without them gets them with `dvc pull`."""
     from skinlesion.data.synth import make_synthetic_dataset
-    from tests.conftest import ROOT, write_params
+    from tests.helpers import ROOT, write_params
 
     bootstrap_buckets(["skinlesion-data"])
     repo = tmp_path / "repo"

@@ -18,7 +18,7 @@ from skinlesion.data.split import (
     split_position,
 )
 from skinlesion.data.synth import make_synthetic_dataset
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 app = command_line()
@@ -39,7 +39,7 @@ def test_groups_join_lesions_sharing_identical_images():
     assert lesion_groups(frame.iloc[::-1]).tolist() == groups.iloc[::-1].tolist()
 
 
-def test_split_is_grouped_stratified_and_deterministic(synth_dir):
+def test_split_is_grouped_by_lesion_in_the_fractions_and_deterministic(synth_dir):
     settings = SplitSettings(seed=7, val_fraction=0.2, test_fraction=0.2)
     first = split_dataset(synth_dir, settings, 4)
     again = split_dataset(synth_dir, settings, 4)

@@ -21,7 +21,7 @@ from skinlesion.tuning.space import (
     with_values,
 )
 from skinlesion.tuning.study import default_study_name
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.code
 

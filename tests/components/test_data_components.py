@@ -20,7 +20,7 @@ from skinlesion.data.publish import DataVersionError
 from skinlesion.data.storage import s3_client
 from skinlesion.data.validation import InvalidDataError
 from skinlesion.data.versions import data_version
-from tests.conftest import small_params, step_inputs
+from tests.helpers import small_params, step_inputs
 
 pytestmark = pytest.mark.code
 
@@ -156,7 +156,7 @@ def test_split_component_and_split_command_write_the_same_manifest(synth_dir, tm
     from typer.testing import CliRunner
 
     from skinlesion.cli.main import command_line
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     app = command_line()
     small = small_params(params)

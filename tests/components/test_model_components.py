@@ -19,7 +19,7 @@ from components.promote.component import promote
 from components.train.component import train
 from skinlesion.labels import CLASSES
 from skinlesion.promotion.promote import PromotionError
-from tests.conftest import small_params, step_inputs
+from tests.helpers import small_params, step_inputs
 
 pytestmark = pytest.mark.model
 

@@ -16,7 +16,7 @@ from components.best_params.component import best_params
 from components.open_study.component import open_study
 from components.tune_trials.component import tune_trials
 from skinlesion.config.schema import ParamsError
-from tests.conftest import small_params, step_inputs
+from tests.helpers import small_params, step_inputs
 
 pytestmark = pytest.mark.model
 

@@ -20,7 +20,7 @@ from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.data.validation import InvalidDataError
 from skinlesion.data.versions import data_version
 from skinlesion.serving.prediction_log import read_records
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.data
 
@@ -158,7 +158,7 @@ def test_the_change_check_reports_the_new_version(synth_copy, clinic, tmp_path, 
     from skinlesion.data.versions import list_folder, log_data_listing
     from skinlesion.promotion.changes import check_for_changes
     from skinlesion.provenance import run_provenance
-    from tests.conftest import log_tiny_model
+    from tests.helpers import log_tiny_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = load_params(ROOT / "params.yaml")

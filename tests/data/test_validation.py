@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from skinlesion.cli.main import command_line
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.data
 app = command_line()

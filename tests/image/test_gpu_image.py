@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import small_params, write_params
+from tests.helpers import small_params, write_params
 from tests.image.conftest import engine_run
 
 pytestmark = pytest.mark.image

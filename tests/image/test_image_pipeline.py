@@ -19,7 +19,7 @@ from kfp import local
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
-from tests.conftest import cluster_miniature, small_params
+from tests.helpers import cluster_miniature, small_params
 from tests.image.conftest import head_commit
 
 pytestmark = pytest.mark.image

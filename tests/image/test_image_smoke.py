@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REAL_DATA, _free_port, small_params, write_params
+from tests.helpers import REAL_DATA, free_port, small_params, write_params
 from tests.image.conftest import engine_run, head_commit
 
 pytestmark = pytest.mark.image
@@ -64,7 +64,7 @@ def test_cli_data_steps_one_epoch_and_serving_run_as_non_root(image, params, tmp
     work.chmod(0o777)  # the image's user (uid 10001) writes here
     one_epoch = small_params(params, cnn={"epochs": 1})
     write_params(one_epoch, work / "one-epoch.yaml")
-    steps = STEPS.replace("PORT", str(_free_port()))
+    steps = STEPS.replace("PORT", str(free_port()))
     done = engine_run(image, "sh", "-c", steps, mounts={str(work): "/work"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0] == "10001"

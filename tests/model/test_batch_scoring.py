@@ -17,7 +17,7 @@ from skinlesion.cli.main import command_line
 from skinlesion.labels import CLASSES
 from skinlesion.model.preprocessing import read_image
 from skinlesion.serving import batch
-from tests.conftest import ROOT, log_tiny_model
+from tests.helpers import ROOT, log_tiny_model
 
 pytestmark = pytest.mark.model
 NAME = "batch-test"

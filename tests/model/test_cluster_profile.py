@@ -20,7 +20,7 @@ from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import for_cluster, parse_params
 from skinlesion.data.synth import make_synthetic_dataset
 from skinlesion.model.loading import load_model
-from tests.conftest import cluster_miniature, run_kfp_locally, small_params
+from tests.helpers import cluster_miniature, run_kfp_locally, small_params
 
 pytestmark = [pytest.mark.model, pytest.mark.integration]
 

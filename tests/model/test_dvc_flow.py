@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from skinlesion.data.synth import make_synthetic_dataset
-from tests.conftest import ROOT, small_params, write_params
+from tests.helpers import ROOT, small_params, write_params
 
 pytestmark = pytest.mark.model
 

@@ -26,7 +26,7 @@ from skinlesion.model.metadata import encode_metadata, model_inputs
 from skinlesion.model.preprocessing import read_images
 from skinlesion.model.reliability import reliability_of
 from skinlesion.serving.predict import predict_images
-from tests.conftest import small_params
+from tests.helpers import small_params
 
 pytestmark = pytest.mark.model
 PATIENT = ("age", "sex", "localization")

@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from skinlesion.cli.main import command_line
+from skinlesion.data.split import read_manifest
+from tests.helpers import assert_plot
 
 pytestmark = pytest.mark.model
 app = command_line()
@@ -60,7 +62,7 @@ def test_evaluate_every_row_of_a_folder_writes_documented_json_and_plots(trained
     assert low <= metrics["balanced_accuracy"] <= high and metrics["ci95"]["unit"] == "lesion"
     assert len(metrics["confusion_matrix"]) == 7
     for png in ("confusion_matrix", "confusion_matrix_normalized", "roc", "reliability"):
-        assert (root / "eval_plots" / f"{png}.png").is_file()
+        assert_plot(root / "eval_plots" / f"{png}.png")
 
 
 def test_evaluate_test_split_with_tta(trained_cnn):
@@ -87,7 +89,8 @@ def test_evaluate_test_split_with_tta(trained_cnn):
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
-    assert metrics["tta"] is True and metrics["n_images"] < 280
+    test_rows = read_manifest(root / "split.csv").query("split == 'test'")
+    assert metrics["tta"] is True and metrics["n_images"] == len(test_rows)
 
 
 def test_evaluate_missing_model_is_a_clear_error(tmp_path):
@@ -127,7 +130,7 @@ def test_predict_gives_probabilities_and_gradcam(trained_cnn):
     entry = json.loads(result.output.strip().splitlines()[-1])
     assert abs(sum(entry["probabilities"].values()) - 1) < 1e-3
     assert entry["prediction"] in entry["probabilities"]
-    assert (root / "cam/ISIC_0000001.png").is_file()
+    assert_plot(root / "cam/ISIC_0000001.png", min_side=32)
 
 
 def test_predict_missing_image_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from pipelines.training_pipeline import build_pipeline
 from skinlesion.config.parse import parse_params
 from skinlesion.data.synth import make_synthetic_dataset
-from tests.conftest import run_kfp_locally, small_params
+from tests.helpers import run_kfp_locally, small_params
 
 pytestmark = pytest.mark.model
 

@@ -15,7 +15,7 @@ from skinlesion.labels import CLASSES
 from skinlesion.model.loading import load_model
 from skinlesion.model.preprocessing import preprocessing_of
 from skinlesion.model.servable import encode_image
-from tests.conftest import small_params, write_params
+from tests.helpers import small_params, write_params
 
 pytestmark = pytest.mark.model
 PATIENTS = pd.DataFrame(

@@ -24,7 +24,7 @@ from skinlesion.labels import CLASSES
 from skinlesion.model.preprocessing import read_image
 from skinlesion.serving.log_records import take_records
 from skinlesion.serving.prediction_log import PredictionLog, folder_sink
-from tests.conftest import ROOT, log_tiny_model, run_kfp_locally
+from tests.helpers import ROOT, log_tiny_model, run_kfp_locally
 
 pytestmark = pytest.mark.model
 NAME = "monitor-test"
@@ -177,7 +177,6 @@ def test_realised_accuracy_joins_the_log_with_the_labelled_data(tracked, synth_d
     assert week["accuracy"] == pytest.approx(float((answers["prediction"] == seen.dx).mean()))
 
 
-def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path):
 def test_the_command_line_reads_labels_from_s3_as_the_step_does(
     tracked, synth_dir, tmp_path, s3_env
 ):
@@ -196,6 +195,7 @@ def test_the_command_line_reads_labels_from_s3_as_the_step_does(
     assert week["labelled"] == 40 and week["model_version"] == "1"
 
 
+def test_the_monitor_component_returns_the_verdict(tracked, synth_dir, tmp_path):
     """The KFP component (step 17): Evidently's HTML as its report, a metric per test."""
     from kfp.dsl import HTML, Metrics
 

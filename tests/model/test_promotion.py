@@ -22,7 +22,7 @@ from skinlesion.promotion.promote import Candidate, PromotionError, promote
 from skinlesion.promotion.registry import CHALLENGER, CHAMPION, register
 from skinlesion.provenance import LESIONS_ARTIFACT
 from skinlesion.tracking import configure_tracking
-from tests.conftest import ROOT, log_tiny_model
+from tests.helpers import ROOT, log_tiny_model
 
 pytestmark = pytest.mark.model
 MEL = CLASSES.index("mel")
@@ -284,9 +284,9 @@ def test_registry_error_is_not_absence(registry, monkeypatch):
     assert registry.state() == before
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    from tests.conftest import _free_port
+    from tests.helpers import free_port
 
-    gone = mlflow.MlflowClient(f"http://127.0.0.1:{_free_port()}")
+    gone = mlflow.MlflowClient(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(PromotionError, match=r"looking up .*@champion failed"):
         promote(
             gone,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from skinlesion.model.networks import ModelWeightsError, build_backbone
-from tests.conftest import train_argmax
+from tests.helpers import train_argmax
 
 pytestmark = pytest.mark.model
 

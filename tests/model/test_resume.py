@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, small_params, step_inputs, write_params
+from tests.helpers import ROOT, small_params, step_inputs, write_params
 
 pytestmark = pytest.mark.model
 
@@ -126,7 +126,7 @@ def test_retried_cluster_training_resumes_from_s3(
 import yaml
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from components.train.component import train
-from tests.conftest import step_inputs
+from tests.helpers import step_inputs
 SECTIONS = ("data", "validate", "input", "tracking", "train", "params_hash")
 train.python_func(
     model_name="cnn", raw_data=Dataset(uri={str(train_workspace / "data")!r}),

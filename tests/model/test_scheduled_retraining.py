@@ -30,7 +30,7 @@ from skinlesion.evaluation.evaluate import evaluate_model, write_metrics
 from skinlesion.promotion.changes import check_for_changes
 from skinlesion.promotion.promote import PromotionError, promote_from_reports
 from skinlesion.training.lifecycle import train_model
-from tests.conftest import _free_port, running_mlflow_server, small_params
+from tests.helpers import free_port, running_mlflow_server, small_params
 
 pytestmark = pytest.mark.model
 NAME = "weekly-classifier"
@@ -86,7 +86,7 @@ def test_four_weeks_of_unattended_retraining(tmp_path, params, monkeypatch, caps
     monkeypatch.setenv("SKINLESION_GIT_COMMIT", "c0ffee")  # one image build all month
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.chdir(tmp_path)
-    port, store = _free_port(), tmp_path / "server"
+    port, store = free_port(), tmp_path / "server"
     store.mkdir()
     server = contextlib.ExitStack()
     url = server.enter_context(running_mlflow_server(store, str(store / "artifacts"), port=port))

@@ -30,7 +30,7 @@ from skinlesion.model.loading import load_model
 from skinlesion.model.preprocessing import preprocessing_of
 from skinlesion.promotion.registry import RegistryError, servable_info
 from skinlesion.serving.predict import predict_images
-from tests.conftest import ROOT, _free_port, _stop_group, log_tiny_model
+from tests.helpers import ROOT, free_port, log_tiny_model, stop_group
 
 pytestmark = pytest.mark.model
 NAME = "serving-test"
@@ -89,7 +89,7 @@ def images(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Data
 def _serving(registry: str, workdir: Path, log_uri: str) -> Iterator[str]:
     """`skinlesion serve` following `champion` every second, on a free port, with its
     prediction log at ``log_uri`` rotated every second."""
-    port = _free_port()
+    port = free_port()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["serve"]["log_rotate_seconds"] = 1
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
@@ -127,7 +127,7 @@ def _serving(registry: str, workdir: Path, log_uri: str) -> Iterator[str]:
             pytest.fail("skinlesion serve did not start")
         yield url
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         log.close()
 
 
@@ -368,7 +368,9 @@ def test_the_served_model_follows_the_alias(registry, server, images):
     """Promotion moves `champion`; the server swaps in the new version by itself."""
     described = requests.get(f"{server}/model", timeout=10).json()
     assert described["version"] == "1" and described["follows_alias"]
-    assert described["load_seconds"] > 0
+    version = mlflow.MlflowClient().get_model_version(NAME, "1")
+    assert described["uri"] == f"models:/{NAME}/1" and described["run_id"] == version.run_id
+    assert described["load_seconds"] > 0 and described["loaded_at"].endswith("Z")
     records = _records(images)[:3]
     before = _probabilities(_invoke(server, {"dataframe_records": records}).json()["predictions"])
 

@@ -14,7 +14,7 @@ import pytest
 from skinlesion.model.efficientnet_lite import build_trunk, stage_of
 from skinlesion.training.frozen import frozen_outputs
 from skinlesion.training.recipes import efficientnet_lite as recipe
-from tests.conftest import train_argmax
+from tests.helpers import train_argmax
 
 pytestmark = pytest.mark.model
 

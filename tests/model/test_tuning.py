@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 
 from skinlesion.config.parse import parse_params
-from tests.conftest import small_params, write_params
+from tests.helpers import assert_plot, small_params, write_params
 
 pytestmark = pytest.mark.model
 
@@ -121,7 +121,7 @@ def test_tune_cli_prunes_tracks_nested_runs_and_continues_after_a_kill(
     assert "train.cnn.lr:" in best and "train.cnn.dense_units:" in best
     summary_json = json.loads((out / "summary.json").read_text())
     assert summary_json["best_value"] == pytest.approx(study.best_value)
-    assert (out / "history.png").is_file()
+    assert_plot(out / "history.png")
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs(
