@@ -27,7 +27,7 @@ ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null
 PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
 
-.PHONY: install repro test test-extended test-fast lint lock data track-data clean engine image image-gpu image-test \
+.PHONY: install repro test test-extended test-fast lint lock docs data track-data clean engine image image-gpu image-test \
 	image-gpu-test images pipeline postgres
 
 install: $(VENV)/.installed
@@ -91,6 +91,14 @@ lint: install
 	ruff check .
 	ruff format --check .
 	hadolint infra/docker/Dockerfile
+
+# The documentation site under docs/ (MkDocs Material): the generated pages first (the
+# parameters from the schema, the steps from components.STEPS, the results from reports/
+# and bench/results/), then a strict build into site/: a broken link or anchor, or a page
+# left out of the nav, fails it. NO_MKDOCS_2_WARNING: the theme's notice is not a warning.
+docs: install
+	python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
 # The promotion tests also run against a real PostgreSQL (the cluster's registry backend),
 # started by the tests themselves: Debian's server binaries are installed here if missing.
