@@ -368,7 +368,7 @@ def test_the_served_model_follows_the_alias(registry, server, images):
     """Promotion moves `champion`; the server swaps in the new version by itself."""
     described = requests.get(f"{server}/model", timeout=10).json()
     assert described["version"] == "1" and described["follows_alias"]
-    version = mlflow.MlflowClient().get_model_version(NAME, "1")
+    version = mlflow.MlflowClient(registry).get_model_version(NAME, "1")
     assert described["uri"] == f"models:/{NAME}/1" and described["run_id"] == version.run_id
     assert described["load_seconds"] > 0 and described["loaded_at"].endswith("Z")
     records = _records(images)[:3]
