@@ -185,12 +185,19 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """No telemetry from DVC, MLflow or GX, however the tests are started; converted
-    weights cached in a folder of the session's, not the user's home."""
+    """No telemetry from DVC, MLflow or GX, however the tests are started; every temporary
+    file of the run, the suite's subprocesses' included, in one folder removed at the end.
+
+    Why the folder: MLflow and Keras leave temporary folders behind (a downloaded model is
+    a few hundred MB), and runs of the suite once filled this machine's disk with them."""
     import tempfile
 
-    if "SKINLESION_CACHE" not in os.environ:
-        os.environ["SKINLESION_CACHE"] = tempfile.mkdtemp(prefix="skinlesion-cache-")
+    if not hasattr(config, "workerinput") and TEMP_ROOT not in os.environ:
+        root = tempfile.mkdtemp(prefix="skinlesion-tests-")
+        os.environ[TEMP_ROOT] = os.environ["TMPDIR"] = root
+        os.environ.setdefault("SKINLESION_CACHE", os.path.join(root, "cache"))
+        config.stash[_OWN_TEMP] = root
+    tempfile.tempdir = None  # read TMPDIR again
     for name, value in (
         ("DVC_NO_ANALYTICS", "1"),
         ("MLFLOW_DISABLE_TELEMETRY", "true"),
@@ -198,6 +205,17 @@ def pytest_configure(config: pytest.Config) -> None:
         ("GX_ANALYTICS_ENABLED", "false"),
     ):
         os.environ.setdefault(name, value)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's temporary folder (give ``--basetemp`` to keep a failing test's)."""
+    root = config.stash.get(_OWN_TEMP, None)
+    if root:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+TEMP_ROOT = "SKINLESION_TEST_TMP"
+_OWN_TEMP = pytest.StashKey[str]()
 
 
 # The suite's wall time is bounded by its few long single runs: started first, they run

@@ -38,6 +38,10 @@ revision=$(git rev-parse HEAD)
 git diff --quiet HEAD || revision="$revision-dirty"
 secret=()
 if [ -n "${PIP_CA:-}" ]; then secret=(--secret "id=pip_ca,src=$PIP_CA"); fi
+# The image the tag named before this build: removed once the new one has the tag, so
+# that rebuilding does not leave a dangling copy behind (2 GB CPU, 7 GB GPU each time; the
+# rebuilds of one day filled this machine's disk).
+previous=$("$engine" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 echo "building $tag on ${base[0]} at $revision"
 # shellcheck disable=SC2086  # $build is a command with its arguments
 $build --network host -f infra/docker/Dockerfile "${secret[@]}" \
@@ -45,3 +49,7 @@ $build --network host -f infra/docker/Dockerfile "${secret[@]}" \
   --build-arg "REVISION=$revision" --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --build-arg "VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)" \
   "$@" -t "$tag" .
+current=$("$engine" image inspect --format '{{.Id}}' "$tag")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  "$engine" image rm "$previous" >/dev/null 2>&1 || true  # still in use: kept
+fi

@@ -11,6 +11,7 @@ the same way; the gate keeps an unreadable champion only on the second.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from skinlesion.errors import SkinlesionError
 from skinlesion.model.metadata import image_size
 
 log = logging.getLogger(__name__)
+
+FETCH_PREFIX = "skinlesion-model-"  # the temporary folders models are fetched into
 
 
 class ModelLoadError(SkinlesionError, RuntimeError):
@@ -41,15 +44,31 @@ def load_model(reference: str | Path) -> Any:
     if "://" in ref or ref.startswith("models:/") or ref.startswith("runs:/"):
         import mlflow.artifacts
 
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=ref)
-        except Exception as err:  # MLflow, HTTP and storage clients raise many types
-            raise ModelLoadError(f"cannot load model {ref}: {type(err).__name__}: {err}") from err
-        return _read_model(ref, local)
+        with tempfile.TemporaryDirectory(prefix=FETCH_PREFIX) as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=folder)
+            except Exception as err:  # MLflow, HTTP and storage clients raise many types
+                raise ModelLoadError(
+                    f"cannot load model {ref}: {type(err).__name__}: {err}"
+                ) from err
+            return _read_model(ref, local)
     path = Path(ref)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     return _read_model(ref, str(path))
+
+
+def load_pyfunc(uri: str) -> Any:
+    """The MLflow pyfunc at ``uri``, its files fetched into a folder removed once it is in
+    memory.
+
+    Why not ``mlflow.pyfunc.load_model(uri)`` alone: MLflow then downloads into a temporary
+    folder that nobody deletes, a few hundred MB per load; a server that reloads, a batch
+    job run nightly and the test suite filled this machine's disk that way."""
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix=FETCH_PREFIX) as folder:
+        return mlflow.pyfunc.load_model(uri, dst_path=folder)
 
 
 def _read_model(ref: str, local: str) -> Any:

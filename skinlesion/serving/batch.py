@@ -174,8 +174,7 @@ def score_folder(
 ) -> BatchResult:
     """Score every image below ``folder`` (local; see :func:`score` for S3) with the MLflow
     model ``model_uri`` (an alias is pinned to its version first), resuming a killed run."""
-    import mlflow.pyfunc
-
+    from skinlesion.model.loading import load_pyfunc
     from skinlesion.promotion.registry import resolve_version
 
     root, target = Path(folder), Path(out)
@@ -187,7 +186,7 @@ def score_folder(
     parts.mkdir(parents=True, exist_ok=True)
     done = _done(parts, version, data_version)
     todo = images[~images["image_id"].isin(done)].reset_index(drop=True)
-    model = mlflow.pyfunc.load_model(pinned)
+    model = load_pyfunc(pinned)
     started = time.perf_counter()
     first = len(list(parts.glob("part-*.parquet")))
     chunks = range(0, len(todo), chunk_size)

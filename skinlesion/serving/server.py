@@ -60,12 +60,12 @@ class ServedModel(ResolvedVersion):
 
 def load_served(requested: str) -> tuple[ServedModel, Any]:
     """Resolve, check and load ``requested`` as a pyfunc, timing the load."""
-    import mlflow.pyfunc
+    from skinlesion.model.loading import load_pyfunc
 
     started = time.perf_counter()
     resolved, info = resolve_version(requested)
     uri, version = resolved.uri, resolved.version
-    model = mlflow.pyfunc.load_model(uri)
+    model = load_pyfunc(uri)
     seconds = time.perf_counter() - started
     from skinlesion.model.servable import EMBEDDING_PARAM
 
