@@ -194,6 +194,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not hasattr(config, "workerinput") and TEMP_ROOT not in os.environ:
         root = tempfile.mkdtemp(prefix="skinlesion-tests-")
+        os.chmod(root, 0o711)  # the registry tests' PostgreSQL runs as its own user
         os.environ[TEMP_ROOT] = os.environ["TMPDIR"] = root
         os.environ.setdefault("SKINLESION_CACHE", os.path.join(root, "cache"))
         config.stash[_OWN_TEMP] = root

@@ -49,7 +49,7 @@ $build --network host -f infra/docker/Dockerfile "${secret[@]}" \
   --build-arg "REVISION=$revision" --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --build-arg "VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)" \
   "$@" -t "$tag" .
-current=$("$engine" image inspect --format '{{.Id}}' "$tag")
+current=$("$engine" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
   "$engine" image rm "$previous" >/dev/null 2>&1 || true  # still in use: kept
 fi
