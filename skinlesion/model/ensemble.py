@@ -161,9 +161,10 @@ def set_offsets(model: Any, offsets: np.ndarray) -> None:
     model.get_layer(COMBINE_LAYER).offsets.assign(np.asarray(offsets, dtype="float32"))
 
 
-def feature_probe(model: Any) -> Any:
+def feature_probe(model: Any, portable: bool = False) -> Any:
     """The ensemble with two outputs: its members' pooled image features side by side,
-    and its probabilities."""
+    and its probabilities (``portable``: see
+    :func:`skinlesion.model.preprocessing.portable_prepare_images`)."""
     import keras
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
@@ -175,7 +176,11 @@ def feature_probe(model: Any) -> Any:
         core = core_of(net)
         size, crop = preprocessing_of(net)  # type: ignore[misc]
         probe = with_preprocessing(
-            feature_model(core, pooled_feature_layer(core)), size, crop, name=f"probe_{name}"
+            feature_model(core, pooled_feature_layer(core)),
+            size,
+            crop,
+            name=f"probe_{name}",
+            portable=portable,
         )
         f, p = _call(probe, image, metadata)
         features.append(f)

@@ -107,20 +107,23 @@ def probe_outputs(
     return features, probs
 
 
-def feature_probe_of(model: Any, feature_layer: str) -> Any:
+def feature_probe_of(model: Any, feature_layer: str, portable: bool = False) -> Any:
     """``model`` with two outputs, its pooled image features and its probabilities: an
     ensemble's are its members' (:mod:`skinlesion.model.ensemble`), a single model's come
-    from its ``feature_layer``, each behind the model's own preprocessing."""
+    from its ``feature_layer``, each behind the model's own preprocessing (``portable``:
+    in operations an exported graph can hold, :mod:`skinlesion.model.export`)."""
     from skinlesion.model.ensemble import feature_probe, is_ensemble
     from skinlesion.model.preprocessing import core_of, preprocessing_of, with_preprocessing
 
     if is_ensemble(model):
-        return feature_probe(model)
+        return feature_probe(model, portable)
     prepared = preprocessing_of(model)
     if prepared is None:  # attach() only ever wraps a self-contained model
         raise ValueError("a model that carries its reliability carries its preprocessing")
     size, crop = prepared
-    return with_preprocessing(feature_model(core_of(model), feature_layer), size, crop)
+    return with_preprocessing(
+        feature_model(core_of(model), feature_layer), size, crop, portable=portable
+    )
 
 
 class Scorer:

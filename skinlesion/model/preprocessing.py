@@ -65,6 +65,66 @@ def prepare_images(images: Any, size: int, center_crop: bool) -> Any:
     return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
 
 
+def _taps(in_size: Any, out_size: int) -> tuple[Any, Any, Any]:
+    """(first input pixel, weights (out, taps), taps) of TensorFlow's antialiased bilinear
+    resize along one axis (its ``ScaleAndTranslate`` op, triangle kernel), computed in
+    float32 the way that op computes them."""
+    import tensorflow as tf
+
+    in_f = tf.cast(in_size, tf.float32)
+    inv_scale = 1.0 / (float(out_size) / in_f)
+    kernel_scale = tf.maximum(inv_scale, 1.0)
+    sample = (tf.range(out_size, dtype=tf.float32) + 0.5) * inv_scale
+    start = tf.clip_by_value(tf.math.ceil(sample - kernel_scale - 0.5), 0.0, in_f - 1.0)
+    end = tf.clip_by_value(tf.math.floor(sample + kernel_scale - 0.5), 0.0, in_f - 1.0) + 1.0
+    taps = tf.cast(tf.reduce_max(end - start), tf.int32)
+    source = start[:, None] + tf.range(taps, dtype=tf.float32)[None, :]
+    weights = tf.maximum(0.0, 1.0 - tf.abs((source + 0.5 - sample[:, None]) * (1.0 / kernel_scale)))
+    weights = tf.where(source < end[:, None], weights, 0.0)
+    weights = weights * (1.0 / tf.reduce_sum(weights, axis=1, keepdims=True))
+    return tf.cast(start, tf.int32), weights, taps
+
+
+def _resize_axis(images: Any, size: int, axis: int) -> Any:
+    """``images`` (n, h, w, c float32) resized to ``size`` along ``axis`` (1 or 2): each
+    output pixel the sum of weight x input pixel over its span, added in the span's order,
+    one multiply and one add at a time, as ``ScaleAndTranslate`` adds them."""
+    import tensorflow as tf
+
+    in_size = tf.shape(images)[axis]
+    start, weights, taps = _taps(in_size, size)
+    shape = tf.unstack(tf.shape(images))
+    shape[axis] = size
+    column = [-1, 1, 1] if axis == 1 else [-1, 1]
+
+    def add_tap(tap: Any, total: Any) -> tuple[Any, Any]:
+        pixels = tf.gather(images, tf.minimum(start + tap, in_size - 1), axis=axis)
+        return tap + 1, total + tf.reshape(weights[:, tap], column) * pixels
+
+    _, resized = tf.while_loop(
+        lambda tap, _: tap < taps, add_tap, [tf.constant(0), tf.zeros(tf.stack(shape))]
+    )
+    return resized
+
+
+def portable_prepare_images(images: Any, size: int, center_crop: bool) -> Any:
+    """:func:`prepare_images` for a batch (n, h, w, 3), in operations every converter knows:
+    the graph that :mod:`skinlesion.model.export` writes. The resize is TensorFlow's own
+    (``ScaleAndTranslate``, which ONNX and LiteRT lack) spelt out as a loop over the
+    kernel's taps, weights and order of sums kept, so its values are the same to the bit
+    (tests/code/test_export.py)."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    if center_crop:
+        shape = tf.shape(images)
+        side = tf.minimum(shape[1], shape[2])
+        top, left = (shape[1] - side) // 2, (shape[2] - side) // 2
+        images = images[:, top : top + side, left : left + side, :]
+    resized = _resize_axis(_resize_axis(images, size, 1), size, 2)
+    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
 @functools.cache
 def _layer_class() -> type:
     """The Keras layer class, defined and registered on first use (Keras is imported late
@@ -81,8 +141,11 @@ def _layer_class() -> type:
             self.size = int(size)
             self.center_crop = bool(center_crop)
 
+        portable = False  # set on a graph built for export, never saved
+
         def call(self, images: Any) -> Any:
-            return prepare_images(images, self.size, self.center_crop)
+            prepare = portable_prepare_images if self.portable else prepare_images
+            return prepare(images, self.size, self.center_crop)
 
         def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
             return (input_shape[0], self.size, self.size, 3)
@@ -99,16 +162,21 @@ def register() -> None:
     _layer_class()
 
 
-def with_preprocessing(core: Any, size: int, center_crop: bool, name: str = "skinlesion") -> Any:
+def with_preprocessing(
+    core: Any, size: int, center_crop: bool, name: str = "skinlesion", portable: bool = False
+) -> Any:
     """The model to save and serve: raw uint8 ``image`` (N, H, W, 3), any H and W, plus the
     ``metadata`` input if ``core`` takes one -> :func:`prepare_images` -> ``core``;
-    ``name`` tells it apart from another such model inside an ensemble."""
+    ``name`` tells it apart from another such model inside an ensemble. ``portable``: with
+    :func:`portable_prepare_images`, for export (not to be saved)."""
     import keras
 
     from skinlesion.model.metadata import METADATA_DIM, uses_metadata
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
-    prepared = _layer_class()(size, center_crop, name=PREPARE_LAYER)(image)
+    layer = _layer_class()(size, center_crop, name=PREPARE_LAYER)
+    layer.portable = portable
+    prepared = layer(image)
     if not uses_metadata(core):
         return keras.Model(image, core(prepared), name=name)
     metadata = keras.Input((METADATA_DIM,), name="metadata")
