@@ -82,6 +82,13 @@ def serve(
             "0: never (default: serve.follow_seconds)."
         ),
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="keras: the registered model (TensorFlow); onnx: its export, without "
+            "TensorFlow (`skinlesion export --log` made it) (default: serve.runtime)."
+        ),
+    ] = None,
     log_uri: Annotated[
         str | None,
         typer.Option(
@@ -117,6 +124,45 @@ def serve(
             "rotate_seconds": settings.log_rotate_seconds,
             "queue": settings.log_queue,
         },
+        runtime or settings.runtime,
+    )
+
+
+@app.command("export")
+@user_errors
+def export(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A registered version (models:/NAME/3, models:/NAME@champion) or a .keras file."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder to write the export to (default: a new temporary one)."),
+    ] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log/--no-log",
+            help="Log the export to the version's training run (export/), where "
+            "`serve --runtime onnx` fetches it.",
+        ),
+    ] = False,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Export a model for runtimes without TensorFlow: ONNX (the network with its
+    preprocessing) and its reliability, checked against the model on probe images."""
+    from skinlesion.serving.exports import export_reference
+
+    if model.startswith("models:/"):
+        track(load_params(params_file))
+    folder, manifest = export_reference(model, out, log)
+    check = manifest["check"]
+    typer.echo(
+        f"exported {manifest['source']} to {folder}: largest probability difference "
+        f"{check['max_probability_difference']:.1e} on {check['images']} probe images "
+        f"(tolerance {manifest['tolerance']:.0e}){'; logged to its run as export/' if log else ''}"
     )
 
 
