@@ -83,28 +83,24 @@ def step_inputs(params: dict, *sections: str) -> dict[str, str]:
     return {name: getattr(outputs, name) for name in sections}
 
 
-def log_tiny_model(
+def tiny_model(
     seed: int = 0,
     size: int = 16,
     metadata: bool = False,
     calibration: tuple[list, object] | None = None,
     invalid_input: str = "refuse",
 ):
-    """A tiny untrained CNN, with its preprocessing, logged to the active MLflow run as
-    training logs a model (its weights depend on ``seed``); returns MLflow's ModelInfo.
+    """A tiny untrained CNN with its preprocessing, as training saves one (its weights
+    depend on ``seed``).
 
     With ``calibration`` (raw images of one size and their class indices) it also carries
     a reliability fitted on them, as training fits one (alpha 0.3: a handful of images
     per class; the same images as reference and calibration)."""
-    import tempfile
-
     import keras
-    import numpy as np
 
     from skinlesion.model.metadata import METADATA_DIM
     from skinlesion.model.networks import build_cnn
     from skinlesion.model.preprocessing import with_preprocessing
-    from skinlesion.model.servable import log_serving_model
 
     params = parse_params(read_params(ROOT / "params.yaml"))
     cfg = params.train.model("cnn").model_copy(update={"filters": [4, 8], "dense_units": 8})
@@ -116,11 +112,46 @@ def log_tiny_model(
             update={"alpha": 0.3, "invalid_input": invalid_input}
         )
         model = _with_reliability(model, core, *calibration, settings, params.validate_)
+    return model
+
+
+def log_tiny_model(
+    seed: int = 0,
+    size: int = 16,
+    metadata: bool = False,
+    calibration: tuple[list, object] | None = None,
+    invalid_input: str = "refuse",
+):
+    """:func:`tiny_model` logged to the active MLflow run as training logs a model;
+    returns MLflow's ModelInfo."""
+    import tempfile
+
+    import numpy as np
+
+    from skinlesion.model.servable import log_serving_model
+
+    model = tiny_model(seed, size, metadata, calibration, invalid_input)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         model.save(path)
         example = np.random.default_rng(seed).integers(0, 255, (80, 96, 3), dtype=np.uint8)
         return log_serving_model(path, example)
+
+
+def calibration_images(synth_dir: Path, n: int = 140) -> tuple[list, object]:
+    """Synthetic lesion images (200x150) and their class indices: what a tiny model's
+    reliability is fitted on."""
+    import numpy as np
+    import pandas as pd
+
+    from skinlesion.labels import CLASSES
+    from skinlesion.model.preprocessing import read_image
+
+    catalog = pd.read_csv(synth_dir / "HAM10000_metadata.csv").head(n)
+    images = [
+        read_image(next(synth_dir.rglob(f"{i}.jpg")).read_bytes()) for i in catalog["image_id"]
+    ]
+    return images, np.array([CLASSES.index(d) for d in catalog["dx"]])
 
 
 def _with_reliability(model, core, images, labels, settings, validation):
@@ -335,3 +366,57 @@ def assert_plot(path: Path, min_side: int = 100) -> None:
         assert min(image.size) >= min_side, (path, image.size)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 2, (path, "blank")
+
+
+@contextlib.contextmanager
+def serving(
+    registry: str, workdir: Path, log_uri: str, model: str, runtime: str = "keras"
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`skinlesion serve` of ``model`` on ``runtime``, following its alias every second,
+    on a free port, with its prediction log at ``log_uri`` rotated every second; yields
+    its URL and process."""
+    import requests
+    import yaml
+
+    port = free_port()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["serve"]["log_rotate_seconds"] = 1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry, "SKINLESION_PROGRESS": "0"}
+    command = [
+        str(Path(sys.executable).with_name("skinlesion")),
+        "serve",
+        "--model",
+        model,
+        "--runtime",
+        runtime,
+        "--port",
+        str(port),
+        "--follow",
+        "1",
+        "--log-uri",
+        log_uri,
+        "--params",
+        str(workdir / "params.yaml"),
+    ]
+    log = (workdir / "serve.log").open("w")
+    proc = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"server ended: {(workdir / 'serve.log').read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("skinlesion serve did not start")
+        yield url, proc
+    finally:
+        stop_group(proc)
+        log.close()

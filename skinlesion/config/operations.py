@@ -16,6 +16,7 @@ class ServeSettings(Section):
     """``serve``: the scoring server of `skinlesion serve` (skinlesion.serving.server)."""
 
     model: Annotated[str, Field(min_length=1)]  # an MLflow model URI, usually an alias
+    runtime: Literal["keras", "onnx"]  # onnx: the version's export, without TensorFlow
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65535)]
     workers: Positive

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,12 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _image(row: int, value: Any, reliability: Reliability | None) -> tuple[np.ndarray, list[str]]:
+Decoder = Callable[[bytes], np.ndarray]
+
+
+def _image(
+    row: int, value: Any, reliability: Reliability | None, decode: Decoder | None
+) -> tuple[np.ndarray, list[str]]:
     """The decoded image of one row and the contract rules it breaks, screened by the
     model's ``reliability`` (none without one)."""
     from skinlesion.model.preprocessing import ImageDecodeError, read_image
@@ -71,13 +77,13 @@ def _image(row: int, value: Any, reliability: Reliability | None) -> tuple[np.nd
     except InputContractError as err:
         raise RequestError(f"row {row}: {err}") from err
     try:
-        return read_image(raw), broken
+        return (decode or read_image)(raw), broken
     except ImageDecodeError as err:
         raise RequestError(f"row {row}: 'image' is {err}") from err
 
 
 def parse_request(
-    frame: pd.DataFrame, reliability: Reliability | None = None
+    frame: pd.DataFrame, reliability: Reliability | None = None, decode: Decoder | None = None
 ) -> tuple[list[np.ndarray], pd.DataFrame, list[list[str]]]:
     """The images and the patient fields of a request, checked row by row, and the input
     contract rules each image breaks (:meth:`Reliability.screen`: a request is refused on
@@ -86,7 +92,7 @@ def parse_request(
         raise RequestError("the request has no 'image' column")
     if frame.empty:
         raise RequestError("the request has no rows")
-    decoded = [_image(i, v, reliability) for i, v in enumerate(frame["image"])]
+    decoded = [_image(i, v, reliability, decode) for i, v in enumerate(frame["image"])]
     images = [image for image, _ in decoded]
     violations = [broken for _, broken in decoded]
     patient = pd.DataFrame(index=range(len(frame)))
@@ -126,6 +132,8 @@ def answer(probs: np.ndarray, assessment: Assessment | None = None) -> pd.DataFr
 class LesionClassifier(mlflow.pyfunc.PythonModel):
     """The registered model: request rows in, probabilities and decision out."""
 
+    decode: Decoder | None = None  # images decoded by TensorFlow, as training decoded them
+
     def load_context(self, context: Any) -> None:
         import keras
 
@@ -142,7 +150,9 @@ class LesionClassifier(mlflow.pyfunc.PythonModel):
         from skinlesion.model.metadata import encode_metadata
 
         try:
-            images, patient, violations = parse_request(model_input, self.scorer.reliability)
+            images, patient, violations = parse_request(
+                model_input, self.scorer.reliability, self.decode
+            )
         except RequestError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from err
         scored = self.scorer.score(

@@ -28,10 +28,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skinlesion.promotion.registry import VERSION_URI, ResolvedVersion, pin, resolve_version
@@ -45,6 +47,12 @@ ENV_MODEL = "SKINLESION_SERVE_MODEL"
 ENV_FOLLOW = "SKINLESION_SERVE_FOLLOW_SECONDS"
 ENV_MAX_BODY = "SKINLESION_SERVE_MAX_BODY_BYTES"
 ENV_LOG = "SKINLESION_SERVE_LOG"  # JSON: uri, images, rotate_records, rotate_seconds, queue
+ENV_RUNTIME = "SKINLESION_SERVE_RUNTIME"
+RUNTIMES = ("keras", "onnx")
+# Deepest JSON nesting a request may have: MLflow's formats need four levels; Python's
+# parser fails on tens of thousands (a 500), so deeper bodies get a 400 before parsing.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,42 @@ class ServedModel(ResolvedVersion):
     loaded_at: str = ""
     embeds: bool = False  # the model answers embeddings when asked (for the log)
     members: list[str] = field(default_factory=list)  # an ensemble's models
+    runtime: str = "keras"  # keras (TensorFlow) or onnx (the version's export)
 
 
-def load_served(requested: str) -> tuple[ServedModel, Any]:
-    """Resolve, check and load ``requested`` as a pyfunc, timing the load."""
+def _load_export(resolved: ResolvedVersion) -> Any:
+    """The version's export (:mod:`skinlesion.serving.exports`) as a pyfunc model that
+    answers like the registered one, through ONNX Runtime: no TensorFlow is imported."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    from skinlesion.model.portable import EXPORT_DIR, PortableLesionClassifier
+    from skinlesion.model.servable import signature
+    from skinlesion.serving.exports import fetch_export
+
+    with tempfile.TemporaryDirectory(prefix="skinlesion-export-") as tmp:
+        folder = Path(tmp)  # removed once the session and arrays are in memory
+        export = fetch_export(resolved, folder / "download")
+        mlflow.pyfunc.save_model(
+            str(folder / "model"),
+            python_model=PortableLesionClassifier(),
+            artifacts={EXPORT_DIR: str(export)},
+            signature=signature(),
+            pip_requirements=[],
+        )
+        return mlflow.pyfunc.load_model(str(folder / "model"))
+
+
+def load_served(requested: str, runtime: str = "keras") -> tuple[ServedModel, Any]:
+    """Resolve, check and load ``requested`` as a pyfunc, timing the load: the registered
+    model (``keras``) or its export (``onnx``)."""
     from skinlesion.model.loading import load_pyfunc
 
     started = time.perf_counter()
     resolved, info = resolve_version(requested)
     uri, version = resolved.uri, resolved.version
-    model = load_pyfunc(uri)
+    model = _load_export(resolved) if runtime == "onnx" else load_pyfunc(uri)
     seconds = time.perf_counter() - started
     from skinlesion.model.servable import EMBEDDING_PARAM
 
@@ -76,8 +110,9 @@ def load_served(requested: str) -> tuple[ServedModel, Any]:
         loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         embeds=any(p.name == EMBEDDING_PARAM for p in (params.params if params else [])),
         members=list((info.metadata or {}).get("members", [])),
+        runtime=runtime,
     )
-    log.info("serving %s (version %s), loaded in %.1f s", uri, version or "-", seconds)
+    log.info("serving %s (version %s, %s), loaded in %.1f s", uri, version or "-", runtime, seconds)
     return served, model
 
 
@@ -116,8 +151,10 @@ class ScoringApp:
         max_body_bytes: int,
         prediction_log: PredictionLog | None = None,
         log_images: bool = False,
+        runtime: str = "keras",
     ) -> None:
         self.requested = requested
+        self.runtime = runtime
         self.follow_seconds = follow_seconds
         self.max_body_bytes = max_body_bytes
         self.prediction_log = prediction_log
@@ -126,11 +163,10 @@ class ScoringApp:
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
 
-    @staticmethod
-    def _build(requested: str) -> tuple[ServedModel, Any]:
+    def _build(self, requested: str) -> tuple[ServedModel, Any]:
         from mlflow.pyfunc.scoring_server import init
 
-        served, model = load_served(requested)
+        served, model = load_served(requested, self.runtime)
         return served, init(model)
 
     def follows(self) -> bool:
@@ -200,6 +236,10 @@ class ScoringApp:
                 413,
                 {"error_code": "REQUEST_TOO_LARGE", "message": f"request body over {limit} bytes"},
             )
+            return
+        if _too_deep(body):
+            message = f"request body nests deeper than {MAX_JSON_DEPTH} levels"
+            await _respond(send, 400, {"error_code": "BAD_REQUEST", "message": message})
             return
         tags = [
             (b"x-model-version", served.version.encode()),
@@ -277,6 +317,19 @@ class ScoringApp:
         await send({"type": "http.response.body", "body": answer})
 
 
+def _too_deep(body: bytes) -> bool:
+    """Whether a JSON body nests deeper than :data:`MAX_JSON_DEPTH` (brackets outside
+    strings counted; a body that is not JSON is left to the parser's own message)."""
+    import numpy as np
+
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32)
+    steps -= np.isin(codes, (ord("]"), ord("}")))
+    return bool(steps.cumsum().max() > MAX_JSON_DEPTH)
+
+
 def _replay(body: bytes) -> Any:
     """An ASGI ``receive`` that gives ``body`` once, then waits as a server would."""
     replayed = False
@@ -323,6 +376,7 @@ def create_app() -> ScoringApp:
         int(os.environ.get(ENV_MAX_BODY, str(8 << 20))),
         prediction_log,
         bool(settings.get("images")),
+        os.environ.get(ENV_RUNTIME, "keras"),
     )
 
 
@@ -334,19 +388,30 @@ def serve(
     follow_seconds: float,
     max_body_bytes: int,
     log: dict[str, Any] | None = None,
+    runtime: str = "keras",
 ) -> None:
     """Run the scoring server in this process (uvicorn) until it is stopped. ``log``:
     the prediction log's ``uri``, ``images``, ``rotate_records``, ``rotate_seconds`` and
     ``queue`` (no log without a uri)."""
     import uvicorn
 
-    resolve_version(model)  # a clear error here rather than in each worker
+    resolved, _ = resolve_version(model)  # a clear error here rather than in each worker
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        import tempfile
+
+        from skinlesion.serving.exports import fetch_export
+
+        with tempfile.TemporaryDirectory() as folder:
+            fetch_export(resolved, folder)  # a version without an export: said here
     os.environ.update(
         {
             ENV_MODEL: model,
             ENV_FOLLOW: str(follow_seconds),
             ENV_MAX_BODY: str(max_body_bytes),
             ENV_LOG: json.dumps(log or {}),
+            ENV_RUNTIME: runtime,
         }
     )
     uvicorn.run(

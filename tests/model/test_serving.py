@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -20,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-import yaml
 from PIL import Image
 
 from skinlesion.config.files import load_params
@@ -30,23 +28,11 @@ from skinlesion.model.loading import load_model
 from skinlesion.model.preprocessing import preprocessing_of
 from skinlesion.promotion.registry import RegistryError, servable_info
 from skinlesion.serving.predict import predict_images
-from tests.helpers import ROOT, free_port, log_tiny_model, stop_group
+from tests.helpers import ROOT, calibration_images, log_tiny_model, serving
 
 pytestmark = pytest.mark.model
 NAME = "serving-test"
 PATIENT = {"age": 62.0, "sex": "male", "localization": "back"}
-
-
-def _calibration(synth_dir: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """Synthetic lesion images (200x150) and their classes: what the served models'
-    reliability is fitted on."""
-    from skinlesion.model.preprocessing import read_image
-
-    catalog = pd.read_csv(synth_dir / "HAM10000_metadata.csv").head(140)
-    images = [
-        read_image(next(synth_dir.rglob(f"{i}.jpg")).read_bytes()) for i in catalog["image_id"]
-    ]
-    return images, np.array([CLASSES.index(d) for d in catalog["dx"]])
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +42,7 @@ def registry(mlflow_server: str, synth_dir: Path) -> Iterator[str]:
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_experiment("serving")
     client = mlflow.MlflowClient()
-    calibration = _calibration(synth_dir)
+    calibration = calibration_images(synth_dir)
     for seed in (1, 2):
         with mlflow.start_run():
             info = log_tiny_model(seed=seed, size=24, metadata=True, calibration=calibration)
@@ -85,52 +71,6 @@ def images(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Data
     return frame
 
 
-@contextmanager
-def _serving(registry: str, workdir: Path, log_uri: str) -> Iterator[str]:
-    """`skinlesion serve` following `champion` every second, on a free port, with its
-    prediction log at ``log_uri`` rotated every second."""
-    port = free_port()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["serve"]["log_rotate_seconds"] = 1
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry, "SKINLESION_PROGRESS": "0"}
-    command = [
-        str(Path(sys.executable).with_name("skinlesion")),
-        "serve",
-        "--model",
-        f"models:/{NAME}@champion",
-        "--port",
-        str(port),
-        "--follow",
-        "1",
-        "--log-uri",
-        log_uri,
-        "--params",
-        str(workdir / "params.yaml"),
-    ]
-    log = (workdir / "serve.log").open("w")
-    proc = subprocess.Popen(
-        command, cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server ended: {(workdir / 'serve.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/ping", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail("skinlesion serve did not start")
-        yield url
-    finally:
-        stop_group(proc)
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def serve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("serve")
@@ -139,7 +79,10 @@ def serve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(registry: str, serve_dir: Path) -> Iterator[str]:
     """The server of these tests, logging every answered image to ``<serve_dir>/log``."""
-    with _serving(registry, serve_dir, str(serve_dir / "log")) as url:
+    with serving(registry, serve_dir, str(serve_dir / "log"), f"models:/{NAME}@champion") as (
+        url,
+        _,
+    ):
         yield url
 
 
@@ -310,7 +253,7 @@ def test_a_model_trained_to_refer_answers_odd_inputs_with_the_rule(registry, ima
     mlflow.set_tracking_uri(registry)
     with mlflow.start_run():
         info = log_tiny_model(
-            seed=3, size=24, calibration=_calibration(synth_dir), invalid_input="refer"
+            seed=3, size=24, calibration=calibration_images(synth_dir), invalid_input="refer"
         )
     odd = _odd_inputs(images)
     rows = [{"image": odd["1x1"]}, {"image": odd["greyscale"]}, _records(images)[0]]
@@ -356,7 +299,9 @@ def test_a_failing_log_never_fails_a_request(registry, images, tmp_path_factory)
     answered as ever, and the lost records are counted."""
     workdir = tmp_path_factory.mktemp("serve-broken-log")
     (workdir / "not-a-folder").write_text("")
-    with _serving(registry, workdir, str(workdir / "not-a-folder" / "log")) as url:
+    with serving(
+        registry, workdir, str(workdir / "not-a-folder" / "log"), f"models:/{NAME}@champion"
+    ) as (url, _):
         for _ in range(3):
             response = _invoke(url, {"dataframe_records": _records(images)[:2]})
             assert response.status_code == 200
