@@ -57,3 +57,30 @@ def fetch_export(resolved: ResolvedVersion, into: str | Path) -> Path:
     if not (Path(local) / MANIFEST_FILE).is_file():
         raise RegistryError(f"{resolved.uri}: {EXPORT_ARTIFACT}/ holds no {MANIFEST_FILE}")
     return Path(local)
+
+
+def export_pyfunc(folder: str | Path) -> Any:
+    """The export in ``folder`` as a pyfunc model that answers like the registered one
+    (the same request and answer columns), through ONNX Runtime: TensorFlow is never
+    imported. The session and arrays are read into memory; ``folder`` may go after."""
+    import mlflow.pyfunc
+
+    from skinlesion.model.portable import EXPORT_DIR, PortableLesionClassifier
+    from skinlesion.model.servable import signature
+
+    with tempfile.TemporaryDirectory(prefix="skinlesion-export-") as tmp:
+        saved = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            str(saved),
+            python_model=PortableLesionClassifier(),
+            artifacts={EXPORT_DIR: str(folder)},
+            signature=signature(),
+            pip_requirements=[],
+        )
+        return mlflow.pyfunc.load_model(str(saved))
+
+
+def load_export(resolved: ResolvedVersion) -> Any:
+    """The export logged on ``resolved``'s run, as :func:`export_pyfunc` serves it."""
+    with tempfile.TemporaryDirectory(prefix="skinlesion-export-") as tmp:
+        return export_pyfunc(fetch_export(resolved, Path(tmp) / "download"))

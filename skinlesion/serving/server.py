@@ -33,7 +33,6 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skinlesion.promotion.registry import VERSION_URI, ResolvedVersion, pin, resolve_version
@@ -67,39 +66,16 @@ class ServedModel(ResolvedVersion):
     runtime: str = "keras"  # keras (TensorFlow) or onnx (the version's export)
 
 
-def _load_export(resolved: ResolvedVersion) -> Any:
-    """The version's export (:mod:`skinlesion.serving.exports`) as a pyfunc model that
-    answers like the registered one, through ONNX Runtime: no TensorFlow is imported."""
-    import tempfile
-
-    import mlflow.pyfunc
-
-    from skinlesion.model.portable import EXPORT_DIR, PortableLesionClassifier
-    from skinlesion.model.servable import signature
-    from skinlesion.serving.exports import fetch_export
-
-    with tempfile.TemporaryDirectory(prefix="skinlesion-export-") as tmp:
-        folder = Path(tmp)  # removed once the session and arrays are in memory
-        export = fetch_export(resolved, folder / "download")
-        mlflow.pyfunc.save_model(
-            str(folder / "model"),
-            python_model=PortableLesionClassifier(),
-            artifacts={EXPORT_DIR: str(export)},
-            signature=signature(),
-            pip_requirements=[],
-        )
-        return mlflow.pyfunc.load_model(str(folder / "model"))
-
-
 def load_served(requested: str, runtime: str = "keras") -> tuple[ServedModel, Any]:
     """Resolve, check and load ``requested`` as a pyfunc, timing the load: the registered
     model (``keras``) or its export (``onnx``)."""
     from skinlesion.model.loading import load_pyfunc
+    from skinlesion.serving.exports import load_export
 
     started = time.perf_counter()
     resolved, info = resolve_version(requested)
     uri, version = resolved.uri, resolved.version
-    model = _load_export(resolved) if runtime == "onnx" else load_pyfunc(uri)
+    model = load_export(resolved) if runtime == "onnx" else load_pyfunc(uri)
     seconds = time.perf_counter() - started
     from skinlesion.model.servable import EMBEDDING_PARAM
 
