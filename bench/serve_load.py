@@ -1,16 +1,20 @@
-"""Latency and throughput of `skinlesion serve` on 127.0.0.1, at several concurrencies.
+"""Latency and throughput of `skinlesion serve` on 127.0.0.1, at several concurrencies,
+for each runtime (the TensorFlow server and the exported model's), in one run.
 
-Starts the scoring server for a registered model (default: params.yaml ``serve.model``,
-the champion of this checkout's MLflow store), waits until it answers ``/ping``, reads
-its model-load time from ``GET /model``, then sends a bounded number of one-image
-requests (real images with their patients' age, sex and site) at each concurrency and
-writes p50/p95/p99 latency and throughput as JSON (default
-``bench/results/serve_load.json``). With ``--log-uri`` the server keeps its prediction
-log there, and the result gives the log's counters and files after the load, so that
-the latency of a run with the log can be set beside one without. Example::
+First the model's own time in this process, one image at a time: decoding, the forward
+pass (the graph, its preprocessing included) and the whole score (forward and the
+reliability's sets and referrals), for Keras and for the export in ONNX Runtime. Then,
+for each runtime, it starts the scoring server for a registered model (default:
+params.yaml ``serve.model``, the champion of this checkout's MLflow store; its export is
+made and logged first when it has none), waits until it answers ``/ping``, reads its
+model-load time from ``GET /model``, and sends a bounded number of one-image requests
+(real images with their patients' age, sex and site) at each concurrency. p50/p95/p99
+latency and throughput go to JSON (default ``bench/results/serve_load.json``). With
+``--log-uri`` the server keeps its prediction log there, and the result gives the log's
+counters and files after the load. Example::
 
-    python bench/serve_load.py --requests 200 --concurrency 1 4 16
-    python bench/serve_load.py --log-uri /tmp/plog --out bench/results/serve_load-log.json
+    python bench/serve_load.py --requests 300 --concurrency 1 8 32
+    python bench/serve_load.py --runtime onnx --log-uri /tmp/plog --out /tmp/log.json
     python bench/serve_load.py --model models:/m/3 --vs models:/m/1   # two models, one run
 """
 
@@ -25,9 +29,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,7 +64,7 @@ def request_bodies(data_dir: Path, count: int) -> list[dict]:
 
 
 def start_server(
-    model: str, port: int, log_path: Path, prediction_log: str = ""
+    model: str, port: int, log_path: Path, prediction_log: str = "", runtime: str = "keras"
 ) -> tuple[subprocess.Popen, float]:
     """The server process and the seconds until it answered /ping; ``prediction_log``:
     where it logs what it answers ("": nowhere)."""
@@ -67,6 +73,8 @@ def start_server(
         "serve",
         "--model",
         model,
+        "--runtime",
+        runtime,
         "--port",
         str(port),
         "--follow",
@@ -126,10 +134,78 @@ def log_summary(uri: str, counters: dict | None) -> dict:
     return summary
 
 
-def serve_and_measure(model: str, bodies: list[dict], args: argparse.Namespace, log: Path) -> dict:
+def _timed(call: Any, repeat: int) -> dict:
+    """Median and 95th percentile in ms of ``call()`` over ``repeat`` calls (after two)."""
+    for _ in range(2):
+        call()
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    ms = np.array(seconds) * 1000
+    return {
+        "p50_ms": round(float(np.median(ms)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
+
+
+def in_process(model: str, bodies: list[dict], repeat: int) -> dict:
+    """The model's own time, one image at a time, for Keras and for its export: decoding,
+    the forward pass (preprocessing included) and the whole score."""
+    from skinlesion.model.inference import Scorer
+    from skinlesion.model.loading import load_model
+    from skinlesion.model.metadata import encode_metadata, model_inputs
+    from skinlesion.model.portable import PortableScorer, decode_image
+    from skinlesion.model.preprocessing import read_image
+    from skinlesion.promotion.registry import resolve_version
+    from skinlesion.serving.exports import fetch_export
+
+    record = bodies[0]["dataframe_records"][0]
+    raw = base64.b64decode(record["image"])
+    meta = encode_metadata(pd.DataFrame([{k: v for k, v in record.items() if k != "image"}]))
+    resolved, _ = resolve_version(model)
+    keras_scorer = Scorer(load_model(resolved.uri))
+    image = read_image(raw)
+    x = model_inputs(keras_scorer.model, image[None], meta)
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_scorer = PortableScorer(fetch_export(resolved, folder))
+    onnx_meta = meta if onnx_scorer.metadata_dim else None
+    return {
+        "keras": {
+            "decode": _timed(lambda: read_image(raw), repeat),
+            "forward": _timed(lambda: keras_scorer.probe.predict_on_batch(x), repeat),
+            "score": _timed(lambda: keras_scorer.score([image], meta, 1), repeat),
+        },
+        "onnx": {
+            "decode": _timed(lambda: decode_image(raw), repeat),
+            "forward": _timed(lambda: onnx_scorer.outputs([image], onnx_meta), repeat),
+            "score": _timed(lambda: onnx_scorer.score([image], onnx_meta), repeat),
+        },
+    }
+
+
+def ensure_export(model: str) -> str:
+    """The version ``model`` names, with its export logged (made now when missing)."""
+    from skinlesion.promotion.registry import RegistryError, resolve_version
+    from skinlesion.serving.exports import export_reference, fetch_export
+
+    resolved, _ = resolve_version(model)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            fetch_export(resolved, folder)
+        except RegistryError:
+            print(f"exporting {resolved.uri} (it has no export yet)", file=sys.stderr)
+            export_reference(resolved.uri, None, log=True)
+    return resolved.uri
+
+
+def serve_and_measure(
+    model: str, bodies: list[dict], args: argparse.Namespace, log: Path, runtime: str = "keras"
+) -> dict:
     """Start the server of ``model``, warm it up, measure every concurrency level, stop it."""
     port = free_port()
-    proc, ready_s = start_server(model, port, log, args.log_uri)
+    proc, ready_s = start_server(model, port, log, args.log_uri, runtime)
     base = f"http://127.0.0.1:{port}"
     try:
         served = requests.get(f"{base}/model", timeout=10).json()
@@ -142,6 +218,7 @@ def serve_and_measure(model: str, bodies: list[dict], args: argparse.Namespace, 
         proc.wait(timeout=60)
     return {
         "model": model,
+        "runtime": runtime,
         "served": served,
         "server_ready_s": round(ready_s, 1),
         "model_load_s": served["load_seconds"],
@@ -156,19 +233,36 @@ def main() -> None:
     parser.add_argument(
         "--vs", help="a second model URI, measured right after on the same requests"
     )
+    parser.add_argument(
+        "--runtime", nargs="+", default=["keras", "onnx"], choices=["keras", "onnx"],
+        help="the servers to measure, one after the other (default: both)",
+    )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, help="images (default: params data.raw_dir)")
-    parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeat", type=int, default=200, help="in-process timings")
     parser.add_argument("--log-uri", default="", help="prediction log folder or s3 prefix")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_load.json"))
     args = parser.parse_args()
 
     params = load_params()
-    model = args.model or params.serve.model
+    requested = args.model or params.serve.model
+    from skinlesion.tracking import configure_tracking
+
+    configure_tracking(params.tracking.experiment)
+    model = ensure_export(requested) if "onnx" in args.runtime else requested
     bodies = request_bodies(args.data_dir or Path(params.data.raw_dir), 64)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        **serve_and_measure(model, bodies, args, args.out.with_suffix(".log")),
+    result: dict[str, Any] = {
+        "model": requested,
+        "pinned": model,
+        "in_process": in_process(model, bodies, args.repeat) if "onnx" in args.runtime else None,
+        "servers": {
+            runtime: serve_and_measure(
+                model, bodies, args, args.out.with_suffix(f".{runtime}.log"), runtime
+            )
+            for runtime in args.runtime
+        },
         "image_bytes_mean": int(np.mean([len(b["dataframe_records"][0]["image"]) for b in bodies])),
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
     }
