@@ -23,6 +23,7 @@ IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 OFFICIAL_BASE := $(shell sed -n 's/^ARG BASE_IMAGE=//p' infra/docker/Dockerfile)
 LOCAL_IMAGE ?= skinlesion:local-cpu
 LOCAL_GPU_IMAGE ?= skinlesion:local-gpu
+LOCAL_SERVE_IMAGE ?= skinlesion:local-serve
 ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
@@ -52,9 +53,11 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock requirements-checkov.lo
 # Pinned versions with their hashes: requirements-dev.lock (CI, laptops: with the tools
 # and DVC), requirements-gpu.lock (the GPU image: what the steps run, with TensorFlow's
 # CUDA libraries from PyPI, `tensorflow[and-cuda]`) and requirements-cpu.lock (the CPU
-# image: the same versions with tensorflow-cpu), plus requirements-checkov.lock (the
-# manifest scanner's own environment). Installs refuse a file whose hash differs. Regenerate all three after changing pyproject.toml; existing pins are kept
-# unless pyproject.toml needs others.
+# image: the same versions with tensorflow-cpu), requirements-serve.lock (the serving
+# image: infra/docker/requirements-serve.in at the same versions), plus
+# requirements-checkov.lock (the manifest scanner's own environment). Installs refuse a
+# file whose hash differs. Regenerate them all after changing pyproject.toml or
+# requirements-serve.in; existing pins are kept unless pyproject.toml needs others.
 LOCK = uv pip compile -q --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 RUNTIME = uv pip compile -q --python-version 3.11 --no-header --no-annotate pyproject.toml \
 	-c requirements-dev.lock
@@ -62,6 +65,7 @@ lock:
 	$(LOCK) pyproject.toml --extra dev --extra flow -o requirements-dev.lock
 	$(RUNTIME) | sed 's/^tensorflow==/tensorflow[and-cuda]==/' | $(LOCK) - -o requirements-gpu.lock
 	$(RUNTIME) | sed 's/^tensorflow==/tensorflow-cpu==/' | $(LOCK) - -o requirements-cpu.lock
+	$(LOCK) infra/docker/requirements-serve.in -c requirements-dev.lock -o requirements-serve.lock
 	echo checkov==$(CHECKOV_VERSION) | $(LOCK) - -o requirements-checkov.lock
 CHECKOV_VERSION = 3.3.30
 
@@ -136,32 +140,41 @@ engine:
 # it by kfp.local's DockerRunner. The tests refuse an image whose revision label is not
 # this checkout's clean HEAD. `make image-gpu` builds the GPU image on the same base
 # ($(LOCAL_GPU_IMAGE)); `make image-gpu-test` checks its CUDA build and runs a step in it.
+# `make image` also builds the serving image ($(LOCAL_SERVE_IMAGE): the exported model's
+# server, without TensorFlow), which `make image-test` runs against an exported champion.
 BUILD_IMAGE = ENGINE=$(ENGINE) PIP_CA=$(PIP_CA) infra/docker/build.sh
 GPU_LOCK = --build-arg LOCK=requirements-gpu.lock
 image: engine
 	$(BUILD_IMAGE) $(LOCAL_IMAGE)
+	$(BUILD_IMAGE) $(LOCAL_SERVE_IMAGE) "" --target serve
 
 image-gpu: engine
 	$(BUILD_IMAGE) $(LOCAL_GPU_IMAGE) "" $(GPU_LOCK)
 
 image-test: install engine
-	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) pytest -m image tests/image \
+	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_IMAGE) \
+		SKINLESION_SERVE_IMAGE_UNDER_TEST=$(LOCAL_SERVE_IMAGE) pytest -m image tests/image \
 		--ignore=tests/image/test_gpu_image.py
 
 image-gpu-test: install engine
 	SKINLESION_ENGINE=$(ENGINE) SKINLESION_IMAGE_UNDER_TEST=$(LOCAL_GPU_IMAGE) \
 		pytest -m image tests/image/test_gpu_image.py
 
-# Build and push the CPU and GPU images on the official base, then pin what was pushed
-# by digest: in the compiled pipeline and in the manifests (infra/k8s/base).
+# Build and push the CPU, GPU and serving images on the official base, then pin what was
+# pushed by digest: in the compiled pipeline and in the manifests (the overlays' images).
 images: install engine
 	$(ENGINE) pull -q $(OFFICIAL_BASE)
 	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-cpu $(OFFICIAL_BASE)
 	$(BUILD_IMAGE) $(IMAGE_REPO):$(IMAGE_TAG)-gpu $(OFFICIAL_BASE) $(GPU_LOCK)
+	$(BUILD_IMAGE) $(IMAGE_REPO)-serve:$(IMAGE_TAG) $(OFFICIAL_BASE) --target serve
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-cpu
 	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)-gpu
+	$(ENGINE) push $(IMAGE_REPO)-serve:$(IMAGE_TAG)
 	cpu=$$($(PUSHED) $(IMAGE_REPO):$(IMAGE_TAG)-cpu) && gpu=$$($(PUSHED) $(IMAGE_REPO):$(IMAGE_TAG)-gpu) \
-	  && skinlesion infra pin-image "$$cpu" && $(MAKE) pipeline CPU_IMAGE="$$cpu" GPU_IMAGE="$$gpu"
+	  && serve=$$($(PUSHED) $(IMAGE_REPO)-serve:$(IMAGE_TAG)) \
+	  && skinlesion infra pin-image "$$cpu" \
+	  && skinlesion infra pin-image "$$serve" --name ghcr.io/skinlesion/skinlesion-serve \
+	  && $(MAKE) pipeline CPU_IMAGE="$$cpu" GPU_IMAGE="$$gpu"
 PUSHED = $(ENGINE) image inspect --format '{{index .RepoDigests 0}}'
 
 pipeline: install

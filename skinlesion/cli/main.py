@@ -50,7 +50,13 @@ def command_line() -> typer.Typer:
     app.add_typer(infra.app, name="infra")
     app.add_typer(tune.app, name="tune")
     for plugin in entry_points(group=PLUGIN_GROUP):
-        app.add_typer(plugin.load(), name=plugin.name)
+        try:
+            group = plugin.load()
+        except ModuleNotFoundError as err:
+            if err.name != plugin.module.split(".")[0]:
+                raise  # the group is there but breaks: say so
+            continue  # its package is not installed here (the serving image has no pipelines)
+        app.add_typer(group, name=plugin.name)
     return app
 
 

@@ -56,14 +56,25 @@ def test_the_gpu_and_cpu_locks_pin_the_same_runtime_but_for_cuda():
     assert "tensorflow[and-cuda]" in (ROOT / "Makefile").read_text()  # how `make lock` makes it
 
 
+def test_the_serving_lock_pins_the_dev_locks_versions_and_no_tensorflow():
+    """The serving image runs what the suite tested (the dev lock's versions), and none of
+    TensorFlow, Keras or the training stack."""
+    serve, dev = _pins("requirements-serve.lock"), _pins("requirements-dev.lock")
+    assert {"onnxruntime", "mlflow-skinny", "simplejpeg", "pillow", "numpy"} <= set(serve)
+    assert all(dev[name] == version for name, version in serve.items())
+    heavy = {"tensorflow", "tensorflow-cpu", "keras", "scikit-learn", "great-expectations"}
+    assert not heavy & set(serve)
+
+
 def test_the_dockerfile_installs_by_hash_from_a_digest_pinned_base_without_copying_a_ca():
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1)
     assert re.fullmatch(r"python:[\w.-]+@sha256:[0-9a-f]{64}", base)
     joined = DOCKERFILE.replace("\\\n", " ")  # continuation lines joined
     installs = re.findall(r"pip install.*", joined)
-    assert len(installs) == 2 and all("--no-compile" in i for i in installs)
-    assert "--require-hashes" in installs[0] and "--no-deps" in installs[0]
-    assert "pip check" in installs[0]  # the lock, installed as it is, meets every requirement
+    assert len(installs) == 4 and all("--no-compile" in i for i in installs)  # steps, serving
+    locks = [i for i in installs if " -r " in i]
+    assert len(locks) == 2 and all("--require-hashes" in i and "--no-deps" in i for i in locks)
+    assert all("pip check" in i for i in locks)  # each lock, as it is, meets every requirement
     assert "--mount=type=secret,id=pip_ca" in DOCKERFILE
     copies = [line for line in DOCKERFILE.splitlines() if line.startswith("COPY")]
     assert not [c for c in copies if "pem" in c or "ca" in c.split()[1:2]]

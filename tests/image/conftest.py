@@ -85,3 +85,69 @@ def engine_run(
         text=True,
         timeout=timeout,
     )
+
+
+# What a user does with the step image, on synthetic data: the data steps, one epoch of
+# each model, a one-trial search, registering and serving the CNN (the Keras server's
+# answers kept for the serving image's test), and its export logged.
+STEPS = """
+set -e
+id -u
+skinlesion --help > /dev/null
+cd /work
+skinlesion data synth --out synth --n 120
+skinlesion validate --data-dir synth --report-dir validation
+skinlesion split --data-dir synth --out split.csv
+skinlesion oversample --manifest split.csv --out train.csv
+skinlesion train --model cnn --manifest train.csv --data-dir synth --out cnn.keras \
+    --report-dir report --params one-epoch.yaml
+skinlesion train --model efficientnet_lite --manifest train.csv --data-dir synth \
+    --out lite.keras --report-dir lite-report --params one-epoch.yaml
+skinlesion tune --model cnn --manifest train.csv --data-dir synth --trials 1 \
+    --params one-epoch.yaml
+python - <<'PY'
+import json, mlflow
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+version = mlflow.register_model(json.load(open("report/metrics.json"))["model_uri"], "lesions")
+mlflow.MlflowClient().set_registered_model_alias("lesions", "champion", version.version)
+PY
+skinlesion serve --model models:/lesions@champion --port PORT > serve.log 2>&1 &
+SERVER=$!
+python - <<'PY'
+import base64, glob, json, time, requests
+url = "http://127.0.0.1:PORT"
+for _ in range(240):
+    try:
+        if requests.get(url + "/ping", timeout=5).ok:
+            break
+    except requests.RequestException:
+        pass
+    time.sleep(0.5)
+files = sorted(glob.glob("synth/**/*.jpg", recursive=True))[:8]
+rows = [
+    {"image": base64.b64encode(open(f, "rb").read()).decode(), "age": 50, "sex": "female",
+     "localization": "back"}
+    for f in files
+]
+answer = requests.post(url + "/invocations", json={"dataframe_records": rows[:1]}, timeout=60)
+print("served", answer.status_code, answer.headers.get("x-model-version"), answer.json())
+every = requests.post(url + "/invocations", json={"dataframe_records": rows}, timeout=60)
+json.dump({"rows": rows, "answers": every.json()["predictions"]}, open("keras-answers.json", "w"))
+PY
+kill "$SERVER"
+skinlesion export models:/lesions@champion --log
+"""
+
+
+@pytest.fixture(scope="session")
+def steps_run(
+    image: str, params: dict, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """:data:`STEPS` run once in the step image: its folder (``/work`` inside) and output."""
+    from tests.helpers import free_port, small_params, write_params
+
+    work = tmp_path_factory.mktemp("work")
+    work.chmod(0o777)  # the image's user (uid 10001) writes here
+    write_params(small_params(params, cnn={"epochs": 1}), work / "one-epoch.yaml")
+    steps = STEPS.replace("PORT", str(free_port()))
+    return work, engine_run(image, "sh", "-c", steps, mounts={str(work): "/work"})
