@@ -44,23 +44,26 @@ def infra_bootstrap_buckets(
 
 
 KUSTOMIZATIONS = [Path(f"infra/k8s/overlays/{name}/kustomization.yaml") for name in ("dev", "prod")]
-MANIFEST_IMAGE = "ghcr.io/skinlesion/skinlesion"  # the image name the manifests use
+MANIFEST_IMAGE = "ghcr.io/skinlesion/skinlesion"  # the step image's name in the manifests
+SERVE_IMAGE = "ghcr.io/skinlesion/skinlesion-serve"  # the serving image's
 
 
 def pin_image(kustomization: Path, reference: str, name: str = MANIFEST_IMAGE) -> str:
     """Point the manifests' ``name`` image at ``reference`` (``repository@sha256:...``)
     through the kustomization's ``images`` block, which ends the file: kustomize then
-    renders every container of that image by digest. Returns the block written."""
+    renders every container of that image by digest. The other images' entries stay.
+    Returns the block written."""
     import yaml
 
     repository, _, digest = reference.partition("@")
     if not digest.startswith("sha256:") or len(digest) != len("sha256:") + 64:
         raise SkinlesionError(f"{reference!r} is not pinned by digest: give repository@sha256:…")
     text = kustomization.read_text()
-    head, marker, _ = text.partition("\nimages:\n")
+    head, marker, tail = text.partition("\nimages:\n")
     if not marker:
         raise SkinlesionError(f"{kustomization} has no final `images:` block to pin")
-    entry = [{"name": name, "newName": repository, "digest": digest}]
+    others = [e for e in yaml.safe_load(marker + tail)["images"] if e["name"] != name]
+    entry = [*others, {"name": name, "newName": repository, "digest": digest}]
     block = yaml.safe_dump({"images": entry}, sort_keys=False)
     kustomization.write_text(f"{head}\n{block}")
     return block
@@ -76,7 +79,12 @@ def infra_pin_image(
             "--kustomization", help="Kustomization(s) to rewrite (default: both overlays)."
         ),
     ] = None,
+    name: Annotated[
+        str,
+        typer.Option(help=f"The image name the manifests use (the serving image: {SERVE_IMAGE})."),
+    ] = MANIFEST_IMAGE,
 ) -> None:
-    """Pin the manifests' step image by digest (`make images` runs this after the push)."""
+    """Pin the manifests' step (or serving) image by digest (`make images` runs this after
+    the push)."""
     for kustomization in kustomizations or KUSTOMIZATIONS:
-        typer.echo(f"{kustomization}:\n{pin_image(kustomization, reference)}", nl=False)
+        typer.echo(f"{kustomization}:\n{pin_image(kustomization, reference, name)}", nl=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,45 @@ def _find(objects: list[dict], kind: str, name: str) -> dict:
     return found
 
 
-MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name not in NOT_RESOURCES)
+MANIFESTS = sorted(
+    p for p in K8S.rglob("*.yaml") if p.name not in NOT_RESOURCES and "kserve" not in p.parts
+)
+KSERVE = K8S / "kserve" / "inferenceservice.yaml"
+# The InferenceService fields these manifests use, typed as KServe's v1beta1 CRD types
+# them (config/crd/full/serving.kserve.io_inferenceservices.yaml): a field not listed
+# fails, as kubernetes_validate's strict mode fails one on the core kinds. The predictor's
+# pod fields are the core PodSpec's and are validated as one.
+PREDICTOR_FIELDS = {
+    "labels": dict, "minReplicas": int, "maxReplicas": int, "scaleMetric": str,
+    "scaleTarget": int, "canaryTrafficPercent": int, "serviceAccountName": str,
+    "automountServiceAccountToken": bool, "securityContext": dict, "containers": list,
+    "volumes": list,
+}  # fmt: skip
+POD_FIELDS = ("serviceAccountName", "automountServiceAccountToken", "securityContext",
+              "containers", "volumes")  # fmt: skip
+SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")
+
+
+def validate_inference_service(document: dict) -> None:
+    """Offline validation of a KServe InferenceService: its own fields against the CRD's
+    types, its pod (containers, security, volumes) strictly as a core Pod."""
+    assert document["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert document["kind"] == "InferenceService" and document["metadata"]["name"]
+    assert set(document["spec"]) <= {"predictor", "transformer", "explainer"}
+    predictor = document["spec"]["predictor"]
+    unknown = set(predictor) - set(PREDICTOR_FIELDS)
+    assert not unknown, f"fields an InferenceService predictor does not have: {unknown}"
+    for field, kind in PREDICTOR_FIELDS.items():
+        assert field not in predictor or isinstance(predictor[field], kind), field
+    assert predictor.get("scaleMetric", "cpu") in SCALE_METRICS
+    assert 0 <= predictor.get("canaryTrafficPercent", 100) <= 100
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": document["metadata"]["name"]},
+        "spec": {k: predictor[k] for k in POD_FIELDS if k in predictor},
+    }
+    kubernetes_validate.validate(pod, VERSION, strict=True)
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
@@ -172,6 +211,7 @@ def test_serving_follows_the_champion_non_root_probed_and_autoscaled(overlay, pa
     assert container["command"] == ["skinlesion", "serve"]
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
     assert args["model"] == params["serve"]["model"]  # the alias, not a pinned version
+    assert args["runtime"] == "onnx" and "skinlesion-serve" in container["image"]
     assert float(args["follow"]) > 0 and args["host"] == "0.0.0.0"
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -247,12 +287,16 @@ def test_checkov_reports_only_the_kept_exceptions_once_make_images_pinned_ours(o
     the step image by digest (`skinlesion infra pin-image`, run here on a copy): every
     check passes but the kept exceptions, and each kept one still fails (a mended one
     must leave the list)."""
-    from skinlesion.cli.infra import pin_image
+    from skinlesion.cli.infra import SERVE_IMAGE, pin_image
 
     copy_root = Path(shutil.copytree(K8S, tmp_path / "k8s"))
     for overlay_dir in (copy_root / "overlays").iterdir():
-        pin_image(overlay_dir / "kustomization.yaml", f"registry.example/skinlesion@{DIGEST}")
-    assert f"registry.example/skinlesion@{DIGEST}" in render_text(overlay, copy_root)
+        kustomization = overlay_dir / "kustomization.yaml"
+        pin_image(kustomization, f"registry.example/skinlesion@{DIGEST}")
+        pin_image(kustomization, f"registry.example/skinlesion-serve@{DIGEST}", SERVE_IMAGE)
+    rendered = render_text(overlay, copy_root)
+    assert f"registry.example/skinlesion@{DIGEST}" in rendered
+    assert f"registry.example/skinlesion-serve@{DIGEST}" in rendered  # both kept
     assert scan(overlay, copy_root, tmp_path / "rendered") == KEPT_BY_OVERLAY[overlay]
 
 
@@ -272,3 +316,37 @@ def test_pin_image_refuses_a_reference_without_a_digest(tmp_path):
     kustomization.write_text((K8S / "overlays" / "dev" / "kustomization.yaml").read_text())
     with pytest.raises(SkinlesionError, match="not pinned by digest"):
         pin_image(kustomization, "registry.example/skinlesion:v1")
+
+
+def test_the_kserve_manifest_validates_offline_and_a_misspelt_field_fails():
+    [service] = _documents(KSERVE.read_text())
+    validate_inference_service(service)
+    misspelt = copy.deepcopy(service)
+    misspelt["spec"]["predictor"]["canaryTrafficPercnt"] = 10
+    with pytest.raises(AssertionError, match="canaryTrafficPercnt"):
+        validate_inference_service(misspelt)
+    deep = copy.deepcopy(service)
+    deep["spec"]["predictor"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_inference_service(deep)
+
+
+def test_kserve_serves_a_pinned_export_as_the_deployment_does_with_a_canary(params):
+    [service] = _documents(KSERVE.read_text())
+    predictor = service["spec"]["predictor"]
+    [container] = predictor["containers"]
+    assert container["name"] == "kserve-container"  # KServe's name for the predictor's
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
+    name = params["serve"]["model"].removeprefix("models:/").split("@")[0]
+    assert re.fullmatch(rf"models:/{name}/\d+", args["model"])  # a revision: one version
+    assert args["runtime"] == "onnx" and args["follow"] == "0"
+    assert 0 <= predictor["canaryTrafficPercent"] <= 100
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in (
+        "Serverless", "Knative"
+    )  # canary rollouts need Knative  # fmt: skip
+    deployment = _find(render("prod"), "Deployment", "skinlesion-serving")
+    [served] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].split(":")[0] == "ghcr.io/skinlesion/skinlesion-serve"
+    assert container["envFrom"] == served["envFrom"]  # the same registry user and log
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert predictor["labels"]["app.kubernetes.io/name"] == labels["app.kubernetes.io/name"]
