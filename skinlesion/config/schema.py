@@ -281,6 +281,7 @@ class PromotionSettings(Section):
     coverage_tolerance: Fraction  # per-class coverage may fall this far under 1 - alpha
     policy: Literal["auto", "manual"]
     unloadable_champion: Literal["keep", "replace"]
+    export: bool  # the challenger's export logged to its run before it is registered
 
     @model_validator(mode="after")
     def _on_the_grid(self) -> PromotionSettings:

@@ -31,6 +31,7 @@ import numpy as np
 from skinlesion.labels import CLASSES
 from skinlesion.model.portable import (
     ARRAYS_FILE,
+    EXPORT_DIR,
     EXPORT_FORMAT,
     GRAPH_FILE,
     MANIFEST_FILE,
@@ -114,6 +115,23 @@ def parity(model: Any, scorer: PortableScorer, images: list[np.ndarray]) -> dict
         "max_probability_difference": float(np.abs(probs_w - probs_g).max()) if n else 0.0,
         **{f"same_{k}": v for k, v in agree.items()},
     }
+
+
+def log_export(model: Any, run_id: str, source: str) -> dict[str, Any] | None:
+    """Export ``model`` and log the folder to the MLflow run ``run_id`` as ``export/``,
+    where the ONNX server fetches it for every version registered from that run; None
+    when the run has an export already (a run's model never changes)."""
+    import tempfile
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if any(a.path.endswith(MANIFEST_FILE) for a in client.list_artifacts(run_id, EXPORT_DIR)):
+        return None
+    with tempfile.TemporaryDirectory(prefix="skinlesion-export-") as folder:
+        manifest = export_model(model, folder, source)
+        client.log_artifacts(run_id, folder, EXPORT_DIR)
+    return manifest
 
 
 def export_model(model: Any, out: str | Path, source: str = "") -> dict[str, Any]:

@@ -38,7 +38,7 @@ EXPORT_FORMAT = 1
 MANIFEST_FILE = "export.json"
 GRAPH_FILE = "model.onnx"
 ARRAYS_FILE = "reliability.npz"
-EXPORT_DIR = "export"  # the artifact of the pyfunc model that serves an export
+EXPORT_DIR = "export"  # where an export lives: on its model's run, in the pyfunc serving it
 # Largest difference of any probability from the Keras model's on the same image that an
 # export may show (checked at export, by the tests and by bench/served_parity.py): the
 # preprocessing is the same to the bit, the network's float32 sums run in another order.

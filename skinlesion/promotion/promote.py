@@ -219,9 +219,14 @@ def promote(
     test: pd.DataFrame,
     predict: Predict,
     attempts: int = 3,
+    export: Callable[[Candidate], None] | None = None,
 ) -> Decision:
     """Choose the challenger on validation, gate it against the champion on ``test`` (rows
-    with ``image_id``, ``lesion_id``, ``dx``), then write the outcome under the lock."""
+    with ``image_id``, ``lesion_id``, ``dx``), then write the outcome under the lock.
+
+    ``export`` makes the challenger's export (for the ONNX server) before anything is
+    written, so that no version becomes champion without one, and a challenger that
+    cannot be exported leaves the registry as it was."""
     if not candidates:
         raise PromotionError("nothing to promote: no candidate models")
     name = settings.registered_model
@@ -231,6 +236,11 @@ def promote(
         raise PromotionError(str(err)) from err
     challenger = next(c for c in candidates if c.name == best)
     log.info("challenger: %s, chosen on validation %s", best, settings.primary_metric)
+    if export is not None:
+        try:
+            export(challenger)
+        except SkinlesionError as err:
+            raise PromotionError(f"cannot export {best}: {err}; the registry is unchanged") from err
     for _ in range(attempts):
         try:
             champion = find_champion(client, name)
@@ -374,8 +384,17 @@ def promote_from_reports(
             return Answers(classes, mel_scores=mel)
         return Answers(classes, assessed.sets, assessed.alpha, assessed.refer, mel)
 
+    def export(candidate: Candidate) -> None:
+        from skinlesion.model.export import log_export
+
+        made = log_export(load(candidate.model_uri), candidate.run_id, candidate.model_uri)
+        log.info("%s: export %s", candidate.name, "logged to its run" if made else "exists")
+
     candidates = load_candidates(models, Path(reports_dir), split_summary(split), load)
-    decision = promote(mlflow.MlflowClient(), candidates, settings, test, predict)
+    decision = promote(
+        mlflow.MlflowClient(), candidates, settings, test, predict,
+        export=export if settings.export else None,
+    )  # fmt: skip
     return {
         "registered_model": settings.registered_model,
         "policy": settings.policy,

@@ -8,10 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from skinlesion.model.portable import MANIFEST_FILE, ExportError
+from skinlesion.model.portable import EXPORT_DIR, MANIFEST_FILE, ExportError
 from skinlesion.promotion.registry import VERSION_URI, RegistryError, ResolvedVersion, pin
-
-EXPORT_ARTIFACT = "export"  # where an export lives on its version's training run
 
 
 def export_reference(
@@ -36,7 +34,7 @@ def export_reference(
         assert match is not None  # pinned above
         client = mlflow.MlflowClient()
         version = client.get_model_version(match["name"], match["version"])
-        client.log_artifacts(version.run_id, str(folder), EXPORT_ARTIFACT)
+        client.log_artifacts(version.run_id, str(folder), EXPORT_DIR)
     return folder, manifest
 
 
@@ -47,7 +45,7 @@ def fetch_export(resolved: ResolvedVersion, into: str | Path) -> Path:
 
     try:
         local = mlflow.artifacts.download_artifacts(
-            run_id=resolved.run_id, artifact_path=EXPORT_ARTIFACT, dst_path=str(into)
+            run_id=resolved.run_id, artifact_path=EXPORT_DIR, dst_path=str(into)
         )
     except Exception as err:  # MLflow raises several kinds for a missing artifact
         raise RegistryError(
@@ -55,7 +53,7 @@ def fetch_export(resolved: ResolvedVersion, into: str | Path) -> Path:
             f" run `skinlesion export {resolved.uri} --log` first"
         ) from err
     if not (Path(local) / MANIFEST_FILE).is_file():
-        raise RegistryError(f"{resolved.uri}: {EXPORT_ARTIFACT}/ holds no {MANIFEST_FILE}")
+        raise RegistryError(f"{resolved.uri}: {EXPORT_DIR}/ holds no {MANIFEST_FILE}")
     return Path(local)
 
 
@@ -65,7 +63,7 @@ def export_pyfunc(folder: str | Path) -> Any:
     imported. The session and arrays are read into memory; ``folder`` may go after."""
     import mlflow.pyfunc
 
-    from skinlesion.model.portable import EXPORT_DIR, PortableLesionClassifier
+    from skinlesion.model.portable import PortableLesionClassifier
     from skinlesion.model.servable import signature
 
     with tempfile.TemporaryDirectory(prefix="skinlesion-export-") as tmp:

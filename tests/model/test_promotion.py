@@ -191,6 +191,26 @@ def test_too_few_unseen_lesions_refuses_and_changes_nothing(registry):
     assert registry.state() == before
 
 
+def test_a_challenger_that_cannot_be_exported_changes_nothing(registry):
+    """The export for the ONNX server is made before anything is written: a model that
+    cannot be exported (this one carries no reliability) is not registered or promoted."""
+    from skinlesion.model.export import log_export
+    from skinlesion.model.loading import load_model
+
+    registry.run(registry.candidate("cnn", val=0.5, right=0.5, mel=0.5))
+    before = registry.state()
+    better = registry.candidate("cnn", 0.9, 0.9, 0.9)
+
+    def export(candidate: Candidate) -> None:
+        log_export(load_model(candidate.model_uri), candidate.run_id, candidate.model_uri)
+
+    with pytest.raises(PromotionError, match="cannot export cnn: .*carries no reliability"):
+        promote(
+            registry.client, [better], registry.settings(), TEST, registry.predict, export=export
+        )
+    assert registry.state() == before
+
+
 def test_manual_policy_moves_nothing(registry):
     registry.run(registry.candidate("cnn", val=0.5, right=0.5, mel=0.5))
     decision = registry.run(registry.candidate("cnn", 0.9, 0.9, 0.9), policy="manual")
