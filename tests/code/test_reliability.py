@@ -52,6 +52,27 @@ def test_coverage_per_class_is_within_binomial_bounds():
         assert low <= count <= high, (CLASSES[k], count / reps)
 
 
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2, 0.3])
+def test_the_sets_are_crepes_mondrian_sets_to_the_last_tie(alpha):
+    """The numpy p-values equal crepes' ConformalClassifier (no smoothing), ties and an
+    empty class included: scores on a coarse grid make many calibration ties."""
+    from crepes import ConformalClassifier
+
+    rng = np.random.default_rng(int(alpha * 100))
+    probs = np.round(rng.dirichlet(np.ones(7), 400), 2)
+    labels = rng.choice([0, 1, 2, 3, 4, 5], 400)  # no calibration image of class 6
+    cal = true_class_scores(probs, labels)
+    test = np.round(rng.dirichlet(np.ones(7), 300), 2)
+    ours = prediction_sets(cal, labels, test, alpha)
+    fitted = ConformalClassifier().fit(cal, bins=labels)
+    for k in range(7):
+        theirs = fitted.predict_set(
+            1 - test, bins=np.full(len(test), k), confidence=1 - alpha, smoothing=False
+        )
+        assert (ours[:, k] == theirs[:, k].astype(bool)).all(), k
+    assert ours[:, 6].all()
+
+
 def test_a_class_without_calibration_images_is_never_ruled_out():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1, 2, 4, 5, 6], 40)  # no dermatofibroma
