@@ -157,6 +157,10 @@ class PortableScorer:
             self.reliability = _reliability(self.manifest["reliability"], arrays)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        # ONNX Runtime's threads otherwise spin between runs, and took the cores from
+        # the numpy work after each one (the referral's distances, the JSON): a server's
+        # answer took 24 ms, of which the graph 5.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
             str(self.folder / GRAPH_FILE), options, providers=["CPUExecutionProvider"]
         )
