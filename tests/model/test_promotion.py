@@ -204,7 +204,7 @@ def test_a_challenger_that_cannot_be_exported_changes_nothing(registry):
     def export(candidate: Candidate) -> None:
         log_export(load_model(candidate.model_uri), candidate.run_id, candidate.model_uri)
 
-    with pytest.raises(PromotionError, match="cannot export cnn: .*carries no reliability"):
+    with pytest.raises(PromotionError, match=r"cannot export cnn: .*carries no reliability"):
         promote(
             registry.client, [better], registry.settings(), TEST, registry.predict, export=export
         )
