@@ -72,10 +72,13 @@ def _graph(model: Any, feature_layer: str, path: Path) -> dict[str, Any]:
             "metadata": METADATA_DIM if with_meta else None}  # fmt: skip
 
 
-def probe_images(n: int = 8, seed: int = 0) -> list[np.ndarray]:
-    """Images of several sizes to check an export on: smooth skin-toned noise."""
+def probe_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """Images to check an export on: smooth skin-toned noise at HAM10000's size and at three
+    times it (a downscale whose antialiasing kernel spans several pixels). Two sizes only:
+    each new size retraces the Keras side, and every promotion makes an export; the
+    resize itself is checked on many sizes and crops by the tests."""
     rng = np.random.default_rng(seed)
-    sizes = [(150, 200), (450, 600), (64, 64), (300, 225)]
+    sizes = [(150, 200), (450, 600)]
     images = []
     for i in range(n):
         h, w = sizes[i % len(sizes)]
