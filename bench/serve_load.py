@@ -1,17 +1,15 @@
 """Latency and throughput of `skinlesion serve` on 127.0.0.1, at several concurrencies,
 for each runtime (the TensorFlow server and the exported model's), in one run.
 
-First the model's own time in this process, one image at a time: decoding, the forward
-pass (the graph, its preprocessing included) and the whole score (forward and the
-reliability's sets and referrals), for Keras and for the export in ONNX Runtime. Then,
-for each runtime, it starts the scoring server for a registered model (default:
+For each runtime it starts the scoring server for a registered model (default:
 params.yaml ``serve.model``, the champion of this checkout's MLflow store; its export is
 made and logged first when it has none), waits until it answers ``/ping``, reads its
 model-load time from ``GET /model``, and sends a bounded number of one-image requests
 (real images with their patients' age, sex and site) at each concurrency. p50/p95/p99
 latency and throughput go to JSON (default ``bench/results/serve_load.json``). With
 ``--log-uri`` the server keeps its prediction log there, and the result gives the log's
-counters and files after the load. Example::
+counters and files after the load. The model's own time, in process and part by part, is
+bench/serve_profile.py's. Example::
 
     python bench/serve_load.py --requests 300 --concurrency 1 8 32
     python bench/serve_load.py --runtime onnx --log-uri /tmp/plog --out /tmp/log.json
@@ -134,57 +132,6 @@ def log_summary(uri: str, counters: dict | None) -> dict:
     return summary
 
 
-def _timed(call: Any, repeat: int) -> dict:
-    """Median and 95th percentile in ms of ``call()`` over ``repeat`` calls (after two)."""
-    for _ in range(2):
-        call()
-    seconds = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - started)
-    ms = np.array(seconds) * 1000
-    return {
-        "p50_ms": round(float(np.median(ms)), 2),
-        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-    }
-
-
-def in_process(model: str, bodies: list[dict], repeat: int) -> dict:
-    """The model's own time, one image at a time, for Keras and for its export: decoding,
-    the forward pass (preprocessing included) and the whole score."""
-    from skinlesion.model.inference import Scorer
-    from skinlesion.model.loading import load_model
-    from skinlesion.model.metadata import encode_metadata, model_inputs
-    from skinlesion.model.portable import PortableScorer, decode_image
-    from skinlesion.model.preprocessing import read_image
-    from skinlesion.promotion.registry import resolve_version
-    from skinlesion.serving.exports import fetch_export
-
-    record = bodies[0]["dataframe_records"][0]
-    raw = base64.b64decode(record["image"])
-    meta = encode_metadata(pd.DataFrame([{k: v for k, v in record.items() if k != "image"}]))
-    resolved, _ = resolve_version(model)
-    keras_scorer = Scorer(load_model(resolved.uri))
-    image = read_image(raw)
-    x = model_inputs(keras_scorer.model, image[None], meta)
-    with tempfile.TemporaryDirectory() as folder:
-        onnx_scorer = PortableScorer(fetch_export(resolved, folder))
-    onnx_meta = meta if onnx_scorer.metadata_dim else None
-    return {
-        "keras": {
-            "decode": _timed(lambda: read_image(raw), repeat),
-            "forward": _timed(lambda: keras_scorer.probe.predict_on_batch(x), repeat),
-            "score": _timed(lambda: keras_scorer.score([image], meta, 1), repeat),
-        },
-        "onnx": {
-            "decode": _timed(lambda: decode_image(raw), repeat),
-            "forward": _timed(lambda: onnx_scorer.outputs([image], onnx_meta), repeat),
-            "score": _timed(lambda: onnx_scorer.score([image], onnx_meta), repeat),
-        },
-    }
-
-
 def ensure_export(model: str) -> str:
     """The version ``model`` names, with its export logged (made now when missing)."""
     from skinlesion.promotion.registry import RegistryError, resolve_version
@@ -196,7 +143,7 @@ def ensure_export(model: str) -> str:
             fetch_export(resolved, folder)
         except RegistryError:
             print(f"exporting {resolved.uri} (it has no export yet)", file=sys.stderr)
-            export_reference(resolved.uri, None, log=True)
+            export_reference(resolved.uri, folder, log=True)
     return resolved.uri
 
 
@@ -240,7 +187,6 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="images (default: params data.raw_dir)")
     parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeat", type=int, default=200, help="in-process timings")
     parser.add_argument("--log-uri", default="", help="prediction log folder or s3 prefix")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_load.json"))
     args = parser.parse_args()
@@ -256,7 +202,6 @@ def main() -> None:
     result: dict[str, Any] = {
         "model": requested,
         "pinned": model,
-        "in_process": in_process(model, bodies, args.repeat) if "onnx" in args.runtime else None,
         "servers": {
             runtime: serve_and_measure(
                 model, bodies, args, args.out.with_suffix(f".{runtime}.log"), runtime

@@ -1,6 +1,7 @@
-"""Where the time of one answer goes, for the exported model: each part of the pyfunc's
-``predict`` timed on its own, one image at a time, in this process, beside the whole
-``predict`` (what the server runs under MLflow's scoring app). Set beside
+"""The model's own time and where one answer's time goes, in this process, one image at a
+time: for the Keras model, decoding, the graph (preprocessing included) and the whole score;
+for its export, the same and each other part of the pyfunc's ``predict``, beside the whole
+``predict`` (what the ONNX server runs under MLflow's scoring app). Set beside
 ``bench/results/serve_load.json``'s served p50, the rest is the HTTP side: the scoring
 app's JSON parsing, the request frame and the answer's encoding.
 
@@ -46,8 +47,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_profile.json"))
     args = parser.parse_args()
 
-    from skinlesion.model.metadata import encode_metadata
+    from skinlesion.model.inference import Scorer
+    from skinlesion.model.loading import load_model
+    from skinlesion.model.metadata import encode_metadata, model_inputs
     from skinlesion.model.portable import PortableScorer, decode_image
+    from skinlesion.model.preprocessing import read_image
     from skinlesion.model.servable import answer, parse_request
     from skinlesion.promotion.registry import resolve_version
     from skinlesion.serving.exports import export_pyfunc, fetch_export
@@ -64,24 +68,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         export = fetch_export(resolved, folder)
         scorer, model = PortableScorer(export), export_pyfunc(export)
+    keras_scorer = Scorer(load_model(resolved.uri))
     image = decode_image(raw)
     _, patient, violations = parse_request(frame, scorer.reliability, decode_image)
-    meta = encode_metadata(patient) if scorer.metadata_dim else None
-    features, probs = scorer.outputs([image], meta)
-    scored = scorer.score([image], meta)
+    meta = encode_metadata(patient)
+    onnx_meta = meta if scorer.metadata_dim else None
+    x = model_inputs(keras_scorer.model, image[None], meta)
+    features, probs = scorer.outputs([image], onnx_meta)
+    scored = scorer.score([image], onnx_meta)
     parts = {
-        "decode_image": lambda: decode_image(raw),
-        "parse_request": lambda: parse_request(frame, scorer.reliability, decode_image),
-        "encode_metadata": lambda: encode_metadata(patient),
-        "graph": lambda: scorer.outputs([image], meta),
-        "reliability": lambda: scorer.reliability.assess(probs, features, violations),
-        "answer_frame": lambda: answer(scored.probs, scored.assessment),
-        "pyfunc_predict": lambda: model.predict(frame),
+        "keras": {
+            "decode": lambda: read_image(raw),
+            "graph": lambda: keras_scorer.probe.predict_on_batch(x),
+            "score": lambda: keras_scorer.score([image], meta, 1),
+        },
+        "onnx": {
+            "decode": lambda: decode_image(raw),
+            "parse_request": lambda: parse_request(frame, scorer.reliability, decode_image),
+            "encode_metadata": lambda: encode_metadata(patient),
+            "graph": lambda: scorer.outputs([image], onnx_meta),
+            "reliability": lambda: scorer.reliability.assess(probs, features, violations),
+            "answer_frame": lambda: answer(scored.probs, scored.assessment),
+            "score": lambda: scorer.score([image], onnx_meta),
+            "pyfunc_predict": lambda: model.predict(frame),
+        },
     }
     record = {
         "model": resolved.uri,
         "repeat": args.repeat,
-        "median_ms": {name: median_ms(call, args.repeat) for name, call in parts.items()},
+        "median_ms": {
+            runtime: {name: median_ms(call, args.repeat) for name, call in calls.items()}
+            for runtime, calls in parts.items()
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
