@@ -228,7 +228,9 @@ def registry_lock(
             )
             break
         except MlflowException as err:
-            if _code(err) != EXISTS:
+            # NOT_FOUND: the holder released it while the server was reporting the clash
+            # (seen on PostgreSQL); both mean "held a moment ago": look, wait, try again.
+            if _code(err) not in (EXISTS, NOT_FOUND):
                 raise _failed(f"taking the lock {lock}", err) from err
         try:
             held = client.get_registered_model(lock)
