@@ -128,6 +128,39 @@ def serve(
     )
 
 
+@app.command("prune-log")
+@user_errors
+def prune_log(
+    log_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SKINLESION_SERVE_LOG_URI",
+            help="Prediction log: a folder or s3://bucket/prefix (default: serve.log_uri).",
+        ),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Keep image bytes this many days (default: serve.log_retention_days)."
+        ),
+    ] = None,
+    params_file: ParamsOpt = None,
+) -> None:
+    """Delete the image bytes the prediction log holds for longer than its retention, and
+    keep the records (the monitor's evidence). Run it daily: the cluster's CronJob does."""
+    import pandas as pd
+
+    from skinlesion.serving.prediction_log import prune_images
+
+    settings = load_params(params_file).serve
+    uri = settings.log_uri if log_uri is None else log_uri
+    if not uri:
+        raise fail("no prediction log: give --log-uri or set serve.log_uri")
+    keep = settings.log_retention_days if days is None else days
+    cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=keep)
+    typer.echo(prune_images(uri, cutoff).describe(cutoff))
+
+
 @app.command("export")
 @user_errors
 def export(

@@ -1,6 +1,6 @@
-"""The sections of params.yaml that say how models are served, watched, searched for and
-run on the cluster, not what they are: ``serve``, ``monitor``, ``tune``, ``infra`` and
-``cluster``. None of them is hashed into a model's provenance
+"""The sections of params.yaml that say how models are served, reviewed, watched, searched
+for and run on the cluster, not what they are: ``serve``, ``review``, ``monitor``,
+``tune``, ``infra`` and ``cluster``. None of them is hashed into a model's provenance
 (:meth:`skinlesion.config.params.Params.stages`), and no DVC stage reads them."""
 
 from __future__ import annotations
@@ -23,10 +23,23 @@ class ServeSettings(Section):
     follow_seconds: Annotated[float, Field(ge=0)]  # 0: serve one version, never re-check
     max_body_mb: Annotated[float, Field(gt=0)]
     log_uri: str  # prediction log: a folder or s3://bucket/prefix; "": no log
-    log_images: bool  # also log the image bytes (health data: off unless needed)
+    # also log the image bytes (health data): false | true (every image) | referred (only
+    # images answered with refer: true, what the review queue needs)
+    log_images: bool | Literal["referred"]
+    log_retention_days: Positive  # image bytes older than this are deleted (`prune-log`)
     log_rotate_records: Positive  # a Parquet file every this many records
     log_rotate_seconds: Annotated[float, Field(gt=0)]  # or this often, whichever first
     log_queue: Positive  # records waiting to be written; beyond: dropped and counted
+
+
+class ReviewSettings(Section):
+    """``review``: the review queue of referred images (skinlesion.review)."""
+
+    store: Annotated[str, Field(min_length=1)]  # SQLAlchemy URL: sqlite:///… or postgresql://…
+    log_uri: str  # the prediction log to review; "": serve.log_uri
+    window_days: Positive  # the queue holds referrals of the last this many days
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)]
 
 
 # Columns of the prediction log that the monitor tests for drift, one test each.

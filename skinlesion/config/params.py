@@ -22,6 +22,7 @@ from skinlesion.config.operations import (
     ClusterSettings,
     InfraSettings,
     MonitorSettings,
+    ReviewSettings,
     ServeSettings,
     TuneSettings,
 )
@@ -41,7 +42,7 @@ from skinlesion.config.schema import (
 
 # Sections that say where and how a model is run, tracked, searched for, served or
 # watched, not what it computes: left out of the hash.
-NOT_HASHED: tuple[str, ...] = ("cluster", "monitor", "serve", "tracking", "tune")
+NOT_HASHED: tuple[str, ...] = ("cluster", "monitor", "review", "serve", "tracking", "tune")
 
 
 class Params(Section):
@@ -59,6 +60,7 @@ class Params(Section):
     compare: CompareSettings
     promote: PromotionSettings
     serve: ServeSettings
+    review: ReviewSettings
     monitor: MonitorSettings
     tune: TuneSettings
     infra: InfraSettings

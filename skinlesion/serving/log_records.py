@@ -51,6 +51,14 @@ def ask_embeddings(payload: dict[str, Any]) -> tuple[bytes, bool]:
     return json.dumps({**payload, "params": {**params, EMBEDDING_PARAM: True}}).encode(), asked
 
 
+def keeps_image(log_images: bool | str, prediction: dict[str, Any]) -> bool:
+    """Whether the log keeps an image's bytes: ``serve.log_images`` true keeps every one,
+    ``referred`` those answered with ``refer: true`` (what a reviewer will look at)."""
+    if log_images == "referred":
+        return bool(prediction.get("refer"))
+    return log_images is True
+
+
 def _image_facts(value: Any) -> dict[str, Any]:
     """SHA-256, bytes and pixel size of a base64 image (None where it is unreadable)."""
     try:
@@ -89,11 +97,12 @@ def take_records(
     served: Any,
     request_id: str,
     received: float,
-    log_images: bool,
+    log_images: bool | str,
     keep_embeddings: bool = False,
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """The answer the client gets (without embeddings, unless it asked for them) and one
-    record per image."""
+    record per image, with the image's base64 bytes where ``log_images`` keeps them
+    (:func:`keeps_image`)."""
     payload = json.loads(answer)
     predictions = payload["predictions"]
     embeddings = [
@@ -125,7 +134,7 @@ def take_records(
             **{c: prediction.get(c) for c in CLASSES},
             "embedding": embedding,
         }
-        if log_images:
+        if keeps_image(log_images, prediction):
             record["image"] = request.get("image")
         records.append(record)
     return json.dumps(payload).encode(), records

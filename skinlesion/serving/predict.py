@@ -61,20 +61,22 @@ def grad_cam(
     return cam / cam.max() if cam.max() > 0 else cam
 
 
-def overlay(path: str | Path, cam: np.ndarray, out: Path) -> Path:
-    """The heatmap blended over the original image, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def blend(base: Image.Image, cam: np.ndarray) -> Image.Image:
+    """The heatmap (jet colours) blended over an RGB image at its own size."""
     from matplotlib import colormaps
 
-    with Image.open(path) as img:
-        base = img.convert("RGB")
     heat = Image.fromarray(np.uint8(255 * cam)).resize(base.size, Image.BILINEAR)
     coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
     blended = 0.6 * np.asarray(base) / 255.0 + 0.4 * coloured
+    return Image.fromarray(np.uint8(255 * np.clip(blended, 0, 1)))
+
+
+def overlay(path: str | Path, cam: np.ndarray, out: Path) -> Path:
+    """The heatmap blended over the original image, saved as PNG."""
+    with Image.open(path) as img:
+        base = img.convert("RGB")
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.uint8(255 * np.clip(blended, 0, 1))).save(out)
+    blend(base, cam).save(out)
     return out
 
 

@@ -206,3 +206,77 @@ def read_records(
     if until is not None:
         keep &= (stamps < until).to_numpy()
     return records[keep].sort_values("time", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :func:`prune_images` did: files read and rewritten, image bytes deleted."""
+
+    files_read: int
+    files_rewritten: int
+    images_deleted: int
+
+    def describe(self, cutoff: pd.Timestamp) -> str:
+        return (
+            f"{self.images_deleted} image(s) logged before {cutoff:%Y-%m-%d %H:%M} UTC deleted "
+            f"from {self.files_rewritten} of {self.files_read} file(s); their records are kept"
+        )
+
+
+def _without_old_images(data: bytes, cutoff: pd.Timestamp) -> tuple[bytes | None, int]:
+    """A part file's bytes with the image of every record older than ``cutoff`` emptied
+    (None when there was nothing to delete), and how many were."""
+    table = pd.read_parquet(io.BytesIO(data))
+    if "image" not in table.columns or table.empty:
+        return None, 0
+    old = (pd.to_datetime(table["time"], utc=True) < cutoff).to_numpy() & table["image"].notna()
+    if not old.any():
+        return None, 0
+    table["image"] = table["image"].where(~old, None)
+    out = io.BytesIO()
+    table.to_parquet(out, index=False)
+    return out.getvalue(), int(old.sum())
+
+
+def prune_images(uri: str, cutoff: pd.Timestamp) -> Pruned:
+    """Delete the image bytes of every record logged before ``cutoff`` (set by
+    ``serve.log_retention_days``) and keep the records: the review queue loses those
+    images, the monitor keeps its evidence. A part file is rewritten whole (atomically in
+    a folder). Files are picked by their day folder: a file holds records up to its day
+    (and at most a rotation earlier), so days later than the one after the cutoff's are
+    not read."""
+    last = (cutoff + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    read = rewritten = deleted = 0
+
+    def due(name: str) -> bool:
+        day = _day_of(name)
+        return name.endswith(".parquet") and (day is None or day <= last)
+
+    if uri.startswith("s3://"):
+        from skinlesion.data.storage import s3_client, split_uri
+
+        bucket, prefix = split_uri(uri)
+        client = s3_client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for key in [o["Key"] for page in pages for o in page.get("Contents", [])]:
+            if not due(key[len(prefix) :]):
+                continue
+            read += 1
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            kept, n = _without_old_images(body, cutoff)
+            if kept is not None:
+                client.put_object(Bucket=bucket, Key=key, Body=kept)
+                rewritten, deleted = rewritten + 1, deleted + n
+        return Pruned(read, rewritten, deleted)
+    root = Path(uri)
+    for path in sorted(root.rglob("*.parquet")) if root.is_dir() else []:
+        if not due(path.relative_to(root).as_posix()):
+            continue
+        read += 1
+        kept, n = _without_old_images(path.read_bytes(), cutoff)
+        if kept is not None:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(kept)
+            temporary.replace(path)
+            rewritten, deleted = rewritten + 1, deleted + n
+    return Pruned(read, rewritten, deleted)

@@ -19,7 +19,8 @@ additions around it:
   ``/invocations`` is recorded off the request path (:mod:`skinlesion.serving.prediction_log`);
   the server asks the model for each image's embedding and strips it from the answer.
   Every response carries ``X-Request-Id`` (the client's, or a new one), the key of its
-  log records. ``GET /model`` shows the log's counters.
+  log records. Image bytes only as ``serve.log_images`` says: none, the referred ones
+  (for the review queue, :mod:`skinlesion.review`) or all. ``GET /model`` shows the log's counters.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class ScoringApp:
         follow_seconds: float,
         max_body_bytes: int,
         prediction_log: PredictionLog | None = None,
-        log_images: bool = False,
+        log_images: bool | str = False,
         runtime: str = "keras",
     ) -> None:
         self.requested = requested
@@ -351,7 +352,7 @@ def create_app() -> ScoringApp:
         float(os.environ.get(ENV_FOLLOW, "60")),
         int(os.environ.get(ENV_MAX_BODY, str(8 << 20))),
         prediction_log,
-        bool(settings.get("images")),
+        settings.get("images", False),
         os.environ.get(ENV_RUNTIME, "keras"),
     )
 

@@ -107,3 +107,54 @@ def test_records_hold_the_image_facts_and_the_answer_but_not_the_image():
     assert record["time"] == "1970-01-01T00:00:00.500Z" and "image" not in record
     _, with_image = take_records(json.dumps(answer).encode(), rows, served, "req-1", 0.5, True)
     assert with_image[0]["image"] == rows[0]["image"]
+
+
+def test_log_images_referred_keeps_the_bytes_of_referred_answers_only():
+    rows = [{"image": _jpeg(200, 150)}, {"image": _jpeg(120, 90)}]
+    answer = {
+        "predictions": [
+            {"prediction": "nv", "prediction_set": ["nv", "mel"], "refer": True,
+             "refer_reason": "melanoma cannot be ruled out", **{c: 1 / 7 for c in CLASSES}},
+            {"prediction": "nv", "prediction_set": ["nv"], "refer": False, "refer_reason": "",
+             **{c: 1 / 7 for c in CLASSES}},
+        ]
+    }  # fmt: skip
+    served = SimpleNamespace(uri="models:/m/3", version="3")
+    _, records = take_records(json.dumps(answer).encode(), rows, served, "r", 0.5, "referred")
+    assert records[0]["image"] == rows[0]["image"] and "image" not in records[1]
+
+
+def _logged_day(root: Path, day: str, images: list[str | None]) -> Path:
+    """A part file of ``day`` with one record per image, logged at noon."""
+    path = root / f"date={day}" / f"part-{day}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {"time": [f"{day}T12:00:00.000Z"] * len(images), "request_id": ["r"] * len(images),
+         "row": range(len(images)), "image": images}
+    ).to_parquet(path, index=False)  # fmt: skip
+    return path
+
+
+def test_the_retention_step_deletes_old_image_bytes_and_keeps_the_records(tmp_path: Path):
+    """`prune-log`: images older than the retention are emptied, their records stay; a
+    newer image is kept; running it again changes nothing."""
+    from typer.testing import CliRunner
+
+    from skinlesion.cli.main import command_line
+    from skinlesion.serving.prediction_log import prune_images, read_records
+
+    today = pd.Timestamp.now(tz="UTC")
+    old_day = (today - pd.Timedelta(days=100)).strftime("%Y-%m-%d")
+    new_day = (today - pd.Timedelta(days=2)).strftime("%Y-%m-%d")
+    _logged_day(tmp_path, old_day, ["b2xk", None, "b2xk"])
+    _logged_day(tmp_path, new_day, ["bmV3"])
+    result = CliRunner().invoke(
+        command_line(), ["prune-log", "--log-uri", str(tmp_path), "--days", "90"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 image(s) logged before" in result.output and "records are kept" in result.output
+    records = read_records(str(tmp_path)).sort_values("time")
+    assert len(records) == 4  # every record kept
+    assert records["image"].isna().sum() == 3 and records["image"].iloc[-1] == "bmV3"
+    again = prune_images(str(tmp_path), today - pd.Timedelta(days=90))
+    assert again.images_deleted == 0 and again.files_rewritten == 0

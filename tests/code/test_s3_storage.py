@@ -118,3 +118,28 @@ def test_the_prediction_log_writes_parquet_under_an_s3_prefix(s3_env):
     ]
     assert sorted(pd.concat(tables)["request_id"]) == [f"r{i}" for i in range(5)]
     assert log.stats()["written"] == 5
+
+
+def test_the_retention_step_prunes_images_under_an_s3_prefix(s3_env):
+    """`prune-log` on the cluster's log: an old record's image is emptied in place, the
+    record kept; a new one keeps its image."""
+    import io
+
+    import pandas as pd
+
+    from skinlesion.serving.prediction_log import prune_images, read_records
+
+    client = s3_client()
+    client.create_bucket(Bucket="retained-logs")
+    now = pd.Timestamp.now(tz="UTC")
+    for age, image in ((120, "b2xk"), (1, "bmV3")):
+        day = (now - pd.Timedelta(days=age)).strftime("%Y-%m-%d")
+        body = io.BytesIO()
+        pd.DataFrame({"time": [f"{day}T08:00:00.000Z"], "image": [image]}).to_parquet(body)
+        client.put_object(
+            Bucket="retained-logs", Key=f"log/date={day}/part.parquet", Body=body.getvalue()
+        )
+    pruned = prune_images("s3://retained-logs/log", now - pd.Timedelta(days=90))
+    assert (pruned.images_deleted, pruned.files_rewritten) == (1, 1)
+    records = read_records("s3://retained-logs/log").sort_values("time")
+    assert len(records) == 2 and records["image"].isna().tolist() == [True, False]

@@ -274,8 +274,9 @@ def _log_stats(url: str, until: Callable[[dict], bool]) -> dict:
 
 def test_answered_images_are_logged_off_the_request_path(server, serve_dir, images):
     """Each image of each answered request becomes a record with its request id, image
-    digest and size, the patient, the answer and an embedding; no image bytes; the
-    client's answer carries no embedding."""
+    digest and size, the patient, the answer and an embedding; image bytes only of the
+    referred answers (params.yaml's ``serve.log_images: referred``); the client's answer
+    carries no embedding."""
     before = _log_stats(server, lambda s: True)["written"]
     records = _records(images)[:4]
     response = _invoke(server, {"dataframe_records": records}, headers={"X-Request-Id": "req-42"})
@@ -289,8 +290,12 @@ def test_answered_images_are_logged_off_the_request_path(server, serve_dir, imag
     raw = base64.b64decode(records[0]["image"])
     assert mine["image_sha256"].iloc[0] == hashlib.sha256(raw).hexdigest()
     assert mine["image_width"].iloc[0] == 200 and mine["age"].iloc[0] == PATIENT["age"]
-    assert len(mine["embedding"].iloc[0]) == 8 and "image" not in mine.columns
+    assert len(mine["embedding"].iloc[0]) == 8
     answered = response.json()["predictions"]
+    kept = mine["image"].notna() if "image" in mine.columns else pd.Series([False] * 4)
+    assert list(kept) == [bool(a["refer"]) for a in answered]
+    for (_, record), request in zip(mine.iterrows(), records, strict=True):
+        assert not record["refer"] or record["image"] == request["image"]
     assert list(mine["prediction"]) == [a["prediction"] for a in answered]
 
 
