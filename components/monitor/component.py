@@ -21,7 +21,9 @@ def monitor(
     (``skinlesion.monitoring.monitor``): Evidently's HTML report, one metric per test
     score, and the verdict as the output (``stable``, ``drift`` or ``insufficient``).
     ``labels_uri`` (a folder or s3:// prefix of labelled data, "" for none) adds the
-    realised accuracy of the served versions by week."""
+    realised accuracy of the served versions by week, counting the reviewed images of the
+    review store that ``$SKINLESION_REVIEW_STORE`` names (the review Secret's URL), if any."""
+    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -32,7 +34,13 @@ def monitor(
     settings = from_pipeline(monitor=monitor).monitor
     with tempfile.TemporaryDirectory() as work:
         result = run_monitor(
-            settings, log_uri, Path(work) / "out", since or None, until or None, labels=labels_uri
+            settings,
+            log_uri,
+            Path(work) / "out",
+            since or None,
+            until or None,
+            labels=labels_uri,
+            reviews=os.environ.get("SKINLESION_REVIEW_STORE"),
         )
         if result.report:
             shutil.copyfile(result.report, report.path)
@@ -44,5 +52,6 @@ def monitor(
     for check in result.checks:
         summary.log_metric(f"drift_{check.name}", round(check.score, 4))
     for week in result.realised:
-        summary.log_metric(f"realised_accuracy_{week['week']}", round(week["accuracy"], 4))
+        if week["labelled"]:
+            summary.log_metric(f"realised_accuracy_{week['week']}", round(week["accuracy"], 4))
     return result.verdict

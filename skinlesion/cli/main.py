@@ -14,7 +14,17 @@ from typing import Annotated
 
 import typer
 
-from skinlesion.cli import data, infra, modeling, monitoring, prepare, promotion, serving, tune
+from skinlesion.cli import (
+    data,
+    infra,
+    modeling,
+    monitoring,
+    prepare,
+    promotion,
+    review,
+    serving,
+    tune,
+)
 
 PLUGIN_GROUP = "skinlesion.commands"
 
@@ -49,6 +59,7 @@ def command_line() -> typer.Typer:
     app.add_typer(data.app, name="data")
     app.add_typer(infra.app, name="infra")
     app.add_typer(tune.app, name="tune")
+    app.add_typer(review.app, name="review")
     for plugin in entry_points(group=PLUGIN_GROUP):
         try:
             group = plugin.load()

@@ -44,6 +44,14 @@ def monitor(
             "the realised accuracy of the served versions by week."
         ),
     ] = None,
+    reviews: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SKINLESION_REVIEW_STORE",
+            help="Review store (SQLAlchemy URL) whose agreed answers --labels also counts "
+            "(default: review.store).",
+        ),
+    ] = None,
     out_dir: Annotated[
         Path, typer.Option("--out-dir", help="Where monitor.json and report.html go.")
     ] = Path("reports/monitor"),
@@ -70,6 +78,7 @@ def monitor(
         reference,
         labels,
         params.data.workers,
+        reviews=params.review.store if reviews is None else reviews,
     )
     typer.echo(result.describe())
     typer.echo(f"summary {result.summary}; report {result.report or 'none'}; run {result.run_id}")

@@ -64,8 +64,13 @@ class MonitorResult:
         marks = {True: "FIRED ", False: "ok    "}
         lines = [head, *(f"  {marks[c.fired]}{c.describe()}" for c in self.checks)]
         lines += [
-            f"  week {w['week']} version {w['model_version']}: {w['labelled']} confirmed, "
-            f"accuracy {w['accuracy']:.3f}, balanced accuracy {w['balanced_accuracy']:.3f}"
+            f"  week {w['week']} version {w['model_version']}: {w['labelled']} confirmed"
+            + (
+                f", accuracy {w['accuracy']:.3f}, balanced accuracy {w['balanced_accuracy']:.3f}"
+                if w["labelled"]
+                else ""
+            )
+            + f", {w.get('not_a_lesion', 0)} not a lesion"
             for w in self.realised
         ]
         return "\n".join(lines)
@@ -137,10 +142,12 @@ def run_monitor(
     labels: str | Path | None = None,
     workers: int = 4,
     track: bool = True,
+    reviews: str | None = None,
 ) -> MonitorResult:
     """Judge one window of the prediction log at ``log_uri`` (see the module). ``labels``,
     a folder or an s3:// prefix of labelled data in the HAM10000 layout, adds the realised
-    accuracy of the served versions by week."""
+    accuracy of the served versions by week, counting the agreed answers of the review
+    store at ``reviews`` (a SQLAlchemy URL) too."""
     from skinlesion.monitoring.reference import load_reference
     from skinlesion.promotion.registry import resolve_version
     from skinlesion.serving.prediction_log import read_records
@@ -171,7 +178,7 @@ def run_monitor(
         result.report = str(drift.save_html(out / REPORT_FILE))
     result.verdict = _verdict(len(traffic), result.checks, settings)
     if labels:
-        result.realised = _realised(records, str(labels), workers)
+        result.realised = _realised(records, str(labels), workers, reviews)
     result.summary = str(out / SUMMARY_FILE)
     if track:
         result.run_id = _log_run(result)
@@ -179,20 +186,30 @@ def run_monitor(
     return result
 
 
-def _realised(records: pd.DataFrame, labels: str, workers: int) -> list[dict[str, Any]]:
+def _realised(
+    records: pd.DataFrame, labels: str, workers: int, reviews: str | None
+) -> list[dict[str, Any]]:
     """Realised accuracy by week against the labels at ``labels`` (a folder, or an s3://
-    prefix copied here first)."""
+    prefix copied here first) and the reviewed images of the store at ``reviews``."""
     import tempfile
 
-    from skinlesion.monitoring.realised import confirmed_labels, realised_accuracy
+    from skinlesion.monitoring.realised import (
+        confirmed_labels,
+        merged_labels,
+        realised_accuracy,
+        reviewed_labels,
+    )
 
+    reviewed = reviewed_labels(reviews)
     if not labels.startswith("s3://"):
-        return realised_accuracy(records, confirmed_labels(labels, workers))
+        data = confirmed_labels(labels, workers)
+        return realised_accuracy(records, merged_labels(data, reviewed))
     from skinlesion.data.storage import mirror_from_s3
 
     with tempfile.TemporaryDirectory() as work:
         mirror_from_s3(labels, Path(work))
-        return realised_accuracy(records, confirmed_labels(work, workers))
+        data = confirmed_labels(work, workers)
+        return realised_accuracy(records, merged_labels(data, reviewed))
 
 
 def _log_run(result: MonitorResult) -> str:

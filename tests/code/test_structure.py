@@ -49,6 +49,7 @@ LAYERS = [
     "evaluation",
     "promotion",
     "serving",
+    "review",
     "monitoring",
     "tuning",
     "cli",

@@ -1,0 +1,1 @@
+"""The review loop: queue, store, page, export and the browser test."""
