@@ -29,7 +29,7 @@ PIP_CA ?=
 PIPELINE_YAML ?= pipeline.yaml
 
 .PHONY: install repro test test-extended test-fast lint lock docs data track-data clean engine image image-gpu image-test \
-	image-gpu-test images pipeline postgres
+	image-gpu-test images pipeline postgres chromium
 
 install: $(VENV)/.installed
 
@@ -113,10 +113,20 @@ postgres:
 	      apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	  else echo "install Debian's postgresql package for the PostgreSQL registry tests" >&2; fi; }
 
+# The review page's browser test (tests/review/test_review_browser.py) drives Debian's
+# headless Chromium through Debian's chromedriver (no downloaded browser builds): installed
+# here if missing (about 11 s from the package cache on this machine).
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	  else echo "install Debian's chromium and chromium-driver for the review page's browser test" >&2; fi; }
+
 # The whole suite (what CI runs): lint, then every tier, the slowest tests listed at the end.
 # Every core (pytest-xdist; a worker steals queued tests from a busy one, so the long
 # model tests spread out); the 25 slowest tests are listed to keep them in sight.
-test: lint postgres
+test: lint postgres chromium
 	pytest -n auto --dist worksteal --durations=25 -m "not extended"
 
 # Opt-in: long runs whose parts `make test` covers elsewhere (the tuning pipeline composed

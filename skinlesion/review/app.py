@@ -37,7 +37,9 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # not no-referrer: under it a browser posts forms with ``Origin: null``, which the
+    # cross-site check below could not tell from a forged answer
+    (b"referrer-policy", b"same-origin"),
     (b"content-security-policy", b"default-src 'self'; style-src 'self' 'unsafe-inline'"),
 ]
 CLASS_NAMES = {
