@@ -184,6 +184,7 @@ def test_network_policies_deny_by_default():
     assert rule["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}},
         {"podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "skinlesion-review"}}},
     ]
 
 
@@ -242,9 +243,43 @@ def test_serving_follows_the_champion_non_root_probed_and_autoscaled(overlay, pa
     )
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_review_page_is_fenced_signed_in_and_its_images_expire(overlay, params):
+    """Health data: only the ingress controller reaches the page, whose every HTTP answer
+    needs a reviewer (so its probes are TCP), from the Secret the template describes; a
+    nightly CronJob runs the retention step."""
+    objects = render(overlay)
+    pod = _find(objects, "Deployment", "skinlesion-review")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["skinlesion", "review", "serve"]
+    assert "--host=0.0.0.0" in container["args"] and "skinlesion-serve" not in container["image"]
+    assert pod["securityContext"]["runAsNonRoot"] and not pod["automountServiceAccountToken"]
+    assert (
+        "tcpSocket" in container["readinessProbe"] and "httpGet" not in container["livenessProbe"]
+    )
+    fence = _find(objects, "NetworkPolicy", "review-ingress")["spec"]["ingress"]
+    assert fence == [
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
+                                                          "ingress-nginx"}}}],
+         "ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]  # fmt: skip
+    templates = {d["metadata"]["name"]: d for d in
+                 _documents((K8S / "secrets" / "review.template.yaml").read_text())}  # fmt: skip
+    [source] = container["envFrom"]
+    keys = templates[source["secretRef"]["name"]]["stringData"]
+    assert {"SKINLESION_REVIEWERS", "SKINLESION_REVIEW_STORE", "SKINLESION_SERVE_LOG_URI",
+            "MLFLOW_TRACKING_URI"} <= set(keys)  # fmt: skip
+    assert keys["SKINLESION_REVIEW_STORE"].startswith("postgresql")
+    cron = _find(objects, "CronJob", "skinlesion-prune-log")["spec"]
+    [job] = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert job["command"] == ["skinlesion", "prune-log"] and cron["concurrencyPolicy"] == "Forbid"
+    assert job["envFrom"][0]["secretRef"]["name"] in templates
+
+
 # What checkov still reports on the rendered overlays, each kept for the reason in
 # infra/README.md ("What the scanner reports"): (check, overlay, kind.name).
-OURS = ["Deployment.mlflow", "Deployment.skinlesion-serving"]
+OURS = ["Deployment.mlflow", "Deployment.skinlesion-serving", "Deployment.skinlesion-review",
+        "CronJob.skinlesion-prune-log"]  # fmt: skip
 THIRD_PARTY = ["StatefulSet.minio", "StatefulSet.postgres"]
 ENV_SECRETS = [*OURS, "Job.bootstrap-buckets"]
 KEPT_BY_OVERLAY = {
