@@ -195,9 +195,17 @@ def create_review_app(
             "until": _date(request.query_params.get("until")),
         }
 
+    scored: list[tuple[pd.DataFrame, str | None, list[Case]]] = []  # the last window's
+
     def queue(chosen: dict[str, str | None]) -> list[Case]:
+        """The window's cases, scored once per read of the log; those answered since
+        are left out on every request."""
         records = source.records(chosen["since"], chosen["until"])
-        return build_queue(records, store.reviewed(), source.distance_of, chosen["reason"])
+        if not scored or scored[0][0] is not records or scored[0][1] != chosen["reason"]:
+            cases = build_queue(records, set(), source.distance_of, chosen["reason"])
+            scored[:] = [(records, chosen["reason"], cases)]
+        reviewed = store.reviewed()
+        return [c for c in scored[0][2] if c.image_sha256 not in reviewed]
 
     def find(sha: str, chosen: dict[str, str | None]) -> Case | None:
         records = source.records(chosen["since"], chosen["until"])

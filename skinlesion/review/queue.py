@@ -98,6 +98,30 @@ def _set_of(value: Any) -> list[str]:
     return [str(c) for c in list(value)]
 
 
+def _distances(
+    records: list[dict[str, Any]], distance_of: DistanceOf | None
+) -> list[tuple[float, float] | None]:
+    """Each record's (distance, threshold) from its version's reliability and its logged
+    embedding, one matrix product per version; None where either is missing."""
+    found: list[tuple[float, float] | None] = [None] * len(records)
+    if distance_of is None:
+        return found
+    by_version: dict[str, list[int]] = {}
+    for n, record in enumerate(records):
+        embedding = record.get("embedding")
+        if embedding is not None and len(embedding):
+            by_version.setdefault(str(record.get("model_uri") or ""), []).append(n)
+    for uri, rows in by_version.items():
+        scorer = distance_of(uri)
+        if scorer is None:
+            continue
+        score_of, threshold = scorer
+        matrix = np.asarray([records[n]["embedding"] for n in rows], dtype="float64")
+        for n, distance in zip(rows, score_of(matrix), strict=True):
+            found[n] = (float(distance), threshold)
+    return found
+
+
 def build_queue(
     records: pd.DataFrame,
     reviewed: set[str],
@@ -114,28 +138,18 @@ def build_queue(
     keep = records["refer"].fillna(False).astype(bool) & records["image"].notna()
     pending = records[keep & ~records["image_sha256"].isin(reviewed)]
     pending = pending.drop_duplicates("image_sha256", keep="last")
+    records_ = pending.to_dict("records")
+    distances = _distances(records_, distance_of)
     cases = []
-    distances: dict[str, Any] = {}
-    for record in pending.to_dict("records"):
+    for record, scored in zip(records_, distances, strict=True):
         kinds = reason_kinds(record.get("refer_reason"))
         if kind and kind not in kinds:
             continue
         probs = {c: float(record.get(c) or 0.0) for c in CLASSES}
         top = sorted(probs.values(), reverse=True)
         margin = top[0] - top[1]
-        found = _distance_in_reason(record.get("refer_reason"))
-        uri = str(record.get("model_uri") or "")
-        if distance_of is not None and uri not in distances:
-            distances[uri] = distance_of(uri)
-        scorer = distances.get(uri)
-        embedding = record.get("embedding")
-        if scorer is not None and embedding is not None and len(embedding):
-            score_of, threshold = scorer
-            distance: float | None = float(score_of(np.asarray([embedding], dtype="float64"))[0])
-        elif found:
-            distance, threshold = found
-        else:
-            distance, threshold = None, None
+        found = scored or _distance_in_reason(record.get("refer_reason"))
+        distance, threshold = found if found else (None, None)
         sets = _set_of(record.get("prediction_set"))
         score, terms = informativeness(len(sets), margin, distance, threshold)
         cases.append(
