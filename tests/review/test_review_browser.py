@@ -43,6 +43,9 @@ from tests.helpers import (
 pytestmark = [pytest.mark.model, pytest.mark.integration]
 NAME = "review-test"
 REVIEWER = ("alice", "s3cret")
+# A folder to keep the queue's and a case's screenshots in: docs/images for the docs
+# (SKINLESION_SCREENSHOTS=docs/images pytest tests/review/test_review_browser.py).
+SCREENSHOTS = "SKINLESION_SCREENSHOTS"
 
 
 def _chromium() -> tuple[str, str]:
@@ -168,9 +171,9 @@ def test_a_reviewer_answers_three_cases_and_two_lesions_become_data(
     keys = [(-int(r.get_attribute("data-melanoma")), -float(r.get_attribute("data-score")))
             for r in rows]  # fmt: skip
     assert keys == sorted(keys)  # melanoma in the set first, then the score
-    shot = tmp_path / "queue.png"
-    browser.save_screenshot(str(shot))
-    assert_plot(shot)
+    shots = Path(os.environ.get(SCREENSHOTS) or tmp_path)  # the docs' pictures, when asked
+    browser.save_screenshot(str(shots / "review-queue.png"))
+    assert_plot(shots / "review-queue.png")
 
     rows[0].find_element(By.CSS_SELECTOR, "a.open").click()
     drawn = "return arguments[0].complete && arguments[0].naturalWidth > 0"
@@ -180,6 +183,7 @@ def test_a_reviewer_answers_three_cases_and_two_lesions_become_data(
         while not browser.execute_script(drawn, element) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert browser.execute_script(drawn, element), image
+    browser.save_screenshot(str(shots / "review-case.png"))
     answered = []
     for answer, dx_type in (("mel", "histo"), ("bcc", "follow_up"), ("not_a_lesion", None)):
         answered.append(_case_of(browser.current_url))
