@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -127,7 +128,9 @@ def browse_and_answer(url: str, auth: tuple[str, str], truth: dict[str, tuple[st
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     driver.set_page_load_timeout(600)
-    signed_in = url.replace("http://", f"http://{auth[0]}:{auth[1]}@")
+    signed_in = (
+        urlsplit(url)._replace(netloc=f"{auth[0]}:{auth[1]}@{urlsplit(url).netloc}").geturl()
+    )
     answers = []
     try:
         driver.get(signed_in + "/")

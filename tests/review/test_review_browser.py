@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
 import pandas as pd
@@ -161,7 +162,11 @@ def test_a_reviewer_answers_three_cases_and_two_lesions_become_data(
     browser.get(url)  # the browser asks for a sign-in and shows nothing of the page
     assert "case-row" not in browser.page_source and "data-notice" not in browser.page_source
 
-    signed_in = url.replace("http://", f"http://{REVIEWER[0]}:{REVIEWER[1]}@")
+    signed_in = (
+        urlsplit(url)
+        ._replace(netloc=f"{REVIEWER[0]}:{REVIEWER[1]}@{urlsplit(url).netloc}")
+        .geturl()
+    )
     browser.get(signed_in + "/")
     assert browser.find_element(By.ID, "reviewer").text == REVIEWER[0]
     rows = browser.find_elements(By.CSS_SELECTOR, "tr.case-row")
