@@ -145,3 +145,15 @@ def test_reviewers_come_from_name_password_entries():
     assert signed_in(header, {"alice": "a:b"}) == "alice"
     assert signed_in("Basic !!!", {"alice": "a:b"}) is None
     assert signed_in("Bearer x", {"alice": "a:b"}) is None
+
+
+def test_the_date_filter_reads_only_its_days(client):
+    auth = ("alice", "s3cret")
+    today = pd.Timestamp.now(tz="UTC")
+    tomorrow = (today + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    later = client.get(f"/?since={tomorrow}", auth=auth).text
+    assert "<strong>0</strong> referred image(s)" in later and "Nothing to review" in later
+    yesterday = today - pd.Timedelta(days=1)  # the fixture's records: the last ten minutes
+    days = client.get(f"/?since={yesterday:%Y-%m-%d}&until={today:%Y-%m-%d}", auth=auth).text
+    assert "<strong>3</strong> referred image(s)" in days
+    assert f'value="{yesterday:%Y-%m-%d}"' in days  # the filter stays filled in
