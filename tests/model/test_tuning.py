@@ -66,7 +66,11 @@ def _wait_for_study(database: Path, finished: int, proc: subprocess.Popen, timeo
         assert proc.poll() is None, "the search ended before it was killed"
         try:
             summaries = optuna.get_all_study_summaries(storage) if database.is_file() else []
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+        except (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.IntegrityError,
+            optuna.exceptions.StorageInternalError,  # the schema half made: a write refused
+        ):
             summaries = []  # the search holds the file's lock, or is creating its schema
         if summaries:
             study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
