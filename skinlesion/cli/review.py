@@ -109,3 +109,17 @@ def export(
         feedback,
     )
     typer.echo(exported.describe())
+
+
+@app.command("hash-password")
+def hash_password_command(
+    name: Annotated[str, typer.Argument(help="The reviewer's name.")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Print a SKINLESION_REVIEWERS entry for NAME with the password's PBKDF2 hash in place
+    of the password: the Secret then holds no password."""
+    from skinlesion.review.auth import hash_password
+
+    if ":" in name or "," in name:
+        raise fail("a reviewer's name holds neither ':' nor ','")
+    typer.echo(f"{name}:{hash_password(password)}")

@@ -157,3 +157,27 @@ def test_the_date_filter_reads_only_its_days(client):
     days = client.get(f"/?since={yesterday:%Y-%m-%d}&until={today:%Y-%m-%d}", auth=auth).text
     assert "<strong>3</strong> referred image(s)" in days
     assert f'value="{yesterday:%Y-%m-%d}"' in days  # the filter stays filled in
+
+
+def test_a_hashed_password_signs_in_and_the_secret_holds_no_password():
+    from typer.testing import CliRunner
+
+    from skinlesion.cli.main import command_line
+    from skinlesion.review.auth import hash_password
+
+    def header(name: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+    hashed = hash_password("correct horse", iterations=1000)
+    assert "correct horse" not in hashed and hashed != hash_password("correct horse", 1000)
+    reviewers = reviewers_from(f"carol:{hashed},dave:pbkdf2_sha256$broken")
+    assert signed_in(header("carol", "correct horse"), reviewers) == "carol"
+    assert signed_in(header("carol", "wrong horse"), reviewers) is None
+    assert signed_in(header("dave", "pbkdf2_sha256$broken"), reviewers) is None
+    printed = CliRunner().invoke(
+        command_line(), ["review", "hash-password", "erin"], input="s3cret!\ns3cret!\n"
+    )
+    assert printed.exit_code == 0, printed.output
+    entry = printed.output.strip().splitlines()[-1]
+    assert entry.startswith("erin:pbkdf2_sha256$600000$") and "s3cret!" not in entry
+    assert signed_in(header("erin", "s3cret!"), reviewers_from(entry)) == "erin"
