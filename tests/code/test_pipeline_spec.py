@@ -301,6 +301,7 @@ def test_the_monitoring_pipeline_reports_and_starts_no_training(monitoring, para
 def test_a_retraining_monitor_trains_only_on_drift(params, tmp_path):
     """With on_drift: retrain, the training pipeline (change check, GPU training, gate)
     is a sub-pipeline under the condition that the monitor said drift."""
+    params = copy.deepcopy(params)  # the session's mapping stays params.yaml's
     params["monitor"]["on_drift"] = "retrain"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = CliRunner().invoke(
