@@ -113,9 +113,9 @@ postgres:
 	      apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	  else echo "install Debian's postgresql package for the PostgreSQL registry tests" >&2; fi; }
 
-# The review page's browser test (tests/review/test_review_browser.py) drives Debian's
-# headless Chromium through Debian's chromedriver (no downloaded browser builds): installed
-# here if missing (about 11 s from the package cache on this machine).
+# The review page's browser test (tests/review/test_review_browser.py, in test-extended)
+# drives Debian's headless Chromium through Debian's chromedriver (no downloaded browser
+# builds): installed here if missing (about 11 s from the package cache on this machine).
 chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -126,13 +126,14 @@ chromium:
 # The whole suite (what CI runs): lint, then every tier, the slowest tests listed at the end.
 # Every core (pytest-xdist; a worker steals queued tests from a busy one, so the long
 # model tests spread out); the 25 slowest tests are listed to keep them in sight.
-test: lint postgres chromium
+test: lint postgres
 	pytest -n auto --dist worksteal --durations=25 -m "not extended"
 
 # Opt-in: long runs whose parts `make test` covers elsewhere (the tuning pipeline composed
 # under kfp.local, ResNet's fine-tuning fallback, a search resumed after a kill, four weeks
-# of scheduled retraining, the DVC flow's later rounds); CI runs them after `make test`.
-test-extended: install postgres
+# of scheduled retraining, the DVC flow's later rounds, the review page in a real browser);
+# CI runs them after `make test`.
+test-extended: install postgres chromium
 	pytest -n auto --dist worksteal --durations=5 -m extended
 
 # While you work: the code tier without servers, training or TensorFlow subprocesses

@@ -41,7 +41,9 @@ from tests.helpers import (
     stop_group,
 )
 
-pytestmark = [pytest.mark.model, pytest.mark.integration]
+# In `make test-extended` (CI runs it after `make test`): the suite's 12 minutes had no
+# room for its half minute; the page without a browser is in the suite (test_review_app).
+pytestmark = [pytest.mark.model, pytest.mark.integration, pytest.mark.extended]
 NAME = "review-test"
 REVIEWER = ("alice", "s3cret")
 # A folder to keep the queue's and a case's screenshots in: docs/images for the docs
