@@ -163,14 +163,17 @@ def _day_of(name: str) -> str | None:
     return None
 
 
-def read_records(
-    uri: str, since: pd.Timestamp | None = None, until: pd.Timestamp | None = None
-) -> pd.DataFrame:
-    """The records of a prediction log (a folder or an ``s3://`` prefix) whose ``time``
-    lies in [``since``, ``until``), as written; files are picked by their day folder
-    first, so a window reads only its days. Empty when nothing matches."""
-    first = since.strftime("%Y-%m-%d") if since is not None else ""
-    last = until.strftime("%Y-%m-%d") if until is not None else "9999"
+@dataclass(frozen=True)
+class _Part:
+    """One part file of a log: its name under the log's root, and how to read it."""
+
+    name: str
+    read: Callable[[], bytes]
+
+
+def _parts(uri: str, first: str = "", last: str = "9999") -> list[_Part]:
+    """The part files of a log (a folder or an ``s3://`` prefix) whose day folder lies in
+    [``first``, ``last``] (a file without one is always taken), in name order."""
 
     def wanted(name: str) -> bool:
         day = _day_of(name)
@@ -185,15 +188,29 @@ def read_records(
             Bucket=bucket, Prefix=prefix, StartAfter=f"{prefix}date={first}" if first else ""
         )  # keys sort by day: the listing starts at the window's first one
         keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-        tables = [
-            pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        return [
+            _Part(
+                key[len(prefix) :],
+                lambda k=key: client.get_object(Bucket=bucket, Key=k)["Body"].read(),
+            )
             for key in keys
             if wanted(key[len(prefix) :])
         ]
-    else:
-        root = Path(uri)
-        files = sorted(root.rglob("*.parquet")) if root.is_dir() else []
-        tables = [pd.read_parquet(f) for f in files if wanted(f.relative_to(root).as_posix())]
+    root = Path(uri)
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else []
+    named = [(f.relative_to(root).as_posix(), f) for f in files]
+    return [_Part(name, f.read_bytes) for name, f in named if wanted(name)]
+
+
+def read_records(
+    uri: str, since: pd.Timestamp | None = None, until: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The records of a prediction log (a folder or an ``s3://`` prefix) whose ``time``
+    lies in [``since``, ``until``), as written; files are picked by their day folder
+    first, so a window reads only its days. Empty when nothing matches."""
+    first = since.strftime("%Y-%m-%d") if since is not None else ""
+    last = until.strftime("%Y-%m-%d") if until is not None else "9999"
+    tables = [pd.read_parquet(io.BytesIO(part.read())) for part in _parts(uri, first, last)]
     if not tables:
         return pd.DataFrame()
     records = pd.concat(tables, ignore_index=True)
@@ -247,36 +264,11 @@ def prune_images(uri: str, cutoff: pd.Timestamp) -> Pruned:
     not read."""
     last = (cutoff + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
     read = rewritten = deleted = 0
-
-    def due(name: str) -> bool:
-        day = _day_of(name)
-        return name.endswith(".parquet") and (day is None or day <= last)
-
-    if uri.startswith("s3://"):
-        from skinlesion.data.storage import s3_client, split_uri
-
-        bucket, prefix = split_uri(uri)
-        client = s3_client()
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for key in [o["Key"] for page in pages for o in page.get("Contents", [])]:
-            if not due(key[len(prefix) :]):
-                continue
-            read += 1
-            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            kept, n = _without_old_images(body, cutoff)
-            if kept is not None:
-                client.put_object(Bucket=bucket, Key=key, Body=kept)
-                rewritten, deleted = rewritten + 1, deleted + n
-        return Pruned(read, rewritten, deleted)
-    root = Path(uri)
-    for path in sorted(root.rglob("*.parquet")) if root.is_dir() else []:
-        if not due(path.relative_to(root).as_posix()):
-            continue
+    write = sink_for(uri)  # the writer's own way: atomic in a folder, a put on S3
+    for part in _parts(uri, last=last):
         read += 1
-        kept, n = _without_old_images(path.read_bytes(), cutoff)
+        kept, n = _without_old_images(part.read(), cutoff)
         if kept is not None:
-            temporary = path.with_suffix(".tmp")
-            temporary.write_bytes(kept)
-            temporary.replace(path)
+            write(kept, part.name)
             rewritten, deleted = rewritten + 1, deleted + n
     return Pruned(read, rewritten, deleted)
