@@ -97,12 +97,9 @@ def export(
     from skinlesion.serving.prediction_log import read_records
 
     params = load_params(params_file)
-    records = read_records(_log_uri(log, params))
-    if "image" in records.columns:
-        records = records[records["image"].notna()]
     exported = export_reviews(
         ReviewStore(store or params.review.store),
-        records,
+        read_records(_log_uri(log, params)),
         to,
         params.validate_,
         params.data.workers,

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 import pandas as pd
 
+from skinlesion.data.feedback import PATIENT
 from skinlesion.labels import CLASSES
 from skinlesion.review.auth import signed_in
 from skinlesion.review.queue import REASON_KINDS, Case, build_queue
@@ -129,7 +130,7 @@ class ReviewSource:
         if model is None:
             return None
         raw = base64.b64decode(case.record["image"])
-        patient = {c: case.record.get(c) for c in ("age", "sex", "localization")}
+        patient = {c: case.record.get(c) for c in PATIENT}
         top = max(case.probabilities, key=case.probabilities.__getitem__)
         with self._lock:  # one TensorFlow gradient at a time
             cam = grad_cam(

@@ -79,10 +79,13 @@ def export_reviews(
     """Add the agreed diagnoses of ``store`` to ``data_dir`` through add-labels, their
     images and patient fields found in ``records`` (the prediction log). The feedback file
     is written to ``feedback_file`` when given (kept for the record), else to a
-    temporary one."""
+    temporary one. Only records that kept the image are searched (add-labels takes the
+    latest record of an image, which may be a later, unreferred answer without it)."""
     rows, exported = feedback_rows(store)
     if rows.empty:
         return exported
+    if "image" in records.columns:  # an image sent again unreferred: its bytes are elsewhere
+        records = records[records["image"].notna()]
     with tempfile.TemporaryDirectory() as folder:
         target = Path(feedback_file) if feedback_file else Path(folder) / "feedback.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
