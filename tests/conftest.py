@@ -17,6 +17,7 @@ from skinlesion.data.synth import make_synthetic_dataset
 from tests.helpers import (
     REAL_DATA,
     ROOT,
+    failed_kfp_task,
     free_port,
     running_mlflow_server,
     running_postgres,
@@ -206,6 +207,18 @@ def pytest_configure(config: pytest.Config) -> None:
         ("GX_ANALYTICS_ENABLED", "false"),
     ):
         os.environ.setdefault(name, value)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed kfp.local run shows the failed task's own log first, before the whole
+    capture (which CI cuts in the middle)."""
+    report = yield
+    if report.failed and report.when == "call":
+        task_log = failed_kfp_task(report.capstdout)
+        if task_log:
+            report.sections.insert(0, ("the kfp.local task that failed", task_log))
+    return report
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

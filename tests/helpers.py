@@ -197,6 +197,23 @@ def run_kfp_locally(tmp_path: Path, tracking_uri: str, monkeypatch: pytest.Monke
     )
 
 
+def failed_kfp_task(captured: str, lines: int = 60) -> str:
+    """The log of the task that failed a kfp.local run, from a test's captured output: kfp
+    2.16 names no task in the error it raises when the task sits inside a condition
+    ("Inner task failed: ."), and CI shows only the head and tail of a long capture."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", captured).splitlines()
+    finished = re.compile(r"Task '.*' finished with status FAILURE")
+    failed = [i for i, line in enumerate(text) if finished.search(line)]
+    if not failed:
+        return ""
+    end = failed[-1]
+    starts = [i for i in range(end) if "Executing task" in text[i]]
+    start = starts[-1] if starts else 0
+    return "\n".join(text[max(start, end - lines) : end + 1])
+
+
 def write_params(params: dict, path: Path) -> Path:
     import yaml
 
