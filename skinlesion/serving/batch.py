@@ -37,10 +37,10 @@ from skinlesion.data.catalog import (
     content_hashes,
     read_metadata,
 )
+from skinlesion.data.feedback import PATIENT
 from skinlesion.errors import SkinlesionError
 from skinlesion.progress import progress
 
-PATIENT = ("age", "sex", "localization")
 METADATA_FILES = ("metadata.csv", *METADATA_NAMES)
 
 
