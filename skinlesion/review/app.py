@@ -16,6 +16,7 @@ import io
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from skinlesion.review.store import DX_TYPES, NOT_A_LESION, Review, ReviewError,
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 RECORDS_TTL_SECONDS = 30.0  # the log is read again at most this often
+GRADCAM_CACHE_CASES = 256  # about 100 KB each: 25 MB at most, the oldest dropped first
 SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
@@ -64,7 +66,8 @@ class ReviewSource:
     load_model: Callable[[str], Any]
     _records: tuple[float, tuple, pd.DataFrame] | None = None
     _models: dict[str, Any] = field(default_factory=dict)
-    _gradcams: dict[str, bytes] = field(default_factory=dict)
+    gradcam_cache_cases: int = GRADCAM_CACHE_CASES
+    _gradcams: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def records(self, since: str | None, until: str | None) -> pd.DataFrame:
@@ -125,6 +128,7 @@ class ReviewSource:
 
         with self._lock:
             if case.image_sha256 in self._gradcams:
+                self._gradcams.move_to_end(case.image_sha256)
                 return self._gradcams[case.image_sha256]
         model = self.model(str(case.record.get("model_uri") or ""))
         if model is None:
@@ -144,6 +148,8 @@ class ReviewSource:
             blend(image.convert("RGB"), cam).save(out, format="PNG")
         with self._lock:
             self._gradcams[case.image_sha256] = out.getvalue()
+            while len(self._gradcams) > self.gradcam_cache_cases:
+                self._gradcams.popitem(last=False)
         return out.getvalue()
 
 

@@ -181,3 +181,30 @@ def test_a_hashed_password_signs_in_and_the_secret_holds_no_password():
     entry = printed.output.strip().splitlines()[-1]
     assert entry.startswith("erin:pbkdf2_sha256$600000$") and "s3cret!" not in entry
     assert signed_in(header("erin", "s3cret!"), reviewers_from(entry)) == "erin"
+
+
+def test_grad_cam_overlays_are_drawn_once_and_the_oldest_dropped(log_dir, monkeypatch):
+    """Each case's overlay is computed once and kept, up to ``gradcam_cache_cases`` cases
+    (a long queue must not grow the page's memory without end)."""
+    import numpy as np
+
+    import skinlesion.serving.predict as predict
+    from skinlesion.review.queue import build_queue
+
+    drawn = []
+
+    def fake_grad_cam(model, image, class_index, metadata=None):
+        drawn.append(class_index)
+        return np.zeros((4, 4))
+
+    monkeypatch.setattr(predict, "grad_cam", fake_grad_cam)
+    source = ReviewSource(str(log_dir), 30, lambda uri: object(), gradcam_cache_cases=2)
+    cases = build_queue(source.records(None, None), set())
+    assert len(cases) == 3
+    first = source.gradcam(cases[0])
+    assert Image.open(io.BytesIO(first)).format == "PNG"
+    assert source.gradcam(cases[0]) == first and len(drawn) == 1  # kept
+    source.gradcam(cases[1])
+    source.gradcam(cases[2])  # three cases, room for two: the first is dropped
+    source.gradcam(cases[0])
+    assert len(drawn) == 4
