@@ -200,7 +200,10 @@ def add_labels(
     if not new_rows and not result.relabelled:
         result.new_version = result.old_version
         return result
-    merged = pd.concat([metadata, pd.DataFrame(new_rows)], ignore_index=True)
+    # a field none of the new rows gives (say, no age) stays empty in them: left out of the
+    # concatenation, which must not take its dtype from an all-missing column
+    additions = pd.DataFrame(new_rows).dropna(axis=1, how="all")
+    merged = pd.concat([metadata, additions], ignore_index=True)
     folder = next((d for d in IMAGE_DIRS if (root / d).is_dir()), IMAGE_DIRS[0])
     meta_name = find_metadata(root).name
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:

@@ -215,7 +215,7 @@ def score_folder(
         scored_now=len(todo),
         resumed=len(done),
         errors=int((merged["error"].fillna("") != "").sum()),
-        referred=int(merged.get("refer", pd.Series(dtype=bool)).fillna(False).astype(bool).sum()),
+        referred=int(merged.get("refer", pd.Series(dtype=bool)).eq(True).sum()),
         seconds=round(seconds, 2),
         model_uri=pinned,
         model_version=version,
