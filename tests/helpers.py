@@ -314,16 +314,37 @@ def running_mlflow_server(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode} (port {port} taken?)")
             try:
-                if requests.get(f"{url}/health", timeout=10).ok:
+                if requests.get(f"{url}/health", timeout=10).ok and _listens(proc, port):
                     break
             except requests.RequestException:  # not up yet, or slow on a busy machine
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         else:
             pytest.fail("mlflow server did not start")
         yield url
     finally:
         stop_group(proc)
+
+
+def _listens(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` (or a process it started) listens on ``port``: a free port picked
+    by one pytest worker can be taken by another's server before this one binds it, and
+    that server would answer the health check in its place, then stop with its module."""
+    import psutil
+
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            for p in tree
+            for c in p.net_connections(kind="tcp")
+        )
+    except psutil.NoSuchProcess:
+        return False
 
 
 @contextlib.contextmanager
