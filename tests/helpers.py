@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,8 +280,6 @@ def running_mlflow_server(
     """A real `mlflow server` on 127.0.0.1 (backend ``backend_store_uri``, by default
     sqlite in ``store_dir``; artifacts proxied to ``artifacts_destination``); yields its
     URL and stops it afterwards."""
-    import requests
-
     port = port or free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     # The server's optional job runner (huey consumers: several processes of ~250 MB each)
@@ -312,21 +311,38 @@ def running_mlflow_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode} (port {port} taken?)")
-            try:
-                if requests.get(f"{url}/health", timeout=10).ok and _listens(proc, port):
-                    break
-            except requests.RequestException:  # not up yet, or slow on a busy machine
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
+        wait_for_server(proc, port, f"{url}/health", "mlflow server", timeout=120)
         yield url
     finally:
         stop_group(proc)
+
+
+def wait_for_server(
+    proc: subprocess.Popen,
+    port: int,
+    probe: str,
+    name: str,
+    timeout: float,
+    log: Path | None = None,
+    answered: Callable[[Any], bool] = lambda response: response.ok,
+) -> None:
+    """Wait until the server ``proc`` started on ``port`` answers ``probe`` (``answered``
+    tells a good answer) from its own socket; fail at once if it exits (with the tail of
+    its ``log``), or after ``timeout`` seconds."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            said = log.read_text()[-3000:] if log else f"port {port} taken?"
+            pytest.fail(f"{name} exited with {proc.returncode}: {said}")
+        try:
+            if answered(requests.get(probe, timeout=10)) and _listens(proc, port):
+                return
+        except requests.RequestException:  # not up yet, or slow on a busy machine
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{name} did not start within {timeout:.0f} s")
 
 
 def _listens(proc: subprocess.Popen, port: int) -> bool:
@@ -413,7 +429,6 @@ def serving(
     """`skinlesion serve` of ``model`` on ``runtime``, following its alias every second,
     on a free port, with its prediction log at ``log_uri`` rotated every second; yields
     its URL and process."""
-    import requests
     import yaml
 
     port = free_port()
@@ -443,17 +458,9 @@ def serving(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server ended: {(workdir / 'serve.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/ping", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail("skinlesion serve did not start")
+        wait_for_server(
+            proc, port, f"{url}/ping", "skinlesion serve", timeout=180, log=workdir / "serve.log"
+        )
         yield url, proc
     finally:
         stop_group(proc)

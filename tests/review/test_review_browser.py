@@ -39,6 +39,7 @@ from tests.helpers import (
     log_tiny_model,
     serving,
     stop_group,
+    wait_for_server,
 )
 
 # In `make test-extended` (CI runs it after `make test`): the suite's 12 minutes had no
@@ -134,14 +135,10 @@ def review_page(
                             start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (workdir / "review.log").read_text()[-3000:]
-            try:
-                requests.get(url, timeout=5)
-                break
-            except requests.RequestException:
-                time.sleep(0.5)
+        wait_for_server(  # any answer will do: an anonymous one is refused, as it should be
+            proc, port, url, "skinlesion review serve", timeout=120,
+            log=workdir / "review.log", answered=lambda response: True,
+        )  # fmt: skip
         yield url, store
     finally:
         stop_group(proc)
